@@ -1,0 +1,138 @@
+"""What one trial is: its input (TrialPayload) and its outcome (TrialResult).
+
+These are plain data, shipped between the driver and Ray workers. The work
+itself is done by a *trial function* ``fn(payload, data, reporter) ->
+TrialResult``; the default trains a Keras model (``hpsearch.training``), and
+tests and benchmarks plug in cheap ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+COMPLETE = "COMPLETE"
+FAIL = "FAIL"
+PRUNED = "PRUNED"
+
+DEFAULT_TRIAL_FN = "hpsearch.training:train_trial"
+
+
+@dataclass
+class TrialPayload:
+    """Everything a worker needs to run one trial, besides the data."""
+
+    number: int
+    params: dict[str, Any]
+    family: str
+    metric: str
+    task: str
+    seed: int
+    training: dict[str, Any]
+    inputs: dict[str, Any]  # InputSpec.to_dict()
+    outputs: dict[str, Any]  # OutputSpec.to_dict()
+    splits: tuple[str, ...] = ("valid", "holdout")
+    pruning: bool = False
+
+
+@dataclass
+class TrialResult:
+    """What a worker sends back; the driver persists it."""
+
+    number: int
+    state: str
+    value: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    model_bytes: bytes | None = None
+    tb_bytes: bytes | None = None
+    error: str | None = None
+    traceback: str | None = None
+    reason: str | None = None
+    duration_s: float = 0.0
+    node_id: str | None = None
+    hostname: str | None = None
+    pid: int | None = None
+    epochs: int = 0
+    n_params: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_trial_fn(path: str) -> Callable[..., TrialResult]:
+    """Import ``"module:function"``."""
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise ValueError(f"trial function must look like 'module:function', got {path!r}.")
+    return getattr(importlib.import_module(module), name)
+
+
+def where_am_i() -> dict[str, Any]:
+    """Node id, host name and pid of the current process (Ray-aware)."""
+    import os
+    import socket
+
+    info: dict[str, Any] = {"hostname": socket.gethostname(), "pid": os.getpid(), "node_id": None}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            info["node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # pragma: no cover - best effort only
+        pass
+    return info
+
+
+def run_guarded(fn: Callable[..., TrialResult], payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+    """Run a trial function; any exception becomes a FAIL result with its traceback.
+
+    A trial never takes the study down: the driver records the failure and
+    goes on.
+    """
+    start = time.perf_counter()
+    try:
+        result = fn(payload, data, reporter)
+    except BaseException as exc:  # noqa: BLE001 - every trial error is recorded
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        result = TrialResult(
+            number=payload.number,
+            state=FAIL,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            reason=_reason_for(exc),
+        )
+    result.duration_s = result.duration_s or (time.perf_counter() - start)
+    if result.state == COMPLETE and (result.value is None or not math.isfinite(result.value)):
+        result.state = FAIL
+        result.reason = result.reason or "non-finite objective"
+        result.error = result.error or f"objective value is {result.value!r}"
+    for key, value in where_am_i().items():
+        if getattr(result, key) is None:
+            setattr(result, key, value)
+    return result
+
+
+def _reason_for(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if name == "ResourceExhaustedError" or isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, NonFiniteLossError):
+        return "non-finite loss"
+    if name in {"InvalidArgumentError", "ValueError"} and "shape" in str(exc).lower():
+        return "invalid graph"
+    return "exception"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class TrialPruned(Exception):
+    """Raised inside a trial function when the driver asked it to stop."""
