@@ -1,0 +1,338 @@
+"""``hpsearch``: look at spaces, run and resume searches, inspect their trials.
+
+Heavy libraries (TensorFlow, Keras, Ray, Optuna) are imported inside the
+command that needs them, so ``hpsearch --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hpsearch.errors import UserError
+
+    errors: list[type[BaseException]] = [UserError]
+    for module, name in (
+        ("search_spaces.space", "SpaceError"),
+        ("hpsearch.spec", "SpecError"),
+        ("hpsearch.data", "DataError"),
+    ):
+        mod = sys.modules.get(module)
+        if mod is not None and hasattr(mod, name):
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+# --------------------------------------------------------------------------- space
+
+
+def cmd_space_list(args: argparse.Namespace) -> int:
+    from search_spaces import list_library
+
+    rows = list_library()
+    width = max((len(n) for n, _ in rows), default=10)
+    for name, description in rows:
+        print(f"{name.ljust(width)}  {description}")
+    return 0
+
+
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    from hpsearch.errors import UserError
+
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"--input-shape {text!r}: expected integers such as 30 or 8,8,1.") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise UserError(f"--input-shape {text!r}: every size must be a positive integer.")
+    return shape
+
+
+def example_io(space: Any, shape: tuple[int, ...] | None, task: str = "binary", n_classes: int = 1):
+    """An InputSpec/OutputSpec that suits a space's family, for `space sample --build`."""
+    from search_spaces.specs import Head, InputSpec, OutputSpec, TextInput
+
+    family = space.family
+    if family == "cnn":
+        inputs = InputSpec(image_shape=shape or (16, 16, 1))
+    elif family == "text":
+        seq = shape[0] if shape else 40
+        inputs = InputSpec(text=TextInput(vocab_size=2000, seq_len=seq))
+    elif family in ("multi_input", "wide_deep"):
+        inputs = InputSpec(
+            numeric=shape[0] if shape else 8,
+            categorical={"colour": 6, "city": 20},
+            text=TextInput(vocab_size=1000, seq_len=20) if family == "multi_input" else None,
+        )
+    else:
+        inputs = InputSpec(numeric=shape[0] if shape else 30)
+    if family == "multi_output":
+        outputs = OutputSpec(heads=(Head("output", task, n_classes), Head("second", "regression", 1, 0.5)))
+    else:
+        outputs = OutputSpec.single(task, n_classes)
+    return inputs, outputs
+
+
+def cmd_space_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hpsearch.errors import UserError
+    from search_spaces import load_space
+
+    if args.n < 1:
+        raise UserError(f"-n {args.n}: the number of configurations must be at least 1.")
+    space = load_space(args.space)
+    shape = _parse_shape(args.input_shape)
+    rng = np.random.default_rng(args.seed)
+    configs = [space.sample_random(rng) for _ in range(args.n)]
+    if args.build:
+        from search_spaces.families import build_model, count_params, describe_model
+
+        inputs, outputs = example_io(space, shape)
+    print(f"# space {space.name} (family {space.family}), {args.n} configuration(s), seed {args.seed}")
+    for i, config in enumerate(configs):
+        print(f"[{i}] {json.dumps(config)}")
+        if args.build:
+            model = build_model(space.family, config, inputs, outputs)
+            print(f"    params: {count_params(model):,}  layers: {describe_model(model)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _load_spec(path: str, args: argparse.Namespace | None = None):
+    from hpsearch.spec import load_spec
+
+    return load_spec(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hpsearch.driver import Interrupted, run_search
+    from hpsearch.errors import UserError
+
+    spec = _load_spec(args.spec)
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UserError(f"--n-trials {args.n_trials}: must be at least 1.")
+    try:
+        summary = run_search(
+            spec,
+            resume=args.resume,
+            address=args.address,
+            n_trials=args.n_trials,
+            trial_fn=args.trial_fn,
+            progress=not args.quiet,
+        )
+    except Interrupted as exc:
+        print(
+            f"\nstopped: {exc.n_cancelled} trial(s) in flight cancelled and recorded; "
+            f"{exc.summary.n_complete} complete trial(s) kept in {exc.summary.run_dir}. "
+            f"Continue with: hpsearch run {args.spec} --resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    _print_summary(summary)
+    if summary.stopped:
+        print(f"note: {summary.stopped}", file=sys.stderr)
+    return 0
+
+
+def _print_summary(summary: Any) -> None:
+    print(
+        f"run {summary.run_dir}: {summary.n_complete} complete, {summary.n_failed} failed, "
+        f"{summary.n_pruned} pruned in {summary.elapsed_s:.1f} s"
+    )
+    if summary.best_number is not None:
+        print(f"best: trial {summary.best_number}, value {summary.best_value:.6g}")
+        print(f"params: {json.dumps(summary.best_params)}")
+
+
+def _trial_rows(run_dir: str) -> tuple[Any, list[dict[str, Any]]]:
+    import optuna
+
+    from hpsearch.store import RunDir
+
+    rd = RunDir(run_dir)
+    meta = rd.read_meta()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=meta["study_name"], storage=rd.storage_url())
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rec = rd.read_trial(t.number)
+        info = rec.info if rec else {}
+        duration = info.get("duration_s")
+        if duration is None and t.datetime_start and t.datetime_complete:
+            duration = (t.datetime_complete - t.datetime_start).total_seconds()
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": t.user_attrs.get("config") or info.get("params") or dict(t.params),
+                "duration_s": duration,
+                "epochs": info.get("epochs"),
+                "n_params": info.get("n_params"),
+                "reason": info.get("reason") or t.user_attrs.get("reason"),
+                "hostname": info.get("hostname"),
+                "node_id": info.get("node_id"),
+                "interrupted": bool(t.user_attrs.get("interrupted") or t.user_attrs.get("requeued")),
+            }
+        )
+    return meta, rows
+
+
+def _sorted_complete(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    return sorted(done, key=lambda r: r["value"], reverse=meta.get("direction") == "maximize")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    meta, rows = _trial_rows(args.run_dir)
+    states: dict[str, int] = {}
+    for r in rows:
+        key = r["state"] + (" (interrupted, re-queued)" if r["interrupted"] else "")
+        states[key] = states.get(key, 0) + 1
+    print(f"run: {meta['name']}  ({args.run_dir})")
+    print(f"space: {meta.get('space')} (family {meta.get('family')}), task {meta.get('task')}, "
+          f"metric {meta.get('metric')} ({meta.get('direction')})")
+    print("trials: " + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"))
+    best = _sorted_complete(meta, rows)
+    if best:
+        print(f"best: trial {best[0]['number']}, value {best[0]['value']:.6g}")
+    return 0
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    meta, rows = _trial_rows(args.run_dir)
+    if args.top:
+        rows = _sorted_complete(meta, rows)[: args.top]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if args.format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["number", "state", "value", "duration_s", "epochs", "n_params", "reason", "params"])
+        for r in rows:
+            writer.writerow(
+                [r["number"], r["state"], r["value"], r["duration_s"], r["epochs"], r["n_params"], r["reason"] or "",
+                 json.dumps(r["params"])]
+            )
+        return 0
+    print(f"{'#':>5} {'state':<9} {'value':>11} {'time s':>8} {'epochs':>6}  params")
+    for r in rows:
+        value = "-" if r["value"] is None else f"{r['value']:.6g}"
+        dur = "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}"
+        params = json.dumps(r["params"])
+        if len(params) > 90:
+            params = params[:87] + "..."
+        print(f"{r['number']:>5} {r['state']:<9} {value:>11} {dur:>8} {str(r['epochs'] or '-'):>6}  {params}")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from hpsearch.errors import UserError
+
+    meta, rows = _trial_rows(args.run_dir)
+    best = _sorted_complete(meta, rows)
+    if not best:
+        raise UserError(f"{args.run_dir}: no COMPLETE trial yet. Fix: run or resume the search first.")
+    b = best[0]
+    print(json.dumps({"number": b["number"], "value": b["value"], "metric": meta.get("metric"),
+                      "params": b["params"], "model": f"{args.run_dir}/trials/{b['number']:05d}/model.keras"},
+                     indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hpsearch.demo import run_demo
+
+    return run_demo(out=args.out, n_trials=args.n_trials, quick=args.quick)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hpsearch",
+        description="Hyperparameter search over Keras architectures on Ray (TPE, Hyperopt TPE, random).",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    space = sub.add_parser("space", help="look at search spaces before spending a GPU on them")
+    ssub = space.add_subparsers(dest="space_command", metavar="SUBCOMMAND")
+    ssub.required = True
+    sl = ssub.add_parser("list", help="list the library spaces")
+    sl.set_defaults(func=cmd_space_list)
+    ss = ssub.add_parser("sample", help="print sampled configurations (and build their models)")
+    ss.add_argument("space", metavar="NAME_OR_FILE")
+    ss.add_argument("-n", type=int, default=5, help="how many configurations (default 5)")
+    ss.add_argument("--seed", type=int, default=0)
+    ss.add_argument("--build", action="store_true", help="build each model; print parameter count and layers")
+    ss.add_argument("--input-shape", help="input shape for --build, e.g. 30 (tabular) or 28,28,1 (images)")
+    ss.set_defaults(func=cmd_space_sample)
+
+    run = sub.add_parser("run", help="run (or resume) a search described by a spec file")
+    run.add_argument("spec", metavar="SPEC")
+    run.add_argument("--n-trials", type=int, help="override budget.n_trials")
+    run.add_argument("--resume", action="store_true", help="continue the run in the spec's output directory")
+    run.add_argument("--address", help="address of a running Ray cluster (default: embedded local Ray)")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--trial-fn", help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="summary of a run directory")
+    st.add_argument("run_dir", metavar="RUN_DIR")
+    st.set_defaults(func=cmd_status)
+
+    tr = sub.add_parser("trials", help="list a run's trials")
+    tr.add_argument("run_dir", metavar="RUN_DIR")
+    tr.add_argument("--top", type=int, help="only the K best complete trials")
+    tr.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    tr.set_defaults(func=cmd_trials)
+
+    be = sub.add_parser("best", help="the best trial of a run (JSON)")
+    be.add_argument("run_dir", metavar="RUN_DIR")
+    be.set_defaults(func=cmd_best)
+
+    demo = sub.add_parser("demo", help="a demo search and ensemble on bundled data")
+    demo.add_argument("--out", help="run directory (default: runs/demo-<timestamp>)")
+    demo.add_argument("--n-trials", type=int, default=None)
+    demo.add_argument("--quick", action="store_true", help="a smaller demo (CI smoke test)")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if isinstance(exc, _user_errors()):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""The search loop: ask the sampler, run the trial on Ray, persist, tell the study.
+
+``run_search(spec)`` is the Python entry point behind ``hpsearch run``. The
+driver process is the only writer of the run directory and of the study
+storage; Ray workers only compute and send results back.
+
+Order of writes for one finished trial (the resume logic depends on it):
+trial files -> ``trials/<n>/trial.json`` (atomic; the commit point) ->
+``study.tell``. A driver killed anywhere in between leaves either no
+``trial.json`` (the trial re-runs) or a ``trial.json`` whose study entry is
+still RUNNING (resume tells the study what the file says).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpsearch import atomic
+from hpsearch.errors import RunDirError, StudyStopped, UserError
+from hpsearch.store import RunDir
+from hpsearch.trial import COMPLETE, DEFAULT_TRIAL_FN, FAIL, PRUNED, TrialPayload, TrialResult
+
+FAMILY_NEEDS = {"cnn": "image", "text": "text"}
+
+
+@dataclass
+class SearchSummary:
+    run_dir: Path
+    n_complete: int = 0
+    n_failed: int = 0
+    n_pruned: int = 0
+    best_number: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    stopped: str | None = None
+    elapsed_s: float = 0.0
+    requeued: list[int] = field(default_factory=list)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C: trials in flight were cancelled, recorded and queued for --resume."""
+
+    def __init__(self, summary: SearchSummary, n_cancelled: int):
+        super().__init__(f"stopped by the user; {n_cancelled} trial(s) in flight cancelled")
+        self.summary = summary
+        self.n_cancelled = n_cancelled
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _direction(metric: str) -> str:
+    from hpsearch.metrics import get_metric
+
+    return "maximize" if get_metric(metric).greater_is_better else "minimize"
+
+
+def check_space_fits_data(space: Any, input_spec: Any) -> None:
+    need = FAMILY_NEEDS.get(space.family)
+    if need == "image" and input_spec.image_shape is None:
+        raise UserError(
+            f"space {space.name!r} (family cnn) needs image input, but the data has none. "
+            "Fix: set `data.image_shape` in the spec (for example [8, 8, 1] for sklearn:digits)."
+        )
+    if need == "text" and input_spec.text is None:
+        raise UserError(
+            f"space {space.name!r} (family text) needs a text column, but the data has none. "
+            "Fix: choose a tabular space (tabular_mlp) or mark a column as text in `data.columns`."
+        )
+
+
+def _trial_arrays(prepared: Any) -> dict[str, Any]:
+    return {"x": dict(prepared.x), "y": {k: v for k, v in prepared.y.items() if v is not None}}
+
+
+class _Progress:
+    def __init__(self, total: int, stream: Any = None, enabled: bool = True):
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.start = time.time()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last = 0.0
+
+    def line(self, done: int, failed: int, pruned: int, running: int, best: Any, finished_now: int) -> str:
+        elapsed = time.time() - self.start
+        finished = done + failed + pruned
+        eta = "?"
+        if finished_now > 0 and finished < self.total:
+            eta = _fmt_s(elapsed / finished_now * (self.total - finished))
+        elif finished >= self.total:
+            eta = "0:00"
+        best_s = "-" if best is None else f"{best[1]:.5g} (#{best[0]})"
+        return (
+            f"[{finished}/{self.total}] done {done}  failed {failed}  pruned {pruned}  running {running}"
+            f"  | best {best_s} | {_fmt_s(elapsed)} elapsed, ETA {eta}"
+        )
+
+    def show(self, text: str, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        if self.tty:
+            if force or now - self.last > 0.5:
+                self.stream.write("\r" + text.ljust(100)[:160])
+                self.stream.flush()
+                self.last = now
+        elif force:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def note(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.stream.write("\r" + " " * 110 + "\r")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# --------------------------------------------------------------------------- run set-up
+
+
+def open_run(spec: Any, resume: bool) -> tuple[RunDir, Any, Any, dict[str, Any]]:
+    """Validate everything against the run directory and prepare the data.
+
+    Nothing is written before every check has passed.
+    """
+    from hpsearch.data import load_prepared, prepare
+    from search_spaces import load_space
+
+    space = load_space(spec.space)
+    rd = RunDir(spec.output)
+    if rd.exists():
+        meta = rd.read_meta()
+        if not resume:
+            raise RunDirError(
+                f"run directory {rd.path} already holds run {meta.get('name')!r} "
+                f"({meta.get('n_trials_done', '?')} trials recorded). "
+                "Fix: add --resume to continue it, or set `output` to a new directory."
+            )
+        diffs = []
+        if meta.get("space_fingerprint") != space.fingerprint():
+            diffs.append(f"the space {spec.space!r} differs from the stored one (space.yaml)")
+        if meta.get("split") != dataclasses.asdict(spec.split):
+            diffs.append(f"split {dataclasses.asdict(spec.split)} differs from the stored {meta.get('split')}")
+        if meta.get("metric") != spec.metric:
+            diffs.append(f"metric {spec.metric!r} differs from the stored {meta.get('metric')!r}")
+        if diffs:
+            raise RunDirError(
+                f"cannot resume {rd.path}: " + "; ".join(diffs) + ". "
+                "Fix: restore the original spec, or start a new run with a different `output`."
+            )
+        prepared = load_prepared(rd.path, spec)
+        check_space_fits_data(space, prepared.input_spec)
+        return rd, space, prepared, meta
+    if rd.path.exists() and not rd.is_empty():
+        raise RunDirError(
+            f"output directory {rd.path} exists, is not empty and holds no run. "
+            "Fix: choose a new `output` directory; hpsearch never overwrites files."
+        )
+    prepared = prepare(spec, run_dir=None)
+    check_space_fits_data(space, prepared.input_spec)
+    return rd, space, prepared, {}
+
+
+def _init_run_dir(rd: RunDir, spec: Any, space: Any, prepared: Any) -> dict[str, Any]:
+    import yaml
+
+    from hpsearch.data import save_prepared
+
+    rd.path.mkdir(parents=True, exist_ok=True)
+    save_prepared(prepared, rd.path)
+    atomic.write_text(rd.path / "spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    atomic.write_text(rd.path / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
+    meta = {
+        "format": 1,
+        "name": spec.name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "space": space.name,
+        "family": space.family,
+        "space_fingerprint": space.fingerprint(),
+        "data_fingerprint": prepared.fingerprint,
+        "split": dataclasses.asdict(spec.split),
+        "task": prepared.task,
+        "metric": spec.metric,
+        "direction": _direction(spec.metric),
+        "classes": list(prepared.classes) if prepared.classes is not None else None,
+        "input_spec": prepared.input_spec.to_dict(),
+        "output_spec": prepared.output_spec.to_dict(),
+        "has_test": "test" in prepared.x,
+        "study_name": spec.name,
+        "storage": spec.storage,
+    }
+    rd.write_meta(meta)
+    return meta
+
+
+def _open_study(rd: RunDir, spec: Any, space: Any, meta: dict[str, Any], max_concurrent: int):
+    import optuna
+
+    from hpsearch.samplers import make_optuna_sampler, make_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    url = spec.storage or rd.default_storage
+    if url.startswith("sqlite"):
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    else:
+        storage = url
+    sampler = make_optuna_sampler(spec.sampler.name, spec.sampler.seed, max_concurrent, spec.sampler.n_startup_trials)
+    pruner = make_pruner(spec.pruner, spec.training.max_epochs)
+    return optuna.create_study(
+        study_name=meta.get("study_name", spec.name),
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction=meta.get("direction") or _direction(spec.metric),
+        load_if_exists=True,
+    )
+
+
+def recover(study: Any, rd: RunDir, space: Any) -> tuple[int, int]:
+    """Settle trials a dead driver left RUNNING. Returns (told COMPLETE from files, re-queued)."""
+    import optuna
+
+    rd.remove_incomplete_trial_dirs()
+    recovered = requeued = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        rec = rd.read_trial(t.number)
+        if rec is not None and rec.state in (COMPLETE, PRUNED, FAIL):
+            state = {COMPLETE: optuna.trial.TrialState.COMPLETE, PRUNED: optuna.trial.TrialState.PRUNED}.get(
+                rec.state, optuna.trial.TrialState.FAIL
+            )
+            study.tell(t.number, rec.value if rec.state == COMPLETE else None, state=state)
+            recovered += 1
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, "requeued", True)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
+        requeued += 1
+    return recovered, requeued
+
+
+def counted_trials(study: Any) -> list[Any]:
+    """Trials that count towards the budget: finished, not interrupted or re-queued."""
+    import optuna
+
+    final = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=final)
+        if not t.user_attrs.get("requeued") and not t.user_attrs.get("interrupted")
+    ]
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def run_search(
+    spec: Any,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    n_trials: int | None = None,
+    trial_fn: str | Callable | None = None,
+    progress: bool = True,
+    stream: Any = None,
+) -> SearchSummary:
+    """Run (or resume) the study described by ``spec`` until its budget is spent."""
+    import optuna
+
+    from hpsearch.runner import TrialRunner, ensure_ray
+    from hpsearch.samplers import HyperoptTPE
+
+    rd, space, prepared, meta = open_run(spec, resume)
+    if not meta:
+        meta = _init_run_dir(rd, spec, space, prepared)
+    total = int(n_trials or spec.budget.n_trials)
+    res = spec.resources
+    study = _open_study(rd, spec, space, meta, res.max_concurrent)
+    recovered, requeued = recover(study, rd, space)
+    prog = _Progress(total, stream=stream, enabled=progress)
+    if recovered or requeued:
+        prog.note(
+            f"resume: {recovered} finished trial(s) recovered from their files, "
+            f"{requeued} interrupted trial(s) queued to run again"
+        )
+    hyperopt = (
+        HyperoptTPE(space, spec.sampler.seed, spec.sampler.n_startup_trials) if spec.sampler.name == "hyperopt-tpe" else None
+    )
+
+    ensure_ray(address)
+    runner = TrialRunner(
+        cpus_per_trial=res.cpus_per_trial,
+        gpus_per_trial=res.gpus_per_trial,
+        max_concurrent=res.max_concurrent,
+        trial_fn=trial_fn or getattr(spec.training, "trial_fn", None) or DEFAULT_TRIAL_FN,
+        warm_workers=getattr(res, "warm_workers", True),
+    )
+    runner.start(_trial_arrays(prepared))
+    training = _training_dict(spec)
+    splits = tuple(s for s in ("valid", "holdout", "test") if s in prepared.x)
+    live: dict[int, Any] = {}  # number -> optuna.Trial
+    summary = SearchSummary(run_dir=rd.path)
+    t0 = time.time()
+    consecutive_failures = 0
+    max_failures = int(getattr(res, "max_failures", 5) or 5)
+    last_error = ""
+    finished_now = 0
+
+    def counts() -> tuple[int, int, int, Any]:
+        ts = counted_trials(study)
+        done = [t for t in ts if t.state == optuna.trial.TrialState.COMPLETE]
+        failed = sum(t.state == optuna.trial.TrialState.FAIL for t in ts)
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in ts)
+        best = None
+        if done:
+            b = max(done, key=lambda t: t.value) if study.direction.name == "MAXIMIZE" else min(done, key=lambda t: t.value)
+            best = (b.number, b.value)
+        return len(done), failed, pruned, best
+
+    def launch() -> None:
+        if hyperopt is not None and not _has_waiting(study):
+            config = hyperopt.suggest(study)
+            study.enqueue_trial(space.flatten(config), user_attrs={"sampler": "hyperopt-tpe"})
+        trial = study.ask()
+        config = space.sample_optuna(trial)
+        trial.set_user_attr("config", config)
+        payload = TrialPayload(
+            number=trial.number,
+            params=config,
+            family=space.family,
+            metric=spec.metric,
+            task=prepared.task,
+            seed=int(spec.sampler.seed or 0) * 100_003 + trial.number,
+            training=training,
+            inputs=prepared.input_spec.to_dict(),
+            outputs=prepared.output_spec.to_dict(),
+            splits=splits,
+            pruning=spec.pruner not in (None, "none"),
+        )
+        live[trial.number] = trial
+        runner.submit(payload)
+
+    def finish(payload: TrialPayload, result: TrialResult) -> None:
+        nonlocal consecutive_failures, last_error, finished_now
+        trial = live.pop(payload.number)
+        extra = {
+            "family": space.family,
+            "metric": spec.metric,
+            "task": prepared.task,
+            "classes": meta.get("classes"),
+            "sampler": spec.sampler.name,
+        }
+        rd.write_trial(result, payload.params, extra)
+        for key in ("node_id", "hostname", "reason"):
+            if getattr(result, key):
+                trial.set_user_attr(key, getattr(result, key))
+        if result.state == COMPLETE:
+            study.tell(trial, result.value)
+            consecutive_failures = 0
+        elif result.state == PRUNED:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            consecutive_failures = 0
+        else:
+            trial.set_user_attr("error", (result.error or "")[:500])
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            consecutive_failures += 1
+            last_error = f"trial {payload.number}: {result.reason}: {result.error}"
+            prog.note(f"trial {payload.number} failed ({result.reason}): {result.error}")
+        finished_now += 1
+
+    def cancel_in_flight(attr: str) -> int:
+        payloads = runner.cancel_all()
+        for p in payloads:
+            trial = live.pop(p.number, None)
+            if trial is None:
+                continue
+            trial.set_user_attr(attr, True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(space.flatten(p.params), user_attrs={"requeued_from": p.number})
+            summary.requeued.append(p.number)
+        return len(payloads)
+
+    try:
+        while True:
+            done, failed, pruned, best = counts()
+            finished = done + failed + pruned
+            timed_out = spec.budget.timeout_s is not None and time.time() - t0 > spec.budget.timeout_s
+            if consecutive_failures >= max_failures:
+                cancel_in_flight("interrupted")
+                summary.stopped = (
+                    f"stopped after {consecutive_failures} consecutive failed trials "
+                    f"(resources.max_failures = {max_failures}); last error: {last_error}"
+                )
+                break
+            while not timed_out and runner.free_slots() > 0 and finished + len(live) < total:
+                launch()
+            prog.show(prog.line(done, failed, pruned, len(live), best, finished_now))
+            if not live:
+                if timed_out and finished < total:
+                    summary.stopped = f"time budget of {spec.budget.timeout_s} s spent"
+                break
+            for payload, result in runner.wait(timeout=0.5):
+                finish(payload, result)
+                d, f, p, b = counts()
+                prog.show(prog.line(d, f, p, len(live), b, finished_now), force=True)
+            for number, step, value in runner.drain_reports():
+                trial = live.get(number)
+                if trial is None or not math.isfinite(value):
+                    continue
+                trial.report(value, step)
+                if trial.should_prune():
+                    runner.request_stop(number)
+    except KeyboardInterrupt:
+        n = cancel_in_flight("interrupted")
+        runner.shutdown()
+        prog.close()
+        _fill_summary(summary, study, t0)
+        _update_meta(rd, summary)
+        raise Interrupted(summary, n) from None
+    finally:
+        if runner.mailbox is not None:
+            runner.shutdown()
+    prog.close()
+    _fill_summary(summary, study, t0)
+    _update_meta(rd, summary)
+    if summary.stopped and "consecutive" in summary.stopped:
+        raise StudyStopped(summary.stopped)
+    return summary
+
+
+def _has_waiting(study: Any) -> bool:
+    import optuna
+
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+def _training_dict(spec: Any) -> dict[str, Any]:
+    tr = spec.training
+    return dataclasses.asdict(tr) if dataclasses.is_dataclass(tr) else dict(tr)
+
+
+def _fill_summary(summary: SearchSummary, study: Any, t0: float) -> None:
+    import optuna
+
+    ts = counted_trials(study)
+    summary.n_complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in ts)
+    summary.n_failed = sum(t.state == optuna.trial.TrialState.FAIL for t in ts)
+    summary.n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in ts)
+    summary.elapsed_s = time.time() - t0
+    if summary.n_complete:
+        best = study.best_trial
+        summary.best_number, summary.best_value = best.number, best.value
+        summary.best_params = best.user_attrs.get("config") or dict(best.params)
+
+
+def _update_meta(rd: RunDir, summary: SearchSummary) -> None:
+    meta = rd.read_meta()
+    meta["n_trials_done"] = summary.n_complete + summary.n_failed + summary.n_pruned
+    meta["best"] = {"number": summary.best_number, "value": summary.best_value}
+    meta["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    rd.write_meta(meta)

@@ -1,0 +1,326 @@
+"""Running trials on Ray: a pool of warm worker actors (default) or a fresh task per trial.
+
+Ray gives a GPU task a fresh worker process per call by default
+(``max_calls=1``), which pays the TensorFlow import and device start-up on
+every trial. The default here is a pool of long-lived actors, one per slot
+(``max_concurrent``), each holding ``cpus_per_trial`` CPUs and
+``gpus_per_trial`` GPUs (fractions allowed: two 0.5-GPU actors share a GPU).
+An actor clears the Keras session between trials. ``warm_workers: false``
+switches to one fresh Ray task per trial (``benchmarks/bench_workers.py``
+measures the difference).
+
+A worker process that dies is restarted by Ray and its trial retried once;
+when it dies again the trial ends FAILED with reason "worker died".
+
+Per-epoch values travel through a small mailbox actor: workers post
+``(trial, step, value)`` and learn whether the driver asked them to stop
+(pruning); the driver drains the mailbox between waits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpsearch.trial import FAIL, TrialPayload, TrialResult, resolve_trial_fn, run_guarded
+
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+
+
+def ensure_ray(address: str | None = None, **init_kwargs: Any) -> dict[str, Any]:
+    """Join ``address`` or start an embedded local Ray; reuse a session that is already up."""
+    import ray
+
+    if not ray.is_initialized():
+        env = {**QUIET_ENV}
+        if "KERAS_BACKEND" in os.environ:
+            env["KERAS_BACKEND"] = os.environ["KERAS_BACKEND"]
+        kwargs: dict[str, Any] = {
+            "address": address,
+            "log_to_driver": bool(os.environ.get("HPSEARCH_RAY_LOGS")),
+            "logging_level": "ERROR",
+            "runtime_env": {"env_vars": env},
+        }
+        if address is None:
+            kwargs["include_dashboard"] = False
+        kwargs.update(init_kwargs)
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            from hpsearch.errors import UserError
+
+            raise UserError(
+                f"cannot connect to the Ray cluster at --address {address!r}: {exc}. "
+                "Fix: start the cluster (`ray start --head` or `cluster/local.sh up`) "
+                "or drop --address to use an embedded local Ray."
+            ) from exc
+    return ray.cluster_resources()
+
+
+def configure_worker(cpus: float, gpus: float, import_keras: bool) -> None:
+    """Size TensorFlow's thread pools from the trial's CPUs and let GPU memory grow."""
+    threads = max(1, int(math.ceil(cpus)))
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(max(1, min(2, threads)))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    if not import_keras:
+        return
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process
+            pass
+    import keras  # noqa: F401  (warm the import)
+
+
+class Reporter:
+    """Worker-side handle on the mailbox: ``report(step, value) -> should_stop``."""
+
+    def __init__(self, mailbox: Any, number: int):
+        self.mailbox = mailbox
+        self.number = number
+
+    def report(self, step: int, value: float) -> bool:
+        import ray
+
+        return bool(ray.get(self.mailbox.report.remote(self.number, int(step), float(value))))
+
+
+class NullReporter:
+    def report(self, step: int, value: float) -> bool:
+        return False
+
+
+def _run_one(fn_spec: str | Callable, payload: TrialPayload, data: Any, mailbox: Any) -> TrialResult:
+    fn = resolve_trial_fn(fn_spec) if isinstance(fn_spec, str) else fn_spec
+    reporter = Reporter(mailbox, payload.number) if mailbox is not None else NullReporter()
+    result = run_guarded(fn, payload, data, reporter)
+    try:
+        import ray
+
+        result.extra.setdefault("gpu_ids", [str(g) for g in ray.get_gpu_ids()])
+    except Exception:  # pragma: no cover
+        pass
+    return result
+
+
+class _Worker:
+    """Body of the warm actor."""
+
+    def __init__(self, fn_spec: str | Callable, cpus: float, gpus: float, import_keras: bool):
+        configure_worker(cpus, gpus, import_keras)
+        self.fn_spec = fn_spec
+        self.n_trials = 0
+
+    def run(self, payload: TrialPayload, data: Any, mailbox: Any) -> TrialResult:
+        if self.n_trials and "keras" in __import__("sys").modules:
+            import keras
+
+            keras.backend.clear_session()
+        self.n_trials += 1
+        result = _run_one(self.fn_spec, payload, data, mailbox)
+        result.extra["worker_trials"] = self.n_trials
+        return result
+
+    def info(self) -> dict[str, Any]:
+        from hpsearch.trial import where_am_i
+
+        return where_am_i()
+
+
+def _fresh_task(fn_spec, cpus, gpus, import_keras, payload, data, mailbox):
+    configure_worker(cpus, gpus, import_keras)
+    result = _run_one(fn_spec, payload, data, mailbox)
+    result.extra["worker_trials"] = 1
+    return result
+
+
+class _Mailbox:
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, int, float]] = []
+        self.stop: set[int] = set()
+
+    def report(self, number: int, step: int, value: float) -> bool:
+        self.reports.append((number, step, value))
+        return number in self.stop
+
+    def drain(self) -> list[tuple[int, int, float]]:
+        out, self.reports = self.reports, []
+        return out
+
+    def request_stop(self, number: int) -> None:
+        self.stop.add(number)
+
+
+@dataclass
+class _InFlight:
+    payload: TrialPayload
+    ref: Any
+    actor: Any = None
+    started: float = field(default_factory=time.time)
+
+
+class TrialRunner:
+    """Submits trials to Ray and hands back finished ``TrialResult`` objects."""
+
+    def __init__(
+        self,
+        *,
+        cpus_per_trial: float = 1.0,
+        gpus_per_trial: float = 0.0,
+        max_concurrent: int = 1,
+        trial_fn: str | Callable = "hpsearch.training:train_trial",
+        warm_workers: bool = True,
+        max_retries: int = 1,
+    ):
+        self.cpus = float(cpus_per_trial)
+        self.gpus = float(gpus_per_trial)
+        self.slots = int(max_concurrent)
+        self.trial_fn = trial_fn
+        self.warm = bool(warm_workers)
+        self.max_retries = int(max_retries)
+        self.import_keras = trial_fn == "hpsearch.training:train_trial"
+        self.in_flight: dict[Any, _InFlight] = {}
+        self.idle: list[Any] = []
+        self.actors: list[Any] = []
+        self.mailbox = None
+        self.data_ref = None
+
+    # -- life cycle ---------------------------------------------------------
+    def start(self, data: Any) -> None:
+        import ray
+
+        self.data_ref = ray.put(data)
+        self.mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()
+        if self.warm:
+            self._actor_cls = ray.remote(_Worker).options(
+                num_cpus=self.cpus,
+                num_gpus=self.gpus,
+                max_restarts=self.max_retries,
+                max_task_retries=self.max_retries,
+            )
+            for _ in range(self.slots):
+                self._add_actor()
+        else:
+            self._task = ray.remote(_fresh_task).options(
+                num_cpus=self.cpus, num_gpus=self.gpus, max_calls=1, max_retries=self.max_retries
+            )
+
+    def _add_actor(self) -> None:
+        actor = self._actor_cls.remote(self.trial_fn, self.cpus, self.gpus, self.import_keras)
+        self.actors.append(actor)
+        self.idle.append(actor)
+
+    def free_slots(self) -> int:
+        return self.slots - len(self.in_flight)
+
+    def submit(self, payload: TrialPayload) -> None:
+        if self.free_slots() <= 0:
+            raise RuntimeError("no free trial slot")
+        if self.warm:
+            actor = self.idle.pop(0)
+            ref = actor.run.remote(payload, self.data_ref, self.mailbox)
+        else:
+            actor = None
+            ref = self._task.remote(
+                self.trial_fn, self.cpus, self.gpus, self.import_keras, payload, self.data_ref, self.mailbox
+            )
+        self.in_flight[ref] = _InFlight(payload, ref, actor)
+
+    def wait(self, timeout: float = 0.5) -> list[tuple[TrialPayload, TrialResult]]:
+        """Results of trials that finished within ``timeout`` seconds."""
+        import ray
+
+        if not self.in_flight:
+            time.sleep(min(timeout, 0.05))
+            return []
+        ready, _ = ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=timeout)
+        done = []
+        for ref in ready:
+            item = self.in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # the worker process died (twice) or Ray failed the task
+                result = TrialResult(
+                    number=item.payload.number,
+                    state=FAIL,
+                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                    reason="worker died",
+                    duration_s=time.time() - item.started,
+                )
+                if item.actor is not None:
+                    self._replace_actor(item.actor)
+                    item.actor = None
+            if item.actor is not None:
+                self.idle.append(item.actor)
+            done.append((item.payload, result))
+        return done
+
+    def _replace_actor(self, dead: Any) -> None:
+        import ray
+
+        if dead in self.actors:
+            self.actors.remove(dead)
+        try:
+            ray.kill(dead, no_restart=True)
+        except Exception:
+            pass
+        self._add_actor()
+
+    def drain_reports(self) -> list[tuple[int, int, float]]:
+        import ray
+
+        if self.mailbox is None:
+            return []
+        return ray.get(self.mailbox.drain.remote())
+
+    def request_stop(self, number: int) -> None:
+        if self.mailbox is not None:
+            self.mailbox.request_stop.remote(number)
+
+    def cancel_all(self) -> list[TrialPayload]:
+        """Stop every trial in flight; returns their payloads."""
+        import ray
+
+        payloads = [item.payload for item in self.in_flight.values()]
+        for ref, item in list(self.in_flight.items()):
+            try:
+                if item.actor is not None:
+                    ray.kill(item.actor, no_restart=True)
+                else:
+                    ray.cancel(ref, force=True)
+            except Exception:
+                pass
+        self.in_flight.clear()
+        return payloads
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        if self.mailbox is not None:
+            try:
+                ray.kill(self.mailbox, no_restart=True)
+            except Exception:
+                pass
+        self.actors.clear()
+        self.idle.clear()
+        self.in_flight.clear()
+        self.mailbox = None

@@ -1,0 +1,237 @@
+"""The run directory: everything a search produced, laid out for people and for `ensembles`.
+
+See docs/run-directory.md for the layout. The driver is the only writer of a
+run directory during a search; every file is written atomically and a trial's
+``trial.json`` is written last, so a trial directory with a ``trial.json`` is
+complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpsearch import atomic
+from hpsearch.errors import RunDirError
+
+RUN_JSON = "run.json"
+SPEC_YAML = "spec.yaml"
+SPACE_YAML = "space.yaml"
+STUDY_DB = "study.db"
+TRIALS = "trials"
+TRIAL_JSON = "trial.json"
+PRED_SPLITS = ("valid", "holdout", "test")
+
+
+def trial_dirname(number: int) -> str:
+    return f"{number:05d}"
+
+
+@dataclass
+class TrialRecord:
+    """A finished trial as stored in ``trials/<n>/trial.json``."""
+
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def number(self) -> int:
+        return int(self.info["number"])
+
+    @property
+    def state(self) -> str:
+        return self.info["state"]
+
+    @property
+    def value(self) -> float | None:
+        return self.info.get("value")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.info.get("params", {})
+
+    def has_predictions(self, split: str) -> bool:
+        return (self.path / f"{split}_pred.npy").exists()
+
+    def predictions(self, split: str) -> np.ndarray:
+        path = self.path / f"{split}_pred.npy"
+        if not path.exists():
+            raise RunDirError(f"trial {self.number}: no {split} predictions at {path}.")
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise RunDirError(
+                f"trial {self.number}: prediction file {path} is unreadable ({exc}). "
+                "Fix: delete the trial directory and resume the run, or exclude the trial."
+            ) from exc
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.keras"
+
+
+class RunDir:
+    """A run directory on the local filesystem."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- layout -------------------------------------------------------------
+    @property
+    def run_json(self) -> Path:
+        return self.path / RUN_JSON
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.path / TRIALS
+
+    @property
+    def ensembles_dir(self) -> Path:
+        return self.path / "ensembles"
+
+    @property
+    def default_storage(self) -> str:
+        return f"sqlite:///{(self.path / STUDY_DB).resolve()}"
+
+    def trial_path(self, number: int) -> Path:
+        return self.trials_dir / trial_dirname(number)
+
+    def exists(self) -> bool:
+        return self.run_json.exists()
+
+    def is_empty(self) -> bool:
+        return not self.path.exists() or not any(self.path.iterdir())
+
+    # -- run metadata -------------------------------------------------------
+    def read_meta(self) -> dict[str, Any]:
+        if not self.run_json.exists():
+            raise RunDirError(
+                f"{self.path} is not a run directory (no {RUN_JSON}). "
+                "Fix: pass the `output` directory of a spec that has been run with `hpsearch run`."
+            )
+        return atomic.read_json(self.run_json)
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic.write_json(self.run_json, meta)
+
+    def storage_url(self) -> str:
+        meta = self.read_meta()
+        return meta.get("storage") or self.default_storage
+
+    # -- trials -------------------------------------------------------------
+    def write_trial(self, result: Any, params: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        """Persist a TrialResult: artifacts first, ``trial.json`` last (the commit point)."""
+        tdir = self.trial_path(result.number)
+        if tdir.exists() and not (tdir / TRIAL_JSON).exists():
+            # Leftovers of a driver killed while writing: start the trial directory afresh.
+            shutil.rmtree(tdir)
+        tdir.mkdir(parents=True, exist_ok=True)
+        files: dict[str, Any] = {}
+        for split, pred in (result.predictions or {}).items():
+            arr = np.asarray(pred)
+            atomic.write_npy(tdir / f"{split}_pred.npy", arr)
+            files[f"{split}_pred.npy"] = list(arr.shape)
+        if result.model_bytes:
+            atomic.write_bytes(tdir / "model.keras", result.model_bytes)
+            files["model.keras"] = len(result.model_bytes)
+        if result.history:
+            atomic.write_text(tdir / "history.csv", _history_csv(result.history))
+            files["history.csv"] = len(result.history)
+        if result.tb_bytes:
+            tb = tdir / "tb"
+            if tb.exists():
+                shutil.rmtree(tb)
+            with tarfile.open(fileobj=io.BytesIO(result.tb_bytes), mode="r:gz") as tar:
+                tar.extractall(tb, filter="data")
+            files["tb"] = "dir"
+        info = {
+            "number": result.number,
+            "state": result.state,
+            "value": result.value,
+            "metrics": result.metrics,
+            "params": params,
+            "duration_s": round(float(result.duration_s or 0.0), 4),
+            "epochs": result.epochs,
+            "n_params": result.n_params,
+            "node_id": result.node_id,
+            "hostname": result.hostname,
+            "pid": result.pid,
+            "error": result.error,
+            "reason": result.reason,
+            "traceback": result.traceback,
+            "files": files,
+            **(result.extra or {}),
+            **(extra or {}),
+        }
+        atomic.write_json(tdir / TRIAL_JSON, info)
+        return tdir
+
+    def read_trial(self, number: int) -> TrialRecord | None:
+        tdir = self.trial_path(number)
+        path = tdir / TRIAL_JSON
+        if not path.exists():
+            return None
+        return TrialRecord(tdir, atomic.read_json(path))
+
+    def trials(self, state: str | None = None) -> list[TrialRecord]:
+        out = []
+        if not self.trials_dir.exists():
+            return out
+        for tdir in sorted(self.trials_dir.iterdir()):
+            path = tdir / TRIAL_JSON
+            if not path.exists():
+                continue
+            rec = TrialRecord(tdir, atomic.read_json(path))
+            if state is None or rec.state == state:
+                out.append(rec)
+        return out
+
+    def remove_incomplete_trial_dirs(self) -> list[int]:
+        """Trial directories without ``trial.json`` (a driver died while writing them)."""
+        removed = []
+        if not self.trials_dir.exists():
+            return removed
+        for tdir in sorted(self.trials_dir.iterdir()):
+            if tdir.is_dir() and not (tdir / TRIAL_JSON).exists():
+                shutil.rmtree(tdir, ignore_errors=True)
+                try:
+                    removed.append(int(tdir.name))
+                except ValueError:
+                    pass
+        return removed
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    keys: list[str] = []
+    for row in history:
+        for k in row:
+            if k not in keys:
+                keys.append(k)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k, "") for k in keys})
+    return buf.getvalue()
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, default=atomic._json_default)
+
+
+def ensure_dir(path: Path) -> Path:
+    os.makedirs(path, exist_ok=True)
+    return path

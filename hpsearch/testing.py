@@ -1,0 +1,131 @@
+"""Cheap trial functions for tests, benchmarks and fault drills (no TensorFlow).
+
+Each follows the trial-function contract ``fn(payload, data, reporter) ->
+TrialResult``. Behaviour is steered by ``payload.training`` keys prefixed
+``fake_`` (for example ``fake_sleep_s``), which a spec can set under
+``training:``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+
+from hpsearch.trial import COMPLETE, PRUNED, NonFiniteLossError, TrialPayload, TrialResult
+
+
+def _objective(params: dict[str, Any]) -> float:
+    """A deterministic, smooth-ish function of any configuration, minimised near the middle."""
+    total = 0.0
+    for name, value in sorted(params.items()):
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                h = zlib.crc32(f"{name}={v}".encode()) % 1000 / 1000.0
+                total += 0.2 * h
+            else:
+                x = math.log10(v) if v > 0 and name in ("learning_rate", "lr") else float(v)
+                total += (math.tanh(x / 100.0) - 0.3) ** 2 if abs(x) > 10 else (x - 0.3) ** 2 * 0.1
+    return total
+
+
+def _predictions(payload: TrialPayload, data: Any, quality: float) -> dict[str, np.ndarray]:
+    """Predictions close to the truth (``quality`` in (0, 1]) with trial-specific noise."""
+    rng = np.random.default_rng(payload.seed + 7919 * payload.number)
+    out: dict[str, np.ndarray] = {}
+    n_classes = int(payload.outputs["heads"][0].get("n_classes", 1))
+    for split in payload.splits:
+        if split not in data["x"]:
+            continue
+        first = next(iter(data["x"][split].values()))
+        n = len(first)
+        y = data["y"].get(split)
+        if payload.task == "regression":
+            base = np.asarray(y, dtype=float) if y is not None else np.zeros(n)
+            scale = float(np.std(data["y"]["train"]) or 1.0)
+            out[split] = base + rng.normal(0, scale * (1.2 - quality), n)
+        elif payload.task == "binary":
+            target = np.asarray(y, dtype=float) if y is not None else np.full(n, 0.5)
+            logit = (target - 0.5) * 4 * quality + rng.normal(0, 1.5, n)
+            out[split] = 1.0 / (1.0 + np.exp(-logit))
+        else:
+            logits = rng.normal(0, 1.5, (n, n_classes))
+            if y is not None:
+                logits[np.arange(n), np.asarray(y, dtype=int)] += 4 * quality
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            out[split] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def instant(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+    """Returns at once: the objective is a fixed function of the parameters."""
+    tr = payload.training
+    if tr.get("fake_sleep_s"):
+        time.sleep(float(tr["fake_sleep_s"]))
+    fail_every = int(tr.get("fake_fail_every", 0) or 0)
+    if fail_every and payload.number % fail_every == fail_every - 1:
+        raise RuntimeError(f"planned failure in trial {payload.number}")
+    if tr.get("fake_fail_all"):
+        raise RuntimeError("every trial fails")
+    if tr.get("fake_nan_every") and payload.number % int(tr["fake_nan_every"]) == 0:
+        raise NonFiniteLossError("loss became nan at epoch 1")
+    if tr.get("fake_oom_every") and payload.number % int(tr["fake_oom_every"]) == 0:
+        raise _resource_exhausted()
+    value = _objective(payload.params)
+    return TrialResult(number=payload.number, state=COMPLETE, value=value, metrics={payload.metric: value})
+
+
+def oracle(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+    """Noisy predictions of the true target on every split, scored with the run's metric.
+
+    Stands in for a trained network wherever a test needs realistic prediction
+    files (ensembles, resume, pipeline) without paying for TensorFlow.
+    """
+    from hpsearch import metrics
+
+    tr = payload.training
+    steps = int(tr.get("fake_epochs", 3))
+    sleep = float(tr.get("fake_sleep_s", 0.0))
+    quality = 0.35 + 0.6 * (zlib.crc32(repr(sorted(payload.params.items())).encode()) % 1000) / 1000
+    history = []
+    for step in range(steps):
+        if sleep:
+            time.sleep(sleep / steps)
+        history.append({"epoch": step, "loss": 1.0 / (step + 1)})
+        if reporter.report(step, 1.0 / (step + 1) + (1 - quality)):
+            return TrialResult(number=payload.number, state=PRUNED, value=1 - quality, history=history, epochs=step + 1)
+    preds = _predictions(payload, data, quality)
+    value = metrics.score(payload.metric, data["y"]["valid"], preds["valid"])
+    hold = metrics.score(payload.metric, data["y"]["holdout"], preds["holdout"])
+    return TrialResult(
+        number=payload.number,
+        state=COMPLETE,
+        value=float(value),
+        metrics={payload.metric: float(value), f"holdout_{payload.metric}": float(hold)},
+        history=history,
+        predictions=preds,
+        epochs=steps,
+        extra={"pid_env": os.getpid()},
+    )
+
+
+def crash_worker(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+    """Kills its own worker process the first time a given trial runs (marker file in fake_dir)."""
+    marker = os.path.join(payload.training["fake_dir"], f"crashed-{payload.number}")
+    if payload.number % 2 == 0 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return instant(payload, data, reporter)
+
+
+class ResourceExhaustedError(RuntimeError):
+    """Stands in for ``tf.errors.ResourceExhaustedError`` (recognised by its name)."""
+
+
+def _resource_exhausted() -> Exception:
+    return ResourceExhaustedError("OOM when allocating tensor with shape [4096, 4096]")
