@@ -132,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             n_trials=args.n_trials,
             trial_fn=args.trial_fn,
             progress=not args.quiet,
+            trial_options=_options(args.trial_option),
         )
     except Interrupted as exc:
         print(
@@ -145,6 +146,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.stopped:
         print(f"note: {summary.stopped}", file=sys.stderr)
     return 0
+
+
+def _options(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def _print_summary(summary: Any) -> None:
@@ -294,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in the spec's output directory")
     run.add_argument("--address", help="address of a running Ray cluster (default: embedded local Ray)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
-    run.add_argument("--trial-fn", help=argparse.SUPPRESS)
+    run.add_argument("--trial-fn", help=argparse.SUPPRESS)  # tests and fault drills: module:function
+    run.add_argument("--trial-option", action="append", default=[], help=argparse.SUPPRESS)  # key=value
     run.set_defaults(func=cmd_run)
 
     st = sub.add_parser("status", help="summary of a run directory")

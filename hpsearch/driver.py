@@ -288,6 +288,7 @@ def run_search(
     trial_fn: str | Callable | None = None,
     progress: bool = True,
     stream: Any = None,
+    trial_options: dict[str, Any] | None = None,
 ) -> SearchSummary:
     """Run (or resume) the study described by ``spec`` until its budget is spent."""
     import optuna
@@ -321,7 +322,7 @@ def run_search(
         warm_workers=getattr(res, "warm_workers", True),
     )
     runner.start(_trial_arrays(prepared))
-    training = _training_dict(spec)
+    training = {**_training_dict(spec), **(trial_options or {})}
     splits = tuple(s for s in ("valid", "holdout", "test") if s in prepared.x)
     live: dict[int, Any] = {}  # number -> optuna.Trial
     summary = SearchSummary(run_dir=rd.path)

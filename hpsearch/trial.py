@@ -96,6 +96,7 @@ def run_guarded(fn: Callable[..., TrialResult], payload: TrialPayload, data: Any
     goes on.
     """
     start = time.perf_counter()
+    started_at = time.time()
     try:
         result = fn(payload, data, reporter)
     except BaseException as exc:  # noqa: BLE001 - every trial error is recorded
@@ -109,6 +110,8 @@ def run_guarded(fn: Callable[..., TrialResult], payload: TrialPayload, data: Any
             reason=_reason_for(exc),
         )
     result.duration_s = result.duration_s or (time.perf_counter() - start)
+    result.extra.setdefault("started_at", started_at)
+    result.extra.setdefault("finished_at", time.time())
     if result.state == COMPLETE and (result.value is None or not math.isfinite(result.value)):
         result.state = FAIL
         result.reason = result.reason or "non-finite objective"

@@ -1,0 +1,193 @@
+"""End-to-end searches on Ray with cheap trial functions (no TensorFlow): samplers,
+scheduling, failures, reproducibility, resume and run-directory safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from hpsearch.driver import run_search
+from hpsearch.errors import RunDirError, StudyStopped
+from hpsearch.spec import load_spec
+from hpsearch.store import RunDir
+from tests.conftest import ROOT, make_spec_dict, write_spec
+
+ORACLE = "hpsearch.testing:oracle"
+INSTANT = "hpsearch.testing:instant"
+
+
+def _study(run_dir: Path) -> optuna.Study:
+    rd = RunDir(run_dir)
+    meta = rd.read_meta()
+    return optuna.load_study(study_name=meta["study_name"], storage=rd.storage_url())
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "hyperopt-tpe", "random"])
+def test_small_search_each_sampler(ray_session, tmp_path, sampler):
+    spec = load_spec(make_spec_dict(tmp_path, sampler={"name": sampler, "seed": 1}, budget={"n_trials": 6}))
+    summary = run_search(spec, trial_fn=ORACLE, progress=False)
+    assert summary.n_complete == 6 and summary.n_failed == 0
+    rd = RunDir(spec.output)
+    recs = rd.trials("COMPLETE")
+    assert [r.number for r in recs] == list(range(6))
+    for rec in recs:
+        assert rec.predictions("valid").shape == (len(np.load(rec.path / "valid_pred.npy")),)
+        assert rec.has_predictions("holdout")
+        assert (rec.path / "history.csv").exists()
+        assert rec.info["sampler"] == sampler
+    study = _study(spec.output)
+    assert len(study.trials) == 6
+    assert summary.best_value == pytest.approx(min(t.value for t in study.trials))
+    # the frozen spec and space, the data split and the preprocessing are all there
+    for name in ("spec.yaml", "space.yaml", "run.json", "data/split.json", "data/preprocessor.json"):
+        assert (rd.path / name).exists(), name
+
+
+def test_fractional_gpus_put_four_trials_in_flight(ray_session, tmp_path):
+    spec = load_spec(
+        make_spec_dict(
+            tmp_path,
+            sampler={"name": "random", "seed": 0},
+            budget={"n_trials": 4},
+            resources={"cpus_per_trial": 0.5, "gpus_per_trial": 0.5, "max_concurrent": 4},
+        )
+    )
+    run_search(spec, trial_fn=INSTANT, progress=False, trial_options={"fake_sleep_s": 3.0})
+    recs = RunDir(spec.output).trials("COMPLETE")
+    assert len(recs) == 4
+    starts = [r.info["started_at"] for r in recs]
+    ends = [r.info["finished_at"] for r in recs]
+    # all four overlapped: the last one started before the first one ended
+    assert max(starts) < min(ends)
+    gpu_ids = [tuple(r.info["gpu_ids"]) for r in recs]
+    assert all(len(g) == 1 for g in gpu_ids)
+    assert len({g[0] for g in gpu_ids}) == 2  # two trials per logical GPU
+
+
+def test_failing_trial_is_recorded_and_study_completes(ray_session, tmp_path):
+    spec = load_spec(make_spec_dict(tmp_path, budget={"n_trials": 6}, sampler={"name": "random", "seed": 0}))
+    summary = run_search(spec, trial_fn=INSTANT, progress=False, trial_options={"fake_fail_every": 3})
+    assert summary.n_complete == 4 and summary.n_failed == 2
+    failed = RunDir(spec.output).trials("FAIL")
+    assert [r.number for r in failed] == [2, 5]
+    assert failed[0].info["error"] == "RuntimeError: planned failure in trial 2"
+    assert "Traceback" in failed[0].info["traceback"]
+    assert failed[0].info["reason"] == "exception"
+
+
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [("fake_nan_every", "non-finite loss"), ("fake_oom_every", "out of memory")],
+)
+def test_nan_and_oom_trials_are_marked(ray_session, tmp_path, option, reason):
+    spec = load_spec(make_spec_dict(tmp_path, budget={"n_trials": 4}, sampler={"name": "random", "seed": 0}))
+    summary = run_search(spec, trial_fn=INSTANT, progress=False, trial_options={option: 2})
+    assert summary.n_failed == 2 and summary.n_complete == 2
+    assert {r.info["reason"] for r in RunDir(spec.output).trials("FAIL")} == {reason}
+
+
+def test_consecutive_failures_stop_the_study(ray_session, tmp_path):
+    spec = load_spec(
+        make_spec_dict(
+            tmp_path,
+            budget={"n_trials": 20},
+            resources={"max_concurrent": 1, "max_failures": 3},
+        )
+    )
+    with pytest.raises(StudyStopped, match=r"stopped after 3 consecutive failed trials \(resources.max_failures = 3\); last error: trial 2: exception: RuntimeError: every trial fails"):
+        run_search(spec, trial_fn=INSTANT, progress=False, trial_options={"fake_fail_all": True})
+    assert len(RunDir(spec.output).trials("FAIL")) == 3
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "hyperopt-tpe", "random"])
+def test_same_seed_same_configurations(ray_session, tmp_path, sampler):
+    def configs(sub: str, seed: int) -> list[dict]:
+        d = tmp_path / sub
+        spec = load_spec(
+            make_spec_dict(
+                d,
+                sampler={"name": sampler, "seed": seed, "n_startup_trials": 3},
+                budget={"n_trials": 6},
+                resources={"max_concurrent": 1},
+            )
+        )
+        run_search(spec, trial_fn=INSTANT, progress=False)
+        return [r.params for r in RunDir(spec.output).trials()]
+
+    first = configs("a", 3)
+    assert first == configs("b", 3)
+    assert first != configs("c", 4)
+
+
+def test_existing_run_dir_is_refused_without_resume(ray_session, tmp_path):
+    spec = load_spec(make_spec_dict(tmp_path, budget={"n_trials": 2}))
+    run_search(spec, trial_fn=INSTANT, progress=False)
+    before = sorted(p.name for p in Path(spec.output).rglob("*"))
+    with pytest.raises(RunDirError, match="already holds run 'bc-test'.*Fix: add --resume"):
+        run_search(spec, trial_fn=INSTANT, progress=False)
+    assert sorted(p.name for p in Path(spec.output).rglob("*")) == before
+
+
+def test_resume_refuses_a_changed_space(ray_session, tmp_path):
+    spec = load_spec(make_spec_dict(tmp_path, budget={"n_trials": 2}))
+    run_search(spec, trial_fn=INSTANT, progress=False)
+    changed = load_spec(make_spec_dict(tmp_path, budget={"n_trials": 2}, space="wide_deep"))
+    with pytest.raises(RunDirError, match="cannot resume .*the space 'wide_deep' differs"):
+        run_search(changed, resume=True, trial_fn=INSTANT, progress=False)
+
+
+def test_resume_continues_up_to_budget(ray_session, tmp_path):
+    spec = load_spec(make_spec_dict(tmp_path, budget={"n_trials": 3}))
+    run_search(spec, trial_fn=ORACLE, progress=False)
+    summary = run_search(spec, resume=True, n_trials=5, trial_fn=ORACLE, progress=False)
+    assert summary.n_complete == 5
+    assert [r.number for r in RunDir(spec.output).trials("COMPLETE")] == list(range(5))
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_nothing(ray_session, tmp_path):
+    spec_path = write_spec(
+        tmp_path, budget={"n_trials": 8}, resources={"max_concurrent": 2}, sampler={"name": "tpe", "seed": 0}
+    )
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet",
+        "--address", ray_session, "--trial-fn", ORACLE, "--trial-option", "fake_sleep_s=1.0",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if len(list(run_dir.glob("trials/*/trial.json"))) >= 3:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited early: {proc.stdout.read().decode()[-2000:]}")
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("trials/*/trial.json")}
+    assert len(before) >= 3
+
+    spec = load_spec(spec_path)
+    summary = run_search(spec, resume=True, trial_fn=ORACLE, progress=False, trial_options={"fake_sleep_s": 0.1})
+    assert summary.n_complete == 8
+    rd = RunDir(run_dir)
+    after = {r.path.name: r.info for r in rd.trials()}
+    for name, info in before.items():  # nothing finished was lost or rewritten
+        assert after[name]["value"] == info["value"]
+    complete = rd.trials("COMPLETE")
+    assert len(complete) == 8
+    study = _study(run_dir)
+    told = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.number for t in told) == sorted(r.number for r in complete)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for rec in complete:
+        rec.predictions("valid"), rec.predictions("holdout")
