@@ -77,7 +77,9 @@ def example_io(space: Any, shape: tuple[int, ...] | None, task: str = "binary", 
     else:
         inputs = InputSpec(numeric=shape[0] if shape else 30)
     if family == "multi_output":
-        outputs = OutputSpec(heads=(Head("output", task, n_classes), Head("second", "regression", 1, 0.5)))
+        outputs = OutputSpec(
+            heads=(Head("output", task, n_classes), Head("second", "regression", 1, 0.5))
+        )
     else:
         outputs = OutputSpec.single(task, n_classes)
     return inputs, outputs
@@ -99,7 +101,9 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
         from search_spaces.families import build_model, count_params, describe_model
 
         inputs, outputs = example_io(space, shape)
-    print(f"# space {space.name} (family {space.family}), {args.n} configuration(s), seed {args.seed}")
+    print(
+        f"# space {space.name} (family {space.family}), {args.n} configuration(s), seed {args.seed}"
+    )
     for i, config in enumerate(configs):
         print(f"[{i}] {json.dumps(config)}")
         if args.build:
@@ -197,7 +201,9 @@ def _trial_rows(run_dir: str) -> tuple[Any, list[dict[str, Any]]]:
                 "reason": info.get("reason") or t.user_attrs.get("reason"),
                 "hostname": info.get("hostname"),
                 "node_id": info.get("node_id"),
-                "interrupted": bool(t.user_attrs.get("interrupted") or t.user_attrs.get("requeued")),
+                "interrupted": bool(
+                    t.user_attrs.get("interrupted") or t.user_attrs.get("requeued")
+                ),
             }
         )
     return meta, rows
@@ -215,8 +221,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         key = r["state"] + (" (interrupted, re-queued)" if r["interrupted"] else "")
         states[key] = states.get(key, 0) + 1
     print(f"run: {meta['name']}  ({args.run_dir})")
-    print(f"space: {meta.get('space')} (family {meta.get('family')}), task {meta.get('task')}, "
-          f"metric {meta.get('metric')} ({meta.get('direction')})")
+    print(
+        f"space: {meta.get('space')} (family {meta.get('family')}), task {meta.get('task')}, "
+        f"metric {meta.get('metric')} ({meta.get('direction')})"
+    )
     print("trials: " + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"))
     best = _sorted_complete(meta, rows)
     if best:
@@ -235,11 +243,21 @@ def cmd_trials(args: argparse.Namespace) -> int:
         import csv
 
         writer = csv.writer(sys.stdout)
-        writer.writerow(["number", "state", "value", "duration_s", "epochs", "n_params", "reason", "params"])
+        writer.writerow(
+            ["number", "state", "value", "duration_s", "epochs", "n_params", "reason", "params"]
+        )
         for r in rows:
             writer.writerow(
-                [r["number"], r["state"], r["value"], r["duration_s"], r["epochs"], r["n_params"], r["reason"] or "",
-                 json.dumps(r["params"])]
+                [
+                    r["number"],
+                    r["state"],
+                    r["value"],
+                    r["duration_s"],
+                    r["epochs"],
+                    r["n_params"],
+                    r["reason"] or "",
+                    json.dumps(r["params"]),
+                ]
             )
         return 0
     print(f"{'#':>5} {'state':<9} {'value':>11} {'time s':>8} {'epochs':>6}  params")
@@ -249,7 +267,9 @@ def cmd_trials(args: argparse.Namespace) -> int:
         params = json.dumps(r["params"])
         if len(params) > 90:
             params = params[:87] + "..."
-        print(f"{r['number']:>5} {r['state']:<9} {value:>11} {dur:>8} {str(r['epochs'] or '-'):>6}  {params}")
+        print(
+            f"{r['number']:>5} {r['state']:<9} {value:>11} {dur:>8} {str(r['epochs'] or '-'):>6}  {params}"
+        )
     return 0
 
 
@@ -259,11 +279,22 @@ def cmd_best(args: argparse.Namespace) -> int:
     meta, rows = _trial_rows(args.run_dir)
     best = _sorted_complete(meta, rows)
     if not best:
-        raise UserError(f"{args.run_dir}: no COMPLETE trial yet. Fix: run or resume the search first.")
+        raise UserError(
+            f"{args.run_dir}: no COMPLETE trial yet. Fix: run or resume the search first."
+        )
     b = best[0]
-    print(json.dumps({"number": b["number"], "value": b["value"], "metric": meta.get("metric"),
-                      "params": b["params"], "model": f"{args.run_dir}/trials/{b['number']:05d}/model.keras"},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "number": b["number"],
+                "value": b["value"],
+                "metric": meta.get("metric"),
+                "params": b["params"],
+                "model": f"{args.run_dir}/trials/{b['number']:05d}/model.keras",
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -296,18 +327,30 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("space", metavar="NAME_OR_FILE")
     ss.add_argument("-n", type=int, default=5, help="how many configurations (default 5)")
     ss.add_argument("--seed", type=int, default=0)
-    ss.add_argument("--build", action="store_true", help="build each model; print parameter count and layers")
-    ss.add_argument("--input-shape", help="input shape for --build, e.g. 30 (tabular) or 28,28,1 (images)")
+    ss.add_argument(
+        "--build", action="store_true", help="build each model; print parameter count and layers"
+    )
+    ss.add_argument(
+        "--input-shape", help="input shape for --build, e.g. 30 (tabular) or 28,28,1 (images)"
+    )
     ss.set_defaults(func=cmd_space_sample)
 
     run = sub.add_parser("run", help="run (or resume) a search described by a spec file")
     run.add_argument("spec", metavar="SPEC")
     run.add_argument("--n-trials", type=int, help="override budget.n_trials")
-    run.add_argument("--resume", action="store_true", help="continue the run in the spec's output directory")
-    run.add_argument("--address", help="address of a running Ray cluster (default: embedded local Ray)")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in the spec's output directory"
+    )
+    run.add_argument(
+        "--address", help="address of a running Ray cluster (default: embedded local Ray)"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress display")
-    run.add_argument("--trial-fn", help=argparse.SUPPRESS)  # tests and fault drills: module:function
-    run.add_argument("--trial-option", action="append", default=[], help=argparse.SUPPRESS)  # key=value
+    run.add_argument(
+        "--trial-fn", help=argparse.SUPPRESS
+    )  # tests and fault drills: module:function
+    run.add_argument(
+        "--trial-option", action="append", default=[], help=argparse.SUPPRESS
+    )  # key=value
     run.set_defaults(func=cmd_run)
 
     st = sub.add_parser("status", help="summary of a run directory")

@@ -35,7 +35,9 @@ def run_demo(out: str | None = None, n_trials: int | None = None, quick: bool = 
     out = out or str(Path("runs") / f"demo-{stamp}")
     n = n_trials or (4 if quick else 12)
     spec = load_spec(demo_spec(out, n, quick))
-    print(f"demo: searching space {spec.space!r} on {spec.data.train} with {n} trials, 2 in flight -> {out}")
+    print(
+        f"demo: searching space {spec.space!r} on {spec.data.train} with {n} trials, 2 in flight -> {out}"
+    )
     summary = run_search(spec)
     print(
         f"search: {summary.n_complete} complete, {summary.n_failed} failed in {summary.elapsed_s:.0f} s; "
@@ -46,7 +48,9 @@ def run_demo(out: str | None = None, n_trials: int | None = None, quick: bool = 
     except ImportError:
         print("(ensembles not installed: skipping the ensemble step)")
         return 0
-    result = build_ensemble([out], top_k=5, trees=("rf", "et", "hgb"), method="nelder-mead", progress=True)
+    result = build_ensemble(
+        [out], top_k=5, trees=("rf", "et", "hgb"), method="nelder-mead", progress=True
+    )
     print(result.summary_text())
     print(f"\nlook further: hpsearch trials {out} --top 5   |   ensembles report {result.out_dir}")
     sys.stdout.flush()

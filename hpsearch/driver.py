@@ -91,7 +91,9 @@ class _Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.last = 0.0
 
-    def line(self, done: int, failed: int, pruned: int, running: int, best: Any, finished_now: int) -> str:
+    def line(
+        self, done: int, failed: int, pruned: int, running: int, best: Any, finished_now: int
+    ) -> str:
         elapsed = time.time() - self.start
         finished = done + failed + pruned
         eta = "?"
@@ -164,7 +166,9 @@ def open_run(spec: Any, resume: bool) -> tuple[RunDir, Any, Any, dict[str, Any]]
         if meta.get("space_fingerprint") != space.fingerprint():
             diffs.append(f"the space {spec.space!r} differs from the stored one (space.yaml)")
         if meta.get("split") != dataclasses.asdict(spec.split):
-            diffs.append(f"split {dataclasses.asdict(spec.split)} differs from the stored {meta.get('split')}")
+            diffs.append(
+                f"split {dataclasses.asdict(spec.split)} differs from the stored {meta.get('split')}"
+            )
         if meta.get("metric") != spec.metric:
             diffs.append(f"metric {spec.metric!r} differs from the stored {meta.get('metric')!r}")
         if diffs:
@@ -229,7 +233,9 @@ def _open_study(rd: RunDir, spec: Any, space: Any, meta: dict[str, Any], max_con
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     else:
         storage = url
-    sampler = make_optuna_sampler(spec.sampler.name, spec.sampler.seed, max_concurrent, spec.sampler.n_startup_trials)
+    sampler = make_optuna_sampler(
+        spec.sampler.name, spec.sampler.seed, max_concurrent, spec.sampler.n_startup_trials
+    )
     pruner = make_pruner(spec.pruner, spec.training.max_epochs)
     return optuna.create_study(
         study_name=meta.get("study_name", spec.name),
@@ -250,9 +256,10 @@ def recover(study: Any, rd: RunDir, space: Any) -> tuple[int, int]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         rec = rd.read_trial(t.number)
         if rec is not None and rec.state in (COMPLETE, PRUNED, FAIL):
-            state = {COMPLETE: optuna.trial.TrialState.COMPLETE, PRUNED: optuna.trial.TrialState.PRUNED}.get(
-                rec.state, optuna.trial.TrialState.FAIL
-            )
+            state = {
+                COMPLETE: optuna.trial.TrialState.COMPLETE,
+                PRUNED: optuna.trial.TrialState.PRUNED,
+            }.get(rec.state, optuna.trial.TrialState.FAIL)
             study.tell(t.number, rec.value if rec.state == COMPLETE else None, state=state)
             recovered += 1
             continue
@@ -268,7 +275,11 @@ def counted_trials(study: Any) -> list[Any]:
     """Trials that count towards the budget: finished, not interrupted or re-queued."""
     import optuna
 
-    final = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    final = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.FAIL,
+    )
     return [
         t
         for t in study.get_trials(deepcopy=False, states=final)
@@ -310,7 +321,9 @@ def run_search(
             f"{requeued} interrupted trial(s) queued to run again"
         )
     hyperopt = (
-        HyperoptTPE(space, spec.sampler.seed, spec.sampler.n_startup_trials) if spec.sampler.name == "hyperopt-tpe" else None
+        HyperoptTPE(space, spec.sampler.seed, spec.sampler.n_startup_trials)
+        if spec.sampler.name == "hyperopt-tpe"
+        else None
     )
 
     ensure_ray(address)
@@ -339,7 +352,11 @@ def run_search(
         pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in ts)
         best = None
         if done:
-            b = max(done, key=lambda t: t.value) if study.direction.name == "MAXIMIZE" else min(done, key=lambda t: t.value)
+            b = (
+                max(done, key=lambda t: t.value)
+                if study.direction.name == "MAXIMIZE"
+                else min(done, key=lambda t: t.value)
+            )
             best = (b.number, b.value)
         return len(done), failed, pruned, best
 
@@ -410,7 +427,9 @@ def run_search(
         while True:
             done, failed, pruned, best = counts()
             finished = done + failed + pruned
-            timed_out = spec.budget.timeout_s is not None and time.time() - t0 > spec.budget.timeout_s
+            timed_out = (
+                spec.budget.timeout_s is not None and time.time() - t0 > spec.budget.timeout_s
+            )
             if consecutive_failures >= max_failures:
                 cancel_in_flight("interrupted")
                 summary.stopped = (

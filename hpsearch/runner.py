@@ -19,6 +19,7 @@ Per-epoch values travel through a small mailbox actor: workers post
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -104,7 +105,9 @@ class NullReporter:
         return False
 
 
-def _run_one(fn_spec: str | Callable, payload: TrialPayload, data: Any, mailbox: Any) -> TrialResult:
+def _run_one(
+    fn_spec: str | Callable, payload: TrialPayload, data: Any, mailbox: Any
+) -> TrialResult:
     fn = resolve_trial_fn(fn_spec) if isinstance(fn_spec, str) else fn_spec
     reporter = Reporter(mailbox, payload.number) if mailbox is not None else NullReporter()
     result = run_guarded(fn, payload, data, reporter)
@@ -236,7 +239,13 @@ class TrialRunner:
         else:
             actor = None
             ref = self._task.remote(
-                self.trial_fn, self.cpus, self.gpus, self.import_keras, payload, self.data_ref, self.mailbox
+                self.trial_fn,
+                self.cpus,
+                self.gpus,
+                self.import_keras,
+                payload,
+                self.data_ref,
+                self.mailbox,
             )
         self.in_flight[ref] = _InFlight(payload, ref, actor)
 
@@ -274,10 +283,8 @@ class TrialRunner:
 
         if dead in self.actors:
             self.actors.remove(dead)
-        try:
+        with contextlib.suppress(Exception):
             ray.kill(dead, no_restart=True)
-        except Exception:
-            pass
         self._add_actor()
 
     def drain_reports(self) -> list[tuple[int, int, float]]:
@@ -311,15 +318,11 @@ class TrialRunner:
         import ray
 
         for actor in self.actors:
-            try:
+            with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
-            except Exception:
-                pass
         if self.mailbox is not None:
-            try:
+            with contextlib.suppress(Exception):
                 ray.kill(self.mailbox, no_restart=True)
-            except Exception:
-                pass
         self.actors.clear()
         self.idle.clear()
         self.in_flight.clear()

@@ -22,7 +22,9 @@ from typing import Any
 SAMPLERS = ("tpe", "hyperopt-tpe", "random")
 
 
-def make_optuna_sampler(name: str, seed: int | None, max_concurrent: int, n_startup: int | None = None):
+def make_optuna_sampler(
+    name: str, seed: int | None, max_concurrent: int, n_startup: int | None = None
+):
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -42,7 +44,9 @@ def make_optuna_sampler(name: str, seed: int | None, max_concurrent: int, n_star
 class HyperoptTPE:
     """Hyperopt's TPE, asked for one point at a time from the study's history."""
 
-    def __init__(self, space: Any, seed: int | None, n_startup: int | None = None, liar: bool = True):
+    def __init__(
+        self, space: Any, seed: int | None, n_startup: int | None = None, liar: bool = True
+    ):
         self.space = space
         self.seed = 0 if seed is None else int(seed)
         self.n_startup = 10 if n_startup is None else int(n_startup)

@@ -8,6 +8,7 @@ complete.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -132,7 +133,9 @@ class RunDir:
         return meta.get("storage") or self.default_storage
 
     # -- trials -------------------------------------------------------------
-    def write_trial(self, result: Any, params: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    def write_trial(
+        self, result: Any, params: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> Path:
         """Persist a TrialResult: artifacts first, ``trial.json`` last (the commit point)."""
         tdir = self.trial_path(result.number)
         if tdir.exists() and not (tdir / TRIAL_JSON).exists():
@@ -207,10 +210,8 @@ class RunDir:
         for tdir in sorted(self.trials_dir.iterdir()):
             if tdir.is_dir() and not (tdir / TRIAL_JSON).exists():
                 shutil.rmtree(tdir, ignore_errors=True)
-                try:
+                with contextlib.suppress(ValueError):
                     removed.append(int(tdir.name))
-                except ValueError:
-                    pass
         return removed
 
 

@@ -77,7 +77,9 @@ def instant(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
     if tr.get("fake_oom_every") and payload.number % int(tr["fake_oom_every"]) == 0:
         raise _resource_exhausted()
     value = _objective(payload.params)
-    return TrialResult(number=payload.number, state=COMPLETE, value=value, metrics={payload.metric: value})
+    return TrialResult(
+        number=payload.number, state=COMPLETE, value=value, metrics={payload.metric: value}
+    )
 
 
 def oracle(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
@@ -98,7 +100,13 @@ def oracle(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
             time.sleep(sleep / steps)
         history.append({"epoch": step, "loss": 1.0 / (step + 1)})
         if reporter.report(step, 1.0 / (step + 1) + (1 - quality)):
-            return TrialResult(number=payload.number, state=PRUNED, value=1 - quality, history=history, epochs=step + 1)
+            return TrialResult(
+                number=payload.number,
+                state=PRUNED,
+                value=1 - quality,
+                history=history,
+                epochs=step + 1,
+            )
     preds = _predictions(payload, data, quality)
     value = metrics.score(payload.metric, data["y"]["valid"], preds["valid"])
     hold = metrics.score(payload.metric, data["y"]["holdout"], preds["holdout"])

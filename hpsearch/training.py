@@ -138,13 +138,19 @@ def train_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any) -> T
     patience = int(training.get("patience", 5))
     callbacks: list[Any] = [
         Guard(),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2), min_lr=1e-6),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(1, patience // 2), min_lr=1e-6
+        ),
     ]
     tb_dir = None
     if training.get("tensorboard", True):
         tb_dir = tempfile.mkdtemp(prefix=f"tb-{payload.number}-")
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=tb_dir, write_graph=False, profile_batch=0))
+        callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=tb_dir, write_graph=False, profile_batch=0)
+        )
 
     batch_size = int(params.get("batch_size") or training.get("batch_size", 64))
     hist = model.fit(
@@ -162,7 +168,9 @@ def train_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any) -> T
         for i in range(len(hist.history.get("loss", [])))
     ]
     if state["nonfinite"] is not None:
-        raise NonFiniteLossError(f"loss became {state['nonfinite']} at epoch {len(history)}; trial stopped")
+        raise NonFiniteLossError(
+            f"loss became {state['nonfinite']} at epoch {len(history)}; trial stopped"
+        )
     n_params = count_params(model)
     if state["pruned"]:
         return TrialResult(
@@ -206,5 +214,8 @@ def train_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any) -> T
         tb_bytes=tb_bytes,
         epochs=len(history),
         n_params=n_params,
-        extra={"target_scaling": list(scale) if task == "regression" else None, "batch_size": batch_size},
+        extra={
+            "target_scaling": list(scale) if task == "regression" else None,
+            "batch_size": batch_size,
+        },
     )

@@ -12,8 +12,9 @@ import importlib
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,9 @@ def where_am_i() -> dict[str, Any]:
     return info
 
 
-def run_guarded(fn: Callable[..., TrialResult], payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+def run_guarded(
+    fn: Callable[..., TrialResult], payload: TrialPayload, data: Any, reporter: Any
+) -> TrialResult:
     """Run a trial function; any exception becomes a FAIL result with its traceback.
 
     A trial never takes the study down: the driver records the failure and

@@ -33,7 +33,9 @@ def _study(run_dir: Path) -> optuna.Study:
 
 @pytest.mark.parametrize("sampler", ["tpe", "hyperopt-tpe", "random"])
 def test_small_search_each_sampler(ray_session, tmp_path, sampler):
-    spec = load_spec(make_spec_dict(tmp_path, sampler={"name": sampler, "seed": 1}, budget={"n_trials": 6}))
+    spec = load_spec(
+        make_spec_dict(tmp_path, sampler={"name": sampler, "seed": 1}, budget={"n_trials": 6})
+    )
     summary = run_search(spec, trial_fn=ORACLE, progress=False)
     assert summary.n_complete == 6 and summary.n_failed == 0
     rd = RunDir(spec.output)
@@ -48,7 +50,13 @@ def test_small_search_each_sampler(ray_session, tmp_path, sampler):
     assert len(study.trials) == 6
     assert summary.best_value == pytest.approx(min(t.value for t in study.trials))
     # the frozen spec and space, the data split and the preprocessing are all there
-    for name in ("spec.yaml", "space.yaml", "run.json", "data/split.json", "data/preprocessor.json"):
+    for name in (
+        "spec.yaml",
+        "space.yaml",
+        "run.json",
+        "data/split.json",
+        "data/preprocessor.json",
+    ):
         assert (rd.path / name).exists(), name
 
 
@@ -74,8 +82,12 @@ def test_fractional_gpus_put_four_trials_in_flight(ray_session, tmp_path):
 
 
 def test_failing_trial_is_recorded_and_study_completes(ray_session, tmp_path):
-    spec = load_spec(make_spec_dict(tmp_path, budget={"n_trials": 6}, sampler={"name": "random", "seed": 0}))
-    summary = run_search(spec, trial_fn=INSTANT, progress=False, trial_options={"fake_fail_every": 3})
+    spec = load_spec(
+        make_spec_dict(tmp_path, budget={"n_trials": 6}, sampler={"name": "random", "seed": 0})
+    )
+    summary = run_search(
+        spec, trial_fn=INSTANT, progress=False, trial_options={"fake_fail_every": 3}
+    )
     assert summary.n_complete == 4 and summary.n_failed == 2
     failed = RunDir(spec.output).trials("FAIL")
     assert [r.number for r in failed] == [2, 5]
@@ -89,7 +101,9 @@ def test_failing_trial_is_recorded_and_study_completes(ray_session, tmp_path):
     [("fake_nan_every", "non-finite loss"), ("fake_oom_every", "out of memory")],
 )
 def test_nan_and_oom_trials_are_marked(ray_session, tmp_path, option, reason):
-    spec = load_spec(make_spec_dict(tmp_path, budget={"n_trials": 4}, sampler={"name": "random", "seed": 0}))
+    spec = load_spec(
+        make_spec_dict(tmp_path, budget={"n_trials": 4}, sampler={"name": "random", "seed": 0})
+    )
     summary = run_search(spec, trial_fn=INSTANT, progress=False, trial_options={option: 2})
     assert summary.n_failed == 2 and summary.n_complete == 2
     assert {r.info["reason"] for r in RunDir(spec.output).trials("FAIL")} == {reason}
@@ -103,7 +117,10 @@ def test_consecutive_failures_stop_the_study(ray_session, tmp_path):
             resources={"max_concurrent": 1, "max_failures": 3},
         )
     )
-    with pytest.raises(StudyStopped, match=r"stopped after 3 consecutive failed trials \(resources.max_failures = 3\); last error: trial 2: exception: RuntimeError: every trial fails"):
+    with pytest.raises(
+        StudyStopped,
+        match=r"stopped after 3 consecutive failed trials \(resources.max_failures = 3\); last error: trial 2: exception: RuntimeError: every trial fails",
+    ):
         run_search(spec, trial_fn=INSTANT, progress=False, trial_options={"fake_fail_all": True})
     assert len(RunDir(spec.output).trials("FAIL")) == 3
 
@@ -156,12 +173,25 @@ def test_resume_continues_up_to_budget(ray_session, tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_resume_loses_nothing(ray_session, tmp_path):
     spec_path = write_spec(
-        tmp_path, budget={"n_trials": 8}, resources={"max_concurrent": 2}, sampler={"name": "tpe", "seed": 0}
+        tmp_path,
+        budget={"n_trials": 8},
+        resources={"max_concurrent": 2},
+        sampler={"name": "tpe", "seed": 0},
     )
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet",
-        "--address", ray_session, "--trial-fn", ORACLE, "--trial-option", "fake_sleep_s=1.0",
+        sys.executable,
+        "-m",
+        "hpsearch.cli",
+        "run",
+        str(spec_path),
+        "--quiet",
+        "--address",
+        ray_session,
+        "--trial-fn",
+        ORACLE,
+        "--trial-option",
+        "fake_sleep_s=1.0",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
@@ -177,7 +207,9 @@ def test_sigkill_then_resume_loses_nothing(ray_session, tmp_path):
     assert len(before) >= 3
 
     spec = load_spec(spec_path)
-    summary = run_search(spec, resume=True, trial_fn=ORACLE, progress=False, trial_options={"fake_sleep_s": 0.1})
+    summary = run_search(
+        spec, resume=True, trial_fn=ORACLE, progress=False, trial_options={"fake_sleep_s": 0.1}
+    )
     assert summary.n_complete == 8
     rd = RunDir(run_dir)
     after = {r.path.name: r.info for r in rd.trials()}

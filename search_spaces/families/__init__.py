@@ -1,0 +1,99 @@
+"""Architecture families: pure functions ``build(params, inputs, outputs) -> keras.Model``.
+
+Keras is imported only when a model is built or compiled: this module keeps a registry of
+family names to ``"module:function"`` strings and imports the module on first use, so
+importing ``search_spaces.families`` stays cheap (``hpsearch --help`` does not load TensorFlow).
+
+Every model takes a dict of inputs keyed by ``InputSpec.input_names()`` and returns a dict of
+outputs keyed by head name (plus ``"<head>_aux"`` for an auxiliary output when sampled).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from search_spaces.specs import InputSpec, OutputSpec
+
+_REGISTRY: dict[str, str] = {
+    "dense": "search_spaces.families.dense:build",
+    "cnn": "search_spaces.families.cnn:build",
+    "text": "search_spaces.families.text:build",
+    "multi_input": "search_spaces.families.multi_input:build",
+    "wide_deep": "search_spaces.families.wide_deep:build",
+    "multi_output": "search_spaces.families.multi_output:build",
+}
+
+FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
+
+__all__ = [
+    "FAMILIES",
+    "aux_targets",
+    "build_model",
+    "compile_model",
+    "count_params",
+    "describe_model",
+    "get_builder",
+    "output_names",
+]
+
+
+def get_builder(family: str):
+    """The ``build(params, inputs, outputs)`` function of a family; ValueError when unknown."""
+    if family not in _REGISTRY:
+        raise ValueError(
+            f"unknown architecture family {family!r}; expected one of {', '.join(FAMILIES)}."
+        )
+    module_name, func_name = _REGISTRY[family].split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def build_model(family: str, params: dict[str, Any], inputs: InputSpec, outputs: OutputSpec) -> Any:
+    """Build an uncompiled functional Keras model of ``family`` for the sampled ``params``."""
+    builder = get_builder(family)
+    if not outputs.heads:
+        raise ValueError("OutputSpec has no heads; a model needs at least one output.")
+    return builder(dict(params or {}), inputs, outputs)
+
+
+def compile_model(model: Any, params: dict[str, Any], outputs: OutputSpec) -> Any:
+    """Compile with the sampled optimizer, learning rate, per-head losses and loss weights."""
+    from search_spaces.families import _common
+
+    return _common.compile_model(model, params, outputs)
+
+
+def aux_targets(model: Any, y_by_head: dict[str, Any]) -> dict[str, Any]:
+    """``y_by_head`` plus the same targets under ``"<head>_aux"`` for each auxiliary output."""
+    names = output_names(model)
+    out = {k: v for k, v in y_by_head.items() if k in names} or dict(y_by_head)
+    for name in names:
+        if name.endswith("_aux") and name not in out:
+            head = name[: -len("_aux")]
+            if head in y_by_head:
+                out[name] = y_by_head[head]
+    return out
+
+
+def output_names(model: Any) -> list[str]:
+    """Names of a model's outputs (the keys of its output dict)."""
+    out = getattr(model, "output", None)
+    if isinstance(out, dict):
+        return list(out)
+    return list(getattr(model, "output_names", None) or [])
+
+
+def describe_model(model: Any) -> str:
+    """One compact line, e.g. ``numeric(30) > Dense(64) > BN > relu > Dropout(0.2) > output:Dense(1,sigmoid)``.
+
+    Inputs as ``name(shape)``, ``[+res]`` for a residual add, ``Proj`` for a shortcut projection,
+    ``Wide``/``Logits`` for wide & deep terms, ``head:Layer`` for outputs.
+    """
+    from search_spaces.families import _common
+
+    return _common.describe_model(model)
+
+
+def count_params(model: Any) -> int:
+    """Total number of weights (trainable and not)."""
+    return int(model.count_params())

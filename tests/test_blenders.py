@@ -1,0 +1,260 @@
+"""ensembles.blenders: every blender on every task, weight recovery, guarantees, contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from sklearn.base import clone
+
+from ensembles.blenders import (
+    BLENDERS,
+    GreedyBlender,
+    MeanBlender,
+    NelderMeadBlender,
+    StackingBlender,
+    cross_fit_predict,
+    cross_fit_score,
+    get_blender,
+)
+from hpsearch import metrics
+
+WEIGHTED = ("best", "mean", "greedy", "nelder-mead")
+
+
+def _binary(n=400, m=4, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    logit = np.where(y == 1, 1.0, -1.0)
+    P = np.stack([1 / (1 + np.exp(-(logit + rng.normal(scale=1.5, size=n)))) for _ in range(m)])
+    return P, y
+
+
+def _multiclass(n=400, m=4, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    out = []
+    for _ in range(m):
+        z = 1.5 * np.eye(k)[y] + rng.normal(scale=1.5, size=(n, k))
+        e = np.exp(z)
+        out.append(e / e.sum(axis=1, keepdims=True))
+    return np.stack(out), y
+
+
+def _regression(n=400, m=4, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n) * 3
+    P = np.stack([y + rng.normal(scale=1.0 + j, size=n) for j in range(m)])
+    return P, y
+
+
+TASKS = {
+    "binary": (_binary, "log_loss"),
+    "multiclass": (_multiclass, "log_loss"),
+    "regression": (_regression, "rmse"),
+}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("name", list(BLENDERS))
+def test_every_blender_on_every_task(name, task):
+    make, metric = TASKS[task]
+    P, y = make()
+    b = get_blender(name, metric=metric).fit(P, y)
+    pred = b.predict(P)
+    assert pred.shape == P.shape[1:]
+    assert b.score(P, y) == pytest.approx(metrics.score(metric, y, pred))
+    assert b.fitted_score_ == pytest.approx(b.score(P, y))
+    assert b.task_ == task
+    if name in WEIGHTED:
+        assert b.weights_.shape == (P.shape[0],)
+        assert np.all(b.weights_ >= 0)
+        assert b.weights_.sum() == pytest.approx(1.0)
+    if task != "regression":
+        if task == "binary":
+            assert np.all((pred >= 0) & (pred <= 1))
+        else:
+            np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-9)
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "accuracy", "f1_macro"])
+def test_other_classification_metrics(metric):
+    P, y = _multiclass(m=3)
+    for name in ("greedy", "nelder-mead"):
+        b = get_blender(name, metric=metric).fit(P, y)
+        single = max(metrics.score(metric, y, p) for p in P)
+        assert b.fitted_score_ >= single - 1e-12
+
+
+def test_metric_inferred_when_none():
+    P, y = _binary()
+    assert MeanBlender().fit(P, y).metric_ == "log_loss"
+    P, y = _multiclass()
+    assert MeanBlender().fit(P, y).metric_ == "log_loss"
+    P, y = _regression()
+    assert MeanBlender().fit(P, y).metric_ == "rmse"
+
+
+def test_recover_known_regression_weights():
+    rng = np.random.default_rng(3)
+    n = 2000
+    P0, P1, P2 = rng.normal(size=(3, n))
+    y = 0.7 * P0 + 0.3 * P1
+    P = np.stack([P0, P1, P2])
+    for cls in (GreedyBlender, NelderMeadBlender):
+        b = cls(metric="rmse").fit(P, y)
+        np.testing.assert_allclose(b.weights_, [0.7, 0.3, 0.0], atol=0.03)
+    # a target that is not on the greedy grid: Nelder-Mead refines it
+    y = 0.637 * P0 + 0.363 * P1
+    nm = NelderMeadBlender(metric="rmse").fit(P, y)
+    np.testing.assert_allclose(nm.weights_, [0.637, 0.363, 0.0], atol=5e-3)
+    greedy = GreedyBlender(metric="rmse").fit(P, y)
+    assert nm.fitted_score_ <= greedy.fitted_score_ + 1e-12
+
+
+def _adversarial(n=500, m=30, seed=1):
+    """One good member hidden among 29 bad ones: uniform is awful; plain NM stalls."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    good = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(scale=0.1, size=n), 0.01, 0.99)
+    bad = [rng.random(n) ** (0.3 if j % 2 else 3.0) for j in range(m - 1)]
+    return np.stack(bad[:17] + [good] + bad[17:]), y
+
+
+def test_nelder_mead_never_worse_than_best_single_adversarial():
+    P, y = _adversarial()
+    m = P.shape[0]
+    singles = [metrics.score("log_loss", y, p) for p in P]
+    best = min(singles)
+
+    # plain Nelder-Mead from uniform weights, same budget, stalls above the best member
+    def f(z):
+        w = np.abs(z) / np.abs(z).sum()
+        return metrics.loss("log_loss", y, w @ P)
+
+    plain = minimize(
+        f, np.full(m, 1 / m), method="Nelder-Mead", options={"adaptive": True, "maxfev": 3200}
+    )
+    assert plain.fun > best + 0.01
+
+    b = NelderMeadBlender(metric="log_loss").fit(P, y)
+    assert b.fitted_score_ <= best + 1e-12
+    assert b.weights_[int(np.argmin(singles))] > 0.9
+    assert np.all(b.weights_ >= 0) and b.weights_.sum() == pytest.approx(1.0)
+    assert b.n_fev_ <= 200 + 100 * m
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("task", list(TASKS))
+def test_nelder_mead_not_worse_than_best_single_or_greedy(task, seed):
+    make, metric = TASKS[task]
+    P, y = make(n=300, m=6, seed=seed)
+    nm = NelderMeadBlender(metric=metric).fit(P, y)
+    greedy = GreedyBlender(metric=metric).fit(P, y)
+    single = min(metrics.score(metric, y, p) for p in P)
+    assert nm.fitted_score_ <= single + 1e-12
+    assert nm.fitted_score_ <= greedy.fitted_score_ + 1e-12
+
+
+def test_nelder_mead_budget_respected():
+    P, y = _multiclass(m=8)
+    b = NelderMeadBlender(metric="log_loss", max_fev=150).fit(P, y)
+    assert b.n_fev_ <= 150
+    assert np.all(b.weights_ >= 0) and b.weights_.sum() == pytest.approx(1.0)
+
+
+def test_greedy_without_replacement_and_init():
+    P, y = _regression(m=5)
+    b = GreedyBlender(metric="rmse", n_iter=10, replacement=False).fit(P, y)
+    counts = b.weights_ * 1  # each member used at most once: weights are multiples of 1/k
+    nonzero = counts[counts > 0]
+    np.testing.assert_allclose(nonzero, nonzero[0])
+    b = GreedyBlender(metric="rmse", n_iter=0, n_init=3).fit(P, y)
+    assert np.count_nonzero(b.weights_) == 3
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_cross_fit_scores_present_and_differ(task):
+    make, metric = TASKS[task]
+    P, y = make(n=300, m=5, seed=7)
+    for name in ("greedy", "nelder-mead", "stack"):
+        b = get_blender(name, metric=metric)
+        cf = cross_fit_score(b, P, y, metric, folds=5, seed=0)
+        fitted = clone(b).fit(P, y).fitted_score_
+        assert np.isfinite(cf)
+        assert cf != pytest.approx(fitted, rel=1e-9, abs=1e-12)
+        # an honest estimate is not better than the in-sample fit, here
+        assert cf >= fitted - 1e-9
+    oof = cross_fit_predict(MeanBlender(metric=metric), P, y, folds=3)
+    assert oof.shape == P.shape[1:]
+    # mean weights do not depend on the fold: out-of-fold equals in-sample
+    np.testing.assert_allclose(oof, P.mean(axis=0))
+    assert cross_fit_score(GreedyBlender(metric=metric), P, y, folds=5, seed=0) == pytest.approx(
+        cross_fit_score(GreedyBlender(metric=metric), P, y, folds=5, seed=0)
+    )
+
+
+def test_cross_fit_tolerates_rare_classes():
+    P, y = _multiclass(n=60, m=3, k=3)
+    y = y.copy()
+    y[:2] = 2
+    y[2:] = np.where(y[2:] == 2, 0, y[2:])  # class 2 has only 2 rows
+    for name in BLENDERS:
+        assert np.isfinite(cross_fit_score(get_blender(name, metric="log_loss"), P, y, folds=5))
+
+
+@pytest.mark.parametrize("name", list(BLENDERS))
+def test_estimator_contract(name):
+    cls = BLENDERS[name]
+    b = cls(metric="rmse")
+    params = b.get_params()
+    assert params["metric"] == "rmse"
+    c = clone(b)
+    assert c.get_params() == params and c is not b
+    P, y = _regression()
+    b.fit(P, y)
+    assert b.get_params() == params  # params unchanged after fit
+    assert not hasattr(clone(b), "weights_")
+    b.set_params(metric="mae")
+    assert b.get_params()["metric"] == "mae"
+    with pytest.raises(Exception, match="not fitted"):
+        cls(metric="rmse").predict(P)
+
+
+def test_stacking_weights_are_meta_coefficients():
+    P, y = _binary(m=3)
+    b = StackingBlender(metric="log_loss", C=10.0).fit(P, y)
+    np.testing.assert_allclose(b.weights_, b.meta_.coef_.ravel())
+    P, y = _multiclass(m=3, k=3)
+    b = StackingBlender(metric="log_loss").fit(P, y)
+    assert b.weights_.shape == (3, 9)
+    P, y = _regression(m=3)
+    b = StackingBlender(metric="rmse", alpha=0.0).fit(P, y)
+    np.testing.assert_allclose(b.predict(P), P.T @ b.weights_ + b.intercept_)
+
+
+def test_validation_errors():
+    P, y = _binary()
+    with pytest.raises(ValueError, match="rows"):
+        MeanBlender(metric="log_loss").fit(P, y[:-1])
+    with pytest.raises(ValueError, match="unknown metric"):
+        MeanBlender(metric="nope").fit(P, y)
+    with pytest.raises(ValueError, match="NaN"):
+        MeanBlender(metric="log_loss").fit(np.full_like(P, np.nan), y)
+    with pytest.raises(ValueError, match="unknown blender"):
+        get_blender("median")
+    b = MeanBlender(metric="log_loss").fit(P, y)
+    with pytest.raises(ValueError, match="members"):
+        b.predict(P[:2])
+    Pm, ym = _multiclass()
+    with pytest.raises(ValueError, match="regression metric"):
+        MeanBlender(metric="rmse").fit(Pm, ym)
+
+
+def test_binary_two_column_layout_is_accepted():
+    P, y = _binary(m=3)
+    P2 = np.stack([1 - P, P], axis=2)
+    a = GreedyBlender(metric="log_loss").fit(P, y)
+    b = GreedyBlender(metric="log_loss").fit(P2, y)
+    np.testing.assert_allclose(a.weights_, b.weights_)
+    np.testing.assert_allclose(a.predict(P), b.predict(P2))

@@ -1,0 +1,137 @@
+"""ensembles.selection: error matrices, correlations without NaN, diverse top-K selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ensembles.selection import correlation_matrix, error_matrix, select_diverse
+
+
+def _members(n=300, m=5, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n)
+    return np.stack([y + rng.normal(size=n) for _ in range(m)]), y
+
+
+def test_error_matrix_per_task():
+    y = np.array([0, 1, 1])
+    P = np.array([[0.2, 0.7, 0.4]])
+    np.testing.assert_allclose(error_matrix(P, y, "binary"), [[0.2, -0.3, -0.6]])
+    np.testing.assert_allclose(
+        error_matrix(np.stack([1 - P, P], axis=2), y, "binary"), [[0.2, -0.3, -0.6]]
+    )
+    Pm = np.array([[[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]])
+    E = error_matrix(Pm, [0, 2], "multiclass")
+    np.testing.assert_allclose(E, [[-0.5, 0.3, 0.2, 0.1, 0.1, -0.2]])
+    np.testing.assert_allclose(error_matrix([[1.0, 3.0]], [2.0, 2.0], "regression"), [[-1.0, 1.0]])
+    with pytest.raises(ValueError, match="unknown task"):
+        error_matrix(P, y, "ranking")
+
+
+def test_correlation_matrix_matches_numpy_and_handles_constants():
+    P, y = _members()
+    C = correlation_matrix(P, y, "regression")
+    np.testing.assert_allclose(C, np.corrcoef(P - y), atol=1e-12)
+    # a perfect model (constant zero error) and a constant-offset model
+    P2 = np.vstack([P, y[None, :], y[None, :] + 1.0])
+    C2 = correlation_matrix(P2, y, "regression")
+    assert not np.isnan(C2).any()
+    np.testing.assert_allclose(np.diag(C2), 1.0)
+    assert C2[5, :5].tolist() == [0.0] * 5
+    assert C2[5, 6] == 0.0  # different constant errors: not duplicates
+    # two identical perfect models are duplicates
+    C3 = correlation_matrix(np.vstack([y, y]), y, "regression")
+    np.testing.assert_allclose(C3, 1.0)
+
+
+def test_two_identical_candidates_only_one_selected():
+    P, y = _members(m=3)
+    P = np.vstack([P, P[1:2]])  # candidate "d" duplicates "b"
+    names = ["a", "b", "c", "d"]
+    sel, dropped = select_diverse(names, [1.0, 0.9, 1.2, 0.95], P, y, "regression", "rmse", top_k=4)
+    assert sel == ["b", "a", "c"]
+    assert dropped == {"d": "correlated 1.000 with b"}
+
+
+def test_direction_top_k_and_reasons():
+    P, y = _members(m=5, seed=1)
+    names = [f"trial_{i}" for i in range(5)]
+    scores = [0.5, 0.9, 0.7, 0.8, 0.6]  # accuracy-like: greater is better
+    Pc = np.stack([np.clip(1 / (1 + np.exp(-p)), 0, 1) for p in P])
+    yc = (y > 0).astype(int)
+    res = select_diverse(names, scores, Pc, yc, "binary", "accuracy", top_k=2, max_corr=1.0)
+    assert res.selected == ["trial_1", "trial_3"]
+    assert res.dropped["trial_2"].startswith("outside top K")
+    assert set(res.dropped) == {"trial_0", "trial_2", "trial_4"}
+    # the same scores read as a loss rank the other way
+    res = select_diverse(names, scores, Pc, yc, "binary", "log_loss", top_k=2, max_corr=1.0)
+    assert res.selected == ["trial_0", "trial_4"]
+
+
+def test_correlated_candidates_are_skipped_and_next_ones_fill_top_k():
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=500)
+    base = y + rng.normal(size=500)
+    P = np.stack([base, base + 0.01 * rng.normal(size=500), y + rng.normal(size=500)])
+    sel, dropped = select_diverse(
+        ["x", "x2", "z"], [1.0, 1.01, 1.02], P, y, "regression", "rmse", top_k=2
+    )
+    assert sel == ["x", "z"]
+    assert dropped["x2"].startswith("correlated 1.000 with x") or dropped["x2"].startswith(
+        "correlated 0.99"
+    )
+
+
+def test_always_bypasses_top_k_but_not_correlation():
+    P, y = _members(m=4, seed=3)
+    P = np.vstack([P, P[0:1]])  # "tree_dup" duplicates "a"
+    names = ["a", "b", "c", "tree", "tree_dup"]
+    scores = {"a": 1.0, "b": 1.1, "c": 1.2, "tree": 5.0, "tree_dup": 6.0}
+    sel, dropped = select_diverse(
+        names, scores, P, y, "regression", "rmse", top_k=1, always=("tree", "tree_dup")
+    )
+    assert sel == ["a", "tree"]
+    assert dropped["b"].startswith("outside top K") and dropped["c"].startswith("outside top K")
+    assert dropped["tree_dup"] == "correlated 1.000 with a"
+    sel, _ = select_diverse(
+        names[:4], scores, P[:4], y, "regression", "rmse", top_k=0, always=["tree"]
+    )
+    assert sel == ["tree"]
+
+
+def test_missing_scores_and_bad_inputs():
+    P, y = _members(m=3)
+    sel, dropped = select_diverse(
+        ["a", "b", "c"], [1.0, None, float("nan")], P, y, "regression", "rmse", top_k=None
+    )
+    assert sel == ["a"]
+    assert dropped == {"b": "no validation score", "c": "no validation score"}
+    with pytest.raises(ValueError, match="names"):
+        select_diverse(["a", "b"], [1.0, 2.0], P, y, "regression", "rmse", top_k=2)
+    with pytest.raises(ValueError, match="always"):
+        select_diverse(
+            ["a", "b", "c"], [1, 2, 3], P, y, "regression", "rmse", top_k=2, always=["t"]
+        )
+    with pytest.raises(ValueError, match="unknown metric"):
+        select_diverse(["a", "b", "c"], [1, 2, 3], P, y, "regression", "nope", top_k=2)
+
+
+def test_multiclass_selection():
+    rng = np.random.default_rng(4)
+    n, k = 200, 3
+    y = rng.integers(0, k, n)
+
+    def member():
+        z = np.eye(k)[y] + rng.normal(size=(n, k))
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    a, b = member(), member()
+    P = np.stack([a, a.copy(), b])
+    sel, dropped = select_diverse(
+        [0, 1, 2], [0.5, 0.6, 0.7], P, y, "multiclass", "log_loss", top_k=3
+    )
+    assert sel == [0, 2] and 1 in dropped
+    C = correlation_matrix(P, y, "multiclass")
+    assert C.shape == (3, 3) and not np.isnan(C).any()
