@@ -195,7 +195,7 @@ def _init_run_dir(rd: RunDir, spec: Any, space: Any, prepared: Any) -> dict[str,
     from hpsearch.data import save_prepared
 
     rd.path.mkdir(parents=True, exist_ok=True)
-    save_prepared(prepared, rd.path)
+    save_prepared(prepared, rd.path, spec)
     atomic.write_text(rd.path / "spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
     atomic.write_text(rd.path / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
     meta = {
