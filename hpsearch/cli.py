@@ -372,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-trials", type=int, default=None)
     demo.add_argument("--quick", action="store_true", help="a smaller demo (CI smoke test)")
     demo.set_defaults(func=cmd_demo)
+
+    from hpsearch import jobs_cli
+
+    jobs_cli.add_commands(sub)
     return p
 
 

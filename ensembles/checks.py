@@ -1,0 +1,183 @@
+"""Submission checks: a submission.csv a competition will accept, or a clear error.
+
+``check_submission`` is run on every submission the project writes, and can be
+run on any file (``ensembles check SUBMISSION --test test.csv
+[--sample sample_submission.csv]``). It checks:
+
+- the columns: the id column first, then the sample submission's columns (or,
+  without one, the expected prediction columns), nothing missing or extra;
+- the rows: the same ids in the same order as the test file (or the sample
+  submission), no duplicates;
+- the values: no NaN or infinity; probabilities within [0, 1]; multiclass
+  probabilities summing to one per row; labels among the known classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpsearch.errors import UserError
+
+PROB_SUM_TOL = 1e-4
+
+
+class SubmissionError(UserError):
+    """The submission would be rejected; the message names the problem and the fix."""
+
+
+def _head(values: Sequence[Any], n: int = 5) -> str:
+    values = list(values)
+    more = f", ... ({len(values)} in all)" if len(values) > n else ""
+    return ", ".join(repr(v) for v in values[:n]) + more
+
+
+def check_submission(
+    sub: pd.DataFrame,
+    *,
+    ids: Sequence[Any],
+    id_col: str,
+    columns: Sequence[str],
+    task: str,
+    classes: Sequence[Any] | None = None,
+    where: str = "submission",
+) -> None:
+    """Raise SubmissionError unless ``sub`` is a valid submission.
+
+    ``ids``: the expected ids in order; ``columns``: the expected prediction
+    columns after the id column. For classification, a prediction column is
+    either probabilities (float) or labels (when ``columns`` is the target alone
+    and the values are class labels).
+    """
+    expected = [id_col, *columns]
+    got = [str(c) for c in sub.columns]
+    if got != expected:
+        missing = [c for c in expected if c not in got]
+        extra = [c for c in got if c not in expected]
+        detail = []
+        if missing:
+            detail.append(f"missing {_head(missing)}")
+        if extra:
+            detail.append(f"unexpected {_head(extra)}")
+        if not detail:
+            detail.append(f"order {_head(got)}")
+        raise SubmissionError(
+            f"{where}: columns {'; '.join(detail)}; expected {_head(expected, 12)}. "
+            "Fix: write the columns of sample_submission.csv, in its order."
+        )
+    ids = list(ids)
+    if len(sub) != len(ids):
+        raise SubmissionError(
+            f"{where}: {len(sub)} rows, the test set has {len(ids)}. "
+            "Fix: predict every test row exactly once."
+        )
+    sub_ids = sub[id_col].tolist()
+    if pd.Series(sub_ids).duplicated().any():
+        dup = pd.Series(sub_ids)[pd.Series(sub_ids).duplicated()].tolist()
+        raise SubmissionError(f"{where}: duplicated ids {_head(dup)}. Fix: one row per test id.")
+    norm = [str(v) for v in sub_ids]
+    want = [str(v) for v in ids]
+    if norm != want:
+        if sorted(norm) == sorted(want):
+            problem = "the ids are not in the test file's order"
+        else:
+            unknown = [v for v in norm if v not in set(want)]
+            problem = f"ids not in the test file: {_head(unknown)}"
+        raise SubmissionError(
+            f"{where}: {problem}. Fix: keep the ids and row order of test.csv "
+            "(or sample_submission.csv)."
+        )
+    pred = sub[list(columns)]
+    if pred.isna().to_numpy().any():
+        bad = pred.columns[pred.isna().any()].tolist()
+        raise SubmissionError(
+            f"{where}: missing values (NaN) in column(s) {_head(bad)}. Fix: every row needs a "
+            "prediction; check the test rows the models could not score."
+        )
+    numeric = all(pd.api.types.is_numeric_dtype(pred[c]) for c in pred.columns)
+    if numeric:
+        arr = pred.to_numpy(dtype=float)
+        if not np.isfinite(arr).all():
+            raise SubmissionError(
+                f"{where}: infinite values in the predictions. Fix: clip or replace them."
+            )
+    if task == "regression":
+        if not numeric:
+            raise SubmissionError(
+                f"{where}: non-numeric predictions for a regression target. "
+                "Fix: write one number per row."
+            )
+        return
+    label_classes = {str(c) for c in (classes or [])}
+    if len(columns) == 1 and not (
+        numeric and pd.api.types.is_float_dtype(pred[columns[0]])
+    ):  # labels
+        values = pred[columns[0]].astype(str)
+        unknown = sorted(set(values) - label_classes) if label_classes else []
+        if unknown:
+            raise SubmissionError(
+                f"{where}: labels {_head(unknown)} are not classes of the target "
+                f"({_head(sorted(label_classes))}). Fix: predict one of the training labels."
+            )
+        return
+    if not numeric:
+        raise SubmissionError(
+            f"{where}: non-numeric probabilities. Fix: write one probability per class column."
+        )
+    arr = pred.to_numpy(dtype=float)
+    if (arr < 0).any() or (arr > 1).any():
+        raise SubmissionError(
+            f"{where}: probabilities outside [0, 1] (min {arr.min():.4g}, max {arr.max():.4g}). "
+            "Fix: write probabilities, not scores or logits."
+        )
+    if task == "multiclass" and arr.shape[1] > 1:
+        sums = arr.sum(axis=1)
+        worst = int(np.argmax(np.abs(sums - 1)))
+        if abs(sums[worst] - 1) > PROB_SUM_TOL:
+            raise SubmissionError(
+                f"{where}: class probabilities of row {worst} (id {sub_ids[worst]!r}) sum to "
+                f"{sums[worst]:.6f}, not 1. Fix: normalise each row."
+            )
+
+
+def check_submission_file(
+    path: str,
+    *,
+    test: str,
+    id_col: str,
+    task: str,
+    columns: Sequence[str] | None = None,
+    sample: str | None = None,
+    classes: Sequence[Any] | None = None,
+) -> pd.DataFrame:
+    """Load ``path`` and check it against the test file (and the sample submission)."""
+    from hpsearch.data import load_table
+
+    try:
+        sub = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise SubmissionError(f"cannot read submission {path!r}: {exc}") from exc
+    ref = load_table(sample) if sample else load_table(test)
+    if id_col not in ref.columns:
+        raise SubmissionError(
+            f"id column {id_col!r} is not in {sample or test!r}. Fix: name the id column."
+        )
+    if sample:
+        columns = [str(c) for c in ref.columns if str(c) != id_col]
+    if not columns:
+        raise SubmissionError(
+            "the expected prediction columns are unknown. Fix: pass the sample submission."
+        )
+    check_submission(
+        sub,
+        ids=ref[id_col].tolist(),
+        id_col=id_col,
+        columns=columns,
+        task=task,
+        classes=classes,
+        where=f"submission {path!r}",
+    )
+    return sub
