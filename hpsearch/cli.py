@@ -152,6 +152,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from hpsearch.driver import Interrupted
+    from hpsearch.errors import UserError
+    from hpsearch.pipeline import run_pipeline
+
+    spec = _load_spec(args.spec)
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UserError(f"--n-trials {args.n_trials}: must be at least 1.")
+    try:
+        result = run_pipeline(
+            spec,
+            resume=args.resume,
+            address=args.address,
+            n_trials=args.n_trials,
+            progress=not args.quiet,
+            trial_fn=args.trial_fn,
+            trial_options=_options(args.trial_option),
+            ensemble_name=args.name,
+        )
+    except Interrupted as exc:
+        print(
+            f"\nstopped: {exc.n_cancelled} trial(s) in flight cancelled and recorded; "
+            f"{exc.summary.n_complete} complete trial(s) kept in {exc.summary.run_dir}. "
+            f"Continue with: hpsearch pipeline {args.spec} --resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(result.summary_text())
+    return 0
+
+
 def _options(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -352,6 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--trial-option", action="append", default=[], help=argparse.SUPPRESS
     )  # key=value
     run.set_defaults(func=cmd_run)
+
+    pl = sub.add_parser(
+        "pipeline",
+        help="search, ensemble and write a checked submission.csv (train.csv + test.csv in)",
+    )
+    pl.add_argument("spec", metavar="SPEC")
+    pl.add_argument("--n-trials", type=int, help="override budget.n_trials")
+    pl.add_argument(
+        "--resume", action="store_true", help="continue the search in the spec's output directory"
+    )
+    pl.add_argument(
+        "--address", help="address of a running Ray cluster (default: embedded local Ray)"
+    )
+    pl.add_argument("--name", help="name of the ensemble (default pipeline-<timestamp>)")
+    pl.add_argument("--quiet", action="store_true", help="no progress display")
+    pl.add_argument("--trial-fn", help=argparse.SUPPRESS)
+    pl.add_argument("--trial-option", action="append", default=[], help=argparse.SUPPRESS)
+    pl.set_defaults(func=cmd_pipeline)
 
     st = sub.add_parser("status", help="summary of a run directory")
     st.add_argument("run_dir", metavar="RUN_DIR")

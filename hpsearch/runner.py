@@ -218,8 +218,9 @@ class TrialRunner:
             for _ in range(self.slots):
                 self._add_actor()
         else:
-            self._task = ray.remote(_fresh_task).options(
-                num_cpus=self.cpus, num_gpus=self.gpus, max_calls=1, max_retries=self.max_retries
+            # max_calls is a property of the remote function, not an .options() override
+            self._task = ray.remote(max_calls=1)(_fresh_task).options(
+                num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries
             )
 
     def _add_actor(self) -> None:

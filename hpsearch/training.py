@@ -64,6 +64,13 @@ def _write_hparams(logdir: str, params: dict[str, Any], value: float | None, met
             tf.summary.scalar(metric, value, step=0)
 
 
+def _has_tensorboard() -> bool:
+    """TensorFlow 2.20+ no longer pulls TensorBoard in; without it, trials train unlogged."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 def _tar_dir(path: str) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -146,7 +153,7 @@ def train_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any) -> T
         ),
     ]
     tb_dir = None
-    if training.get("tensorboard", True):
+    if training.get("tensorboard", True) and _has_tensorboard():
         tb_dir = tempfile.mkdtemp(prefix=f"tb-{payload.number}-")
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=tb_dir, write_graph=False, profile_batch=0)

@@ -223,3 +223,59 @@ def test_sigkill_then_resume_loses_nothing(ray_session, tmp_path):
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     for rec in complete:
         rec.predictions("valid"), rec.predictions("holdout")
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_warm_actors_are_reused_fresh_tasks_are_not(ray_session, tmp_path, warm):
+    spec = load_spec(
+        make_spec_dict(
+            tmp_path,
+            budget={"n_trials": 4},
+            resources={"max_concurrent": 1, "warm_workers": warm},
+        )
+    )
+    run_search(spec, trial_fn=INSTANT, progress=False)
+    pids = [r.info["pid"] for r in RunDir(spec.output).trials("COMPLETE")]
+    assert len(pids) == 4
+    # one warm actor serves every trial; fresh mode starts a process per trial (max_calls=1)
+    assert len(set(pids)) == (1 if warm else 4)
+
+
+@pytest.mark.slow
+def test_real_keras_trials_write_model_history_and_tensorboard(ray_session, tmp_path):
+    import keras
+
+    spec = load_spec(
+        make_spec_dict(tmp_path, budget={"n_trials": 2}, training={"max_epochs": 2, "patience": 1})
+    )
+    summary = run_search(spec, progress=False)
+    assert summary.n_complete == 2, RunDir(spec.output).trials()[0].info.get("error")
+    for rec in RunDir(spec.output).trials("COMPLETE"):
+        model = keras.saving.load_model(rec.model_path, safe_mode=True)
+        x = {k: v[:5] for k, v in _valid_inputs(spec).items()}
+        raw = model.predict(_model_inputs(model, x), verbose=0)
+        out = _head_prediction(raw, "output", "binary")
+        np.testing.assert_allclose(out, rec.predictions("valid")[:5], rtol=1e-4, atol=1e-5)
+        history = (rec.path / "history.csv").read_text().splitlines()
+        assert history[0].startswith("epoch") and len(history) == 1 + rec.info["epochs"]
+        tb = list((rec.path / "tb").rglob("*tfevents*"))
+        assert tb, "no TensorBoard event files"
+        assert any("hparams" in str(p) for p in tb), "hyperparameters not logged (HParams)"
+
+
+def _model_inputs(model, x):
+    from hpsearch.training import _model_inputs as pick
+
+    return pick(model, x)
+
+
+def _head_prediction(raw, head, task):
+    from hpsearch.training import _head_prediction as head_pred
+
+    return head_pred(raw, head, task)
+
+
+def _valid_inputs(spec):
+    from hpsearch.data import prepare
+
+    return prepare(spec).x["valid"]

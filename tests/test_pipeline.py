@@ -1,0 +1,100 @@
+"""`hpsearch pipeline`: generated competitions in, a checked submission.csv out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ensembles.checks import check_submission_file
+from hpsearch.competition import write_competition
+from hpsearch.pipeline import run_pipeline
+from hpsearch.spec import load_spec
+from tests.conftest import ROOT
+
+ORACLE = "hpsearch.testing:oracle"
+
+
+def competition(tmp_path, kind, **over):
+    comp = write_competition(tmp_path / "comp", kind)
+    spec = yaml.safe_load((comp / "spec.yaml").read_text())
+    spec["output"] = str(tmp_path / "run")
+    spec["budget"] = {"n_trials": 4}
+    spec["ensemble"] = {"top_k": 3, "trees": ["rf", "hgb"], "folds": 3}
+    for key, value in over.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    path = comp / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return comp, path
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_pipeline_writes_a_valid_submission(ray_session, tmp_path, kind):
+    comp, path = competition(tmp_path, kind)
+    spec = load_spec(path)
+    result = run_pipeline(spec, trial_fn=ORACLE, progress=False)
+
+    assert result.submission == tmp_path / "run" / "submission.csv"
+    sub = pd.read_csv(result.submission)
+    test = pd.read_csv(comp / "test.csv")
+    sample = pd.read_csv(comp / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns)
+    assert sub["id"].tolist() == test["id"].tolist()
+    assert not sub.isna().any().any()
+    # rows with a category never seen in training are predicted like any other
+    assert (test["site"] == "island").sum() == 3
+    check_submission_file(
+        str(result.submission),
+        test=str(comp / "test.csv"),
+        sample=str(comp / "sample_submission.csv"),
+        id_col="id",
+        task=kind,
+    )
+    if kind == "multiclass":
+        np.testing.assert_allclose(sub.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-6)
+    # the submission is the ensemble's test prediction, and the report is there
+    assert (result.ensemble_dir / "submission.csv").read_bytes() == result.submission.read_bytes()
+    assert result.report is not None and result.report.exists()
+
+
+def test_pipeline_cli_user_error_exits_2(tmp_path):
+    comp, path = competition(tmp_path, "binary")
+    spec = yaml.safe_load(path.read_text())
+    spec["data"]["target"] = "diagnosys"
+    path.write_text(yaml.safe_dump(spec))
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpsearch.cli", "pipeline", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "diagnosys" in proc.stderr and "diagnosis" in proc.stderr  # names the closest column
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_pipeline_with_real_multi_input_networks(ray_session, tmp_path):
+    """Real Keras trials on every column kind: numeric, categorical embeddings, text, dates."""
+    comp, path = competition(
+        tmp_path,
+        "binary",
+        budget={"n_trials": 2},
+        training={"max_epochs": 3, "patience": 2},
+        ensemble={"top_k": 2, "trees": ["hgb"], "folds": 3},
+    )
+    spec = load_spec(path)
+    result = run_pipeline(spec, progress=False)
+    assert result.search.n_complete == 2
+    sub = pd.read_csv(result.submission)
+    assert sub["id"].tolist() == pd.read_csv(comp / "test.csv")["id"].tolist()
+    assert sub["diagnosis"].between(0, 1).all()
+    kinds = {m["kind"] for m in result.ensemble.info["members"]}
+    assert "network" in kinds or any(
+        d.get("kind") == "network" for d in result.ensemble.info.get("dropped", [])
+    )
