@@ -98,3 +98,22 @@ def test_pipeline_with_real_multi_input_networks(ray_session, tmp_path):
     assert "network" in kinds or any(
         d.get("kind") == "network" for d in result.ensemble.info.get("dropped", [])
     )
+
+
+@pytest.mark.slow
+def test_demo_command_runs_the_shipped_competition(tmp_path):
+    """`make demo` runs `hpsearch demo`: the README's first command, end to end (quick mode)."""
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpsearch.cli", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "submission:" in proc.stdout and "cross-fitted" in proc.stdout
+    sub = pd.read_csv(out / "submission.csv")
+    test = pd.read_csv(ROOT / "examples" / "competition" / "test.csv")
+    assert sub["id"].tolist() == test["id"].tolist()
+    assert (out / "ensembles" / "demo" / "report.md").exists()
