@@ -1,0 +1,179 @@
+"""Predict new rows with a built ensemble: reload every member and blend as at build time.
+
+Each member is rebuilt from its run directory only: networks from
+``trials/<n>/model.keras`` (Keras ``safe_mode=True``) fed by the run's saved
+preprocessor (``hpsearch.data.transform_new``), trees from
+``trees/<name>/model.joblib`` fed by the run's tree matrix
+(``hpsearch.data.tree_matrix_new``). Predictions follow the training
+conventions (``hpsearch.training``): the head's output, binary as P(class 1),
+regression in natural units. The blend is the ``blend`` entry of
+``ensemble.json``, so the run's test file reproduces ``test_pred.npy``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ensembles.build import EnsembleResult, apply_blend, load_ensemble
+from hpsearch.errors import RunDirError, UserError
+from hpsearch.store import RunDir
+
+__all__ = ["predict_array", "predict_members", "predict_new"]
+
+
+def _run_paths(ens: EnsembleResult) -> dict[str, Path]:
+    """Recorded run path -> where it is now (the recorded path, else the same place
+    relative to the ensemble directory, which survives moving both together)."""
+    out = {}
+    rel = ens.info.get("runs_relative") or [None] * len(ens.info["runs"])
+    for recorded, relative in zip(ens.info["runs"], rel, strict=True):
+        path = Path(recorded)
+        if not (path / "run.json").exists() and relative is not None:
+            moved = (ens.out_dir / relative).resolve()
+            if (moved / "run.json").exists():
+                path = moved
+        if not (path / "run.json").exists():
+            raise RunDirError(
+                f"run directory {recorded} of ensemble {ens.out_dir} is gone. "
+                "Fix: restore the run directory; an ensemble predicts with its runs' models."
+            )
+        meta = RunDir(path).read_meta()
+        if meta.get("data_fingerprint") != ens.info["data_fingerprint"]:
+            raise RunDirError(
+                f"run directory {path} no longer matches ensemble {ens.out_dir} (data "
+                "fingerprint differs). Fix: build the ensemble again."
+            )
+        out[recorded] = path
+    return out
+
+
+def _as_frame(data: str | Path | pd.DataFrame) -> pd.DataFrame:
+    from hpsearch.data import load_table
+
+    if isinstance(data, pd.DataFrame):
+        return data.reset_index(drop=True)
+    return load_table(data)
+
+
+class _Members:
+    """Lazily transformed inputs per run, and the Keras/tree predictions of members."""
+
+    def __init__(self, ens: EnsembleResult, df: pd.DataFrame):
+        self.ens = ens
+        self.df = df
+        self.runs = _run_paths(ens)
+        self._inputs: dict[Path, dict[str, np.ndarray]] = {}
+        self._tree_x: dict[Path, np.ndarray] = {}
+        self.task = ens.info["task"]
+        self.k = len(ens.info.get("classes") or [])
+
+    def inputs(self, run: Path) -> dict[str, np.ndarray]:
+        from hpsearch.data import transform_new
+
+        if run not in self._inputs:
+            self._inputs[run] = transform_new(run, self.df)
+        return self._inputs[run]
+
+    def tree_x(self, run: Path) -> np.ndarray:
+        from hpsearch.data import tree_matrix_new
+
+        if run not in self._tree_x:
+            self._tree_x[run] = tree_matrix_new(run, self.df)
+        return self._tree_x[run]
+
+    def network(self, member: dict[str, Any]) -> np.ndarray:
+        run = self.runs[member["run"]]
+        rd = RunDir(run)
+        rec = rd.read_trial(int(member["trial"]))
+        if rec is None:
+            raise RunDirError(
+                f"trial {member['trial']} of run {run} is gone (no trial.json). "
+                "Fix: restore it, or build the ensemble again."
+            )
+        if not rec.model_path.exists():
+            raise UserError(
+                f"trial {rec.number} of run {run} has no saved model ({rec.model_path}): its "
+                "trial function did not save one, so this ensemble cannot predict new rows. "
+                "Fix: build the ensemble from trials trained by the Keras trainer."
+            )
+        import keras
+
+        from hpsearch.training import _head_prediction, _model_inputs
+
+        model = keras.saving.load_model(rec.model_path, compile=False, safe_mode=True)
+        heads = rd.read_meta().get("output_spec", {}).get("heads") or [{"name": "output"}]
+        raw = model.predict(_model_inputs(model, self.inputs(run)), batch_size=1024, verbose=0)
+        pred = _head_prediction(raw, heads[0]["name"], self.task)
+        scaling = member.get("target_scaling") or rec.info.get("target_scaling")
+        if self.task == "regression" and scaling:
+            pred = pred * float(scaling[1]) + float(scaling[0])
+        return pred
+
+    def tree(self, member: dict[str, Any]) -> np.ndarray:
+        from ensembles.trees import load_tree, load_tree_model, predict_tree
+
+        run = self.runs[member["run"]]
+        rec = load_tree(run, member["tree"])
+        if rec is None or rec.info.get("fit_id") != member.get("fit_id"):
+            raise RunDirError(
+                f"tree {member['tree']} of run {run} was refitted or removed after ensemble "
+                f"{self.ens.out_dir} was built. Fix: build the ensemble again."
+            )
+        model = load_tree_model(run, member["tree"])
+        return predict_tree(model, self.tree_x(run), self.task, self.k)
+
+    def predict(self, member: dict[str, Any]) -> np.ndarray:
+        pred = self.network(member) if member["kind"] == "network" else self.tree(member)
+        pred = np.asarray(pred, dtype=np.float64)
+        expected = (len(self.df), self.k) if self.task == "multiclass" else (len(self.df),)
+        if pred.shape != expected:
+            raise RunDirError(
+                f"member {member['label']} predicted shape {pred.shape} for {len(self.df)} "
+                f"row(s), expected {expected}. Fix: build the ensemble again."
+            )
+        return pred
+
+
+def predict_members(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> np.ndarray:
+    """Every member's predictions for new rows: ``(m, n)`` or ``(m, n, K)``, member order of
+    ``ensemble.json``. Members with zero weight in a weighted blend are not loaded (zeros)."""
+    ens = load_ensemble(ens_dir)
+    df = _as_frame(data)
+    members = _Members(ens, df)
+    blend = ens.info["blend"]
+    out = []
+    for j, member in enumerate(ens.info["members"]):
+        if blend["method"] != "stack" and float(blend["weights"][j]) == 0.0:
+            shape = (len(df), members.k) if members.task == "multiclass" else (len(df),)
+            out.append(np.zeros(shape))
+            continue
+        out.append(members.predict(member))
+    return np.stack(out)
+
+
+def predict_array(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> np.ndarray:
+    """The blended prediction for new rows, in the run's conventions (as ``test_pred.npy``)."""
+    ens = load_ensemble(ens_dir)
+    return apply_blend(ens.info["blend"], predict_members(ens_dir, data))
+
+
+def predict_new(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """The submission-shaped table for new rows (a CSV/Parquet path or a DataFrame)."""
+    from ensembles.submission import submission_frame, submission_layout
+
+    ens = load_ensemble(ens_dir)
+    info = ens.info
+    df = _as_frame(data)
+    pred = apply_blend(info["blend"], predict_members(ens_dir, df))
+    layout = info.get("submission")
+    if layout is None:
+        layout = submission_layout(
+            info["task"], info["target"], info.get("classes"), info.get("id_column")
+        )
+    id_col = layout["id_column"]
+    ids = df[id_col].to_numpy() if id_col in df.columns else np.arange(len(df))
+    return submission_frame(layout, ids, pred, info.get("classes"))

@@ -1,0 +1,227 @@
+"""Human-readable views of an ensemble, made from ``ensemble.json`` alone.
+
+``summary_text`` is the short table printed by ``ensembles build`` and
+``ensembles report``; ``write_report`` writes ``report.md`` and its plots
+(``weights.png``, ``correlation.png``, ``scores.png``) so that a lost report can
+be regenerated from the json at any time. Plots use matplotlib's Agg canvas
+directly (no pyplot, no global backend state).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from hpsearch import atomic
+
+__all__ = ["PLOTS", "REPORT_MD", "report_markdown", "summary_text", "write_report"]
+
+REPORT_MD = "report.md"
+PLOTS = ("weights.png", "correlation.png", "scores.png")
+
+
+def _fmt(value: Any, digits: int = 5) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _weight(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _member_name(m: dict[str, Any]) -> str:
+    return str(m["label"])
+
+
+def _direction_words(info: dict[str, Any]) -> str:
+    return "higher is better" if info.get("direction") == "maximize" else "lower is better"
+
+
+def summary_text(info: dict[str, Any]) -> str:
+    """A short table: methods x fitted / cross-fitted (chosen marked), then the members."""
+    method = info["method"]
+    lines = [
+        f"ensemble {info['name']}: {len(info['members'])} member(s) from "
+        f"{len(info['runs'])} run(s), method {method}",
+        f"metric {info['metric']} ({_direction_words(info)}) on {info['n_holdout']} holdout rows; "
+        f"cross-fitted = {info['folds']}-fold out-of-fold on the holdout rows",
+        "",
+        f"  {'method':<13} {'fitted':>10} {'cross-fitted':>13}",
+    ]
+    for name, s in info["scores"].items():
+        mark = "*" if name == method else " "
+        lines.append(
+            f"{mark} {name:<13} {_fmt(s.get('fitted')):>10} {_fmt(s.get('cross_fitted')):>13}"
+        )
+    width = max([len(_member_name(m)) for m in info["members"]] + [6])
+    lines += ["", f"  {'member':<{width}} {'kind':<8} {'weight':>8} {'valid':>10} {'holdout':>10}"]
+    for m in info["members"]:
+        lines.append(
+            f"  {_member_name(m):<{width}} {m['kind']:<8} {_weight(m.get('weight')):>8} "
+            f"{_fmt(m.get('valid_score')):>10} {_fmt(m.get('holdout_score')):>10}"
+        )
+    if info.get("dropped"):
+        lines.append(f"  ({len(info['dropped'])} candidate(s) left out; see ensemble.json)")
+    if info.get("out_dir"):
+        lines.append(f"\nfiles: {info['out_dir']}")
+    return "\n".join(lines)
+
+
+def report_markdown(info: dict[str, Any]) -> str:
+    """``report.md``: scores, members, dropped candidates and the plots."""
+    method = info["method"]
+    out = [
+        f"# Ensemble {info['name']}",
+        "",
+        f"- method: **{method}** ({info['task']}, metric `{info['metric']}`, {_direction_words(info)})",
+        f"- runs: {', '.join(f'`{r}`' for r in info['runs'])}",
+        f"- holdout rows: {info['n_holdout']}; folds for cross-fitting: {info['folds']}; "
+        f"top_k: {info['top_k']}; max_corr: {info['max_corr']}; trees: "
+        f"{', '.join(info['trees']) or 'none'}",
+        f"- built: {info['created']}",
+        "",
+        "## Scores",
+        "",
+        "*Fitted*: the blend fitted and scored on the same holdout rows (optimistic). "
+        f"*Cross-fitted*: each of {info['folds']} folds of the holdout rows predicted by a blend "
+        "fitted on the other folds (an honest estimate of the score on new rows).",
+        "",
+        "| method | fitted | cross-fitted |",
+        "|---|---:|---:|",
+    ]
+    for name, s in info["scores"].items():
+        label = f"**{name}** (chosen)" if name == method else name
+        out.append(f"| {label} | {_fmt(s.get('fitted'))} | {_fmt(s.get('cross_fitted'))} |")
+    errors = {n: s["error"] for n, s in info["scores"].items() if s.get("error")}
+    if errors:
+        out += [""] + [f"- {n}: {e}" for n, e in errors.items()]
+    out += [
+        "",
+        "## Members",
+        "",
+        "| member | kind | run | weight | valid | holdout |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for m in info["members"]:
+        out.append(
+            f"| {_member_name(m)} | {m['kind']} | `{m['run']}` | {_weight(m.get('weight'))} | "
+            f"{_fmt(m.get('valid_score'))} | {_fmt(m.get('holdout_score'))} |"
+        )
+    if method == "stack":
+        out += [
+            "",
+            "Weights of `stack` are the meta-model's coefficients on the members' logits "
+            "(multiclass: each member's share of the absolute coefficients).",
+        ]
+    if info.get("dropped"):
+        out += [
+            "",
+            "## Left out",
+            "",
+            "| candidate | kind | valid | reason |",
+            "|---|---|---:|---|",
+        ]
+        for d in info["dropped"]:
+            out.append(
+                f"| {d['label']} | {d['kind']} | {_fmt(d.get('valid_score'))} | {d['reason']} |"
+            )
+    out += [
+        "",
+        "## Plots",
+        "",
+        "![weights](weights.png)",
+        "",
+        "![error correlation on the holdout rows](correlation.png)",
+        "",
+        "![scores](scores.png)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _save(fig: Any, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def _weights_plot(info: dict[str, Any], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    labels = [_member_name(m) for m in info["members"]]
+    weights = [float(m.get("weight") or 0.0) for m in info["members"]]
+    fig = Figure(figsize=(max(4.0, 0.6 * len(labels) + 2), 3.5))
+    ax = fig.add_subplot()
+    colors = ["tab:green" if m["kind"] == "tree" else "tab:blue" for m in info["members"]]
+    ax.bar(range(len(labels)), weights, color=colors)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_ylabel("weight" if info["method"] != "stack" else "coefficient")
+    ax.set_title(f"{info['method']} weights (blue: networks, green: trees)")
+    ax.axhline(0, color="black", linewidth=0.5)
+    _save(fig, path)
+
+
+def _correlation_plot(info: dict[str, Any], path: Path) -> None:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    corr = info["correlation"]
+    labels = corr["labels"]
+    C = np.asarray(corr["matrix"], dtype=float).reshape(len(labels), len(labels))
+    size = max(4.0, 0.5 * len(labels) + 2.5)
+    fig = Figure(figsize=(size, size * 0.85))
+    ax = fig.add_subplot()
+    im = ax.imshow(C, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    if len(labels) <= 12:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, f"{C[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("error correlation on the holdout rows")
+    _save(fig, path)
+
+
+def _scores_plot(info: dict[str, Any], path: Path) -> None:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    names = list(info["scores"])
+    fitted = [info["scores"][n].get("fitted") for n in names]
+    cross = [info["scores"][n].get("cross_fitted") for n in names]
+    x = np.arange(len(names))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    nan = float("nan")
+    ax.bar(x - 0.2, [nan if v is None else v for v in fitted], 0.4, label="fitted")
+    ax.bar(x + 0.2, [nan if v is None else v for v in cross], 0.4, label="cross-fitted")
+    ticks = [f"{n} *" if n == info["method"] else n for n in names]
+    ax.set_xticks(x, ticks)
+    ax.set_ylabel(f"{info['metric']} ({_direction_words(info)})")
+    values = [v for v in fitted + cross if v is not None]
+    if values:
+        lo, hi = min(values), max(values)
+        pad = (hi - lo) * 0.3 or abs(hi) * 0.05 or 1.0
+        bottom = lo - pad if lo < 0 else max(0.0, lo - pad)
+        ax.set_ylim(bottom, hi + pad)
+    ax.legend()
+    ax.set_title("holdout scores by blend method (* chosen)")
+    _save(fig, path)
+
+
+def write_report(out_dir: str | Path, info: dict[str, Any]) -> Path:
+    """Write ``report.md`` and the plots into ``out_dir``; returns the report path."""
+    out_dir = Path(out_dir)
+    _weights_plot(info, out_dir / "weights.png")
+    _correlation_plot(info, out_dir / "correlation.png")
+    _scores_plot(info, out_dir / "scores.png")
+    path = out_dir / REPORT_MD
+    atomic.write_text(path, report_markdown(info))
+    return path

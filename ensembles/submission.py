@@ -1,0 +1,100 @@
+"""The submission table: blended test predictions in the shape a competition expects.
+
+A *layout* (a plain dict stored in ``ensemble.json``) fixes the columns once, at
+build time, so ``ensembles predict`` writes exactly the same shape later:
+
+- ``value``: regression, one column named after the target;
+- ``probability``: binary, the probability of the positive class (``classes[1]``)
+  under the target's name;
+- ``class_probabilities``: one probability column per class; ``class_index``
+  maps each column to its class index;
+- ``label``: the decoded class label under the target's name.
+
+Without a sample submission: regression -> ``value``, binary -> ``probability``,
+multiclass -> ``class_probabilities`` in class order. With one, its columns are
+followed: class-named columns -> ``class_probabilities`` in the sample's order;
+a single column -> ``value`` (regression), ``label`` when the sample's values
+are not floats, else ``probability`` (binary) or ``label`` (multiclass).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpsearch.errors import UserError
+
+__all__ = ["submission_frame", "submission_layout"]
+
+
+def submission_layout(
+    task: str,
+    target: str,
+    classes: list[Any] | None,
+    id_column: str | None,
+    sample: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """The columns of the submission table (see the module docstring)."""
+    if sample is None:
+        id_col = id_column or "id"
+        if task == "regression":
+            return {"id_column": id_col, "kind": "value", "columns": [target]}
+        if task == "binary":
+            return {"id_column": id_col, "kind": "probability", "columns": [target]}
+        return {
+            "id_column": id_col,
+            "kind": "class_probabilities",
+            "columns": [str(c) for c in classes or []],
+            "class_index": list(range(len(classes or []))),
+        }
+    sample_cols = [str(c) for c in sample.columns]
+    id_col = id_column if id_column in sample_cols else sample_cols[0]
+    rest = [c for c in sample_cols if c != id_col]
+    names = [str(c) for c in classes or []]
+    if task != "regression" and rest and sorted(rest) == sorted(names):
+        return {
+            "id_column": id_col,
+            "kind": "class_probabilities",
+            "columns": rest,
+            "class_index": [names.index(c) for c in rest],
+        }
+    if len(rest) == 1:
+        col = rest[0]
+        if task == "regression":
+            kind = "value"
+        elif sample[sample.columns[sample_cols.index(col)]].dtype.kind != "f":
+            kind = "label"
+        else:
+            kind = "probability" if task == "binary" else "label"
+        return {"id_column": id_col, "kind": kind, "columns": [col]}
+    expected = f"the class names {names}" if task != "regression" else "one value column"
+    raise UserError(
+        f"sample submission columns {sample_cols} do not fit a {task} submission: after the id "
+        f"column {id_col!r} expected {expected} or a single column. "
+        "Fix: check `data.sample_submission` in the spec."
+    )
+
+
+def submission_frame(
+    layout: dict[str, Any], ids: np.ndarray, pred: np.ndarray, classes: list[Any] | None
+) -> pd.DataFrame:
+    """The submission table for blended predictions ``pred`` (the run's conventions)."""
+    pred = np.asarray(pred)
+    kind = layout["kind"]
+    cols = layout["columns"]
+    out = pd.DataFrame({layout["id_column"]: np.asarray(ids)})
+    if kind in ("value", "probability"):
+        out[cols[0]] = pred.reshape(len(pred), -1)[:, -1] if pred.ndim == 2 else pred
+    elif kind == "label":
+        labels = np.asarray(classes, dtype=object)
+        idx = pred.argmax(axis=1) if pred.ndim == 2 else (pred > 0.5).astype(np.int64)
+        out[cols[0]] = labels[idx]
+    elif kind == "class_probabilities":
+        full = pred if pred.ndim == 2 else np.column_stack([1.0 - pred, pred])
+        for col, k in zip(cols, layout["class_index"], strict=True):
+            out[col] = full[:, k]
+    else:
+        raise UserError(f"unknown submission layout {kind!r} in ensemble.json.")
+    return out

@@ -1,0 +1,345 @@
+"""Tree models fitted on a run's train rows, stored in the run directory like trials.
+
+Trees give an ensemble members whose errors differ from the networks'. Each is
+fitted on the TRAIN rows of the run's tree matrix (``PreparedData.tree_x``)
+with fixed defaults (no tuning, seeded from the split seed) and predicts the
+valid, holdout and test rows in the run's conventions: classifiers learn the
+encoded target ``0..K-1``, so probability columns are in class-index order
+(binary: the probability of class 1); regressors predict natural units.
+
+Layout of ``RUN_DIR/trees/<name>/`` (built in a temporary sibling, then
+renamed into place, so a directory with ``tree.json`` is complete):
+``valid_pred.npy``, ``holdout_pred.npy``, ``test_pred.npy`` (when the run has a
+test set), ``model.joblib`` and ``tree.json`` (name, params, scores,
+``data_fingerprint``, ``fit_id``, duration). A later build reuses a saved tree
+whose fingerprint and params match instead of fitting it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib.util
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpsearch import atomic
+from hpsearch import metrics as _metrics
+from hpsearch.errors import RunDirError, UserError
+
+__all__ = [
+    "TREES_DIR",
+    "TREE_MODELS",
+    "TreeRecord",
+    "check_tree_names",
+    "ensure_trees",
+    "fit_tree",
+    "load_tree",
+    "load_tree_model",
+    "make_tree",
+    "predict_tree",
+    "tree_params",
+]
+
+TREES_DIR = "trees"
+TREE_JSON = "tree.json"
+MODEL_FILE = "model.joblib"
+TREE_MODELS = ("rf", "et", "hgb", "lgbm", "xgb")
+_PACKAGES = {"lgbm": "lightgbm", "xgb": "xgboost"}
+_SPLITS = ("valid", "holdout", "test")
+
+
+def _n_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def check_tree_names(names: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Validated tree names (a comma-separated string is split); UserError on unknown or
+    uninstalled ones."""
+    if names is None:
+        return ()
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out: list[str] = []
+    for name in names:
+        if name not in TREE_MODELS:
+            raise UserError(
+                f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}."
+            )
+        package = _PACKAGES.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise UserError(
+                f"tree model {name!r} needs the {package} package, which is not installed. "
+                f"Fix: `pip install {package}`, or leave {name} out of the tree models."
+            )
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def tree_params(name: str, task: str, seed: int) -> dict[str, Any]:
+    """The fixed constructor parameters of a tree model (``n_jobs`` aside)."""
+    seed = int(seed) % (2**31)
+    if name in ("rf", "et"):
+        return {"n_estimators": 300, "random_state": seed}
+    if name == "hgb":
+        return {
+            "max_iter": 500,
+            "learning_rate": 0.05,
+            "early_stopping": True,
+            "validation_fraction": 0.1,
+            "n_iter_no_change": 20,
+            "random_state": seed,
+        }
+    if name == "lgbm":
+        return {
+            "n_estimators": 300,
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "random_state": seed,
+            "verbose": -1,
+        }
+    if name == "xgb":
+        return {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 6, "random_state": seed}
+    raise UserError(f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}.")
+
+
+def make_tree(name: str, task: str, params: dict[str, Any]) -> Any:
+    """An unfitted estimator: classifier for binary/multiclass, regressor for regression."""
+    clf = task != "regression"
+    if name == "rf":
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        cls = RandomForestClassifier if clf else RandomForestRegressor
+        return cls(n_jobs=_n_jobs(), **params)
+    if name == "et":
+        from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
+
+        cls = ExtraTreesClassifier if clf else ExtraTreesRegressor
+        return cls(n_jobs=_n_jobs(), **params)
+    if name == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        cls = HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor
+        return cls(**params)
+    if name == "lgbm":
+        import lightgbm
+
+        cls = lightgbm.LGBMClassifier if clf else lightgbm.LGBMRegressor
+        return cls(n_jobs=_n_jobs(), **params)
+    if name == "xgb":
+        import xgboost
+
+        cls = xgboost.XGBClassifier if clf else xgboost.XGBRegressor
+        return cls(n_jobs=_n_jobs(), **params)
+    raise UserError(f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}.")
+
+
+def predict_tree(model: Any, X: np.ndarray, task: str, n_classes: int) -> np.ndarray:
+    """Predictions in the run's conventions: ``(n,)`` P(class 1) for binary, ``(n, K)``
+    class-index-ordered probabilities for multiclass, ``(n,)`` values for regression."""
+    if task == "regression":
+        return np.asarray(model.predict(X), dtype=np.float64).reshape(-1)
+    proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+    full = np.zeros((proba.shape[0], n_classes))
+    # a class absent from the train rows has no column: place the others by their index
+    full[:, np.asarray(model.classes_, dtype=np.int64)] = proba
+    return full[:, 1] if task == "binary" else full
+
+
+@dataclass
+class TreeRecord:
+    """A fitted tree model as stored in ``trees/<name>/``."""
+
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.info["name"])
+
+    @property
+    def value(self) -> float | None:
+        return self.info.get("value")
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    def has_predictions(self, split: str) -> bool:
+        return (self.path / f"{split}_pred.npy").exists()
+
+    def predictions(self, split: str) -> np.ndarray:
+        path = self.path / f"{split}_pred.npy"
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise RunDirError(f"tree {self.name}: no {split} predictions at {path}.") from None
+        except (ValueError, OSError, EOFError) as exc:
+            raise RunDirError(
+                f"tree {self.name}: prediction file {path} is unreadable ({exc}). "
+                f"Fix: delete {self.path}; the next build fits the tree again."
+            ) from exc
+
+
+def trees_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / TREES_DIR
+
+
+def load_tree(run_dir: str | Path, name: str) -> TreeRecord | None:
+    """The saved tree ``name`` of a run, or None when it was never (completely) fitted."""
+    path = trees_dir(run_dir) / name
+    info_path = path / TREE_JSON
+    if not info_path.exists():
+        return None
+    return TreeRecord(path, atomic.read_json(info_path))
+
+
+def load_tree_model(run_dir: str | Path, name: str) -> Any:
+    """The fitted estimator of a run's tree (joblib, read only from the run's trees/ folder)."""
+    if name not in TREE_MODELS:
+        raise UserError(
+            f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}."
+        )
+    import joblib
+
+    path = trees_dir(run_dir) / name / MODEL_FILE
+    if not path.exists():
+        raise RunDirError(
+            f"tree {name}: no saved model at {path}. Fix: build the ensemble again "
+            "(`ensembles build RUN_DIR`), which fits the missing tree."
+        )
+    return joblib.load(path)
+
+
+def _reusable(rec: TreeRecord | None, fingerprint: str, params: dict[str, Any], splits) -> bool:
+    if rec is None:
+        return False
+    if rec.info.get("data_fingerprint") != fingerprint or rec.info.get("params") != params:
+        return False
+    return all(rec.has_predictions(s) for s in splits) and rec.model_path.exists()
+
+
+def fit_tree(
+    run_dir: str | Path,
+    name: str,
+    prepared: Any,
+    metric: str,
+    seed: int,
+) -> TreeRecord:
+    """Fit one tree on the train rows, predict every other split and store it (atomically)."""
+    import joblib
+
+    task = prepared.task
+    params = tree_params(name, task, seed)
+    model = make_tree(name, task, params)
+    t0 = time.time()
+    model.fit(prepared.tree_x["train"], prepared.y["train"])
+    k = prepared.target.n_classes
+    preds = {
+        s: predict_tree(model, prepared.tree_x[s], task, k) for s in _SPLITS if s in prepared.tree_x
+    }
+    duration = time.time() - t0
+    scores = {
+        s: float(_metrics.score(metric, prepared.y[s], preds[s]))
+        for s in ("valid", "holdout")
+        if s in preds
+    }
+    root = trees_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for split, pred in preds.items():
+            atomic.write_npy(tmp / f"{split}_pred.npy", pred)
+        joblib.dump(model, tmp / MODEL_FILE)
+        info = {
+            "name": name,
+            "kind": "tree",
+            "estimator": type(model).__name__,
+            "params": params,
+            "task": task,
+            "metric": metric,
+            "value": scores.get("valid"),
+            "holdout_value": scores.get("holdout"),
+            "n_train": int(len(prepared.y["train"])),
+            "n_features": int(prepared.tree_x["train"].shape[1]),
+            "data_fingerprint": prepared.fingerprint,
+            "fit_id": uuid.uuid4().hex,
+            "duration_s": round(duration, 4),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic.write_json(tmp / TREE_JSON, info)  # last: marks a complete tree
+        current = load_tree(run_dir, name)
+        splits = tuple(preds)
+        if not _reusable(current, prepared.fingerprint, params, splits):
+            _install(tmp, root / name)
+        # else another build saved the same tree meanwhile: keep its copy
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    rec = load_tree(run_dir, name)
+    if rec is None:  # pragma: no cover - removed by someone else in between
+        raise RunDirError(f"tree {name}: {root / name} vanished while it was being saved.")
+    return rec
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; a stale ``final`` is moved aside first. When another
+    build installed the same tree meanwhile, its copy is kept and ``tmp`` discarded."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not (final / TREE_JSON).exists():
+            raise
+    finally:
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def ensure_trees(
+    run_dir: str | Path,
+    names: Iterable[str],
+    *,
+    fingerprint: str,
+    task: str,
+    metric: str,
+    seed: int,
+    has_test: bool,
+    load_prepared: Callable[[], Any],
+    log: Callable[[str], None] | None = None,
+) -> list[TreeRecord]:
+    """The saved trees of a run, fitting those missing or stale. ``load_prepared`` is
+    called (once) only when some tree has to be fitted."""
+    names = check_tree_names(list(names))
+    splits = ("valid", "holdout", "test") if has_test else ("valid", "holdout")
+    out = []
+    prepared = None
+    for i, name in enumerate(names, 1):
+        params = tree_params(name, task, seed)
+        rec = load_tree(run_dir, name)
+        if _reusable(rec, fingerprint, params, splits):
+            if log:
+                log(f"tree {name} ({i}/{len(names)}): reusing the saved fit")
+            out.append(rec)
+            continue
+        if prepared is None:
+            prepared = load_prepared()
+        if log:
+            log(f"fitting {name} ({i}/{len(names)})...")
+        rec = fit_tree(run_dir, name, prepared, metric, seed)
+        out.append(rec)
+    return out

@@ -1,0 +1,608 @@
+"""ensembles.build / trees / predict / cli on real run directories made by oracle trials
+(no TensorFlow), and one slow end-to-end test with real Keras trials."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ensembles.blenders import BLENDERS, StackingBlender
+from ensembles.build import ENSEMBLE_JSON, apply_blend, build_ensemble, load_ensemble
+from ensembles.cli import main
+from ensembles.submission import submission_frame, submission_layout
+from hpsearch import metrics
+from hpsearch.data import load_table
+from hpsearch.driver import run_search
+from hpsearch.errors import RunDirError, UserError
+from hpsearch.spec import load_spec
+from hpsearch.store import RunDir
+from tests.conftest import ROOT, make_spec_dict
+
+ORACLE = "hpsearch.testing:oracle"
+FILES = ("ensemble.json", "holdout_pred.npy", "report.md", "weights.png", "correlation.png")
+
+
+def _oracle_run(root: Path, n_trials: int = 6, **overrides) -> Path:
+    spec = load_spec(
+        make_spec_dict(
+            root, budget={"n_trials": n_trials}, sampler={"name": "random", "seed": 0}, **overrides
+        )
+    )
+    summary = run_search(spec, trial_fn=ORACLE, progress=False)
+    assert summary.n_complete == n_trials
+    return Path(spec.output)
+
+
+def _write_csvs(
+    root: Path, n_train: int = 400, source: str = "sklearn:breast_cancer"
+) -> tuple[Path, Path]:
+    """A bundled table as train.csv (with an id column) and test.csv (no target)."""
+    df = load_table(source)
+    df.insert(0, "id", np.arange(1000, 1000 + len(df)))
+    root.mkdir(parents=True, exist_ok=True)
+    train, test = root / "train.csv", root / "test.csv"
+    df.iloc[:n_train].to_csv(train, index=False)
+    df.iloc[n_train:].drop(columns=["target"]).to_csv(test, index=False)
+    return train, test
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("ensembles", "trees", "study.db", "tb"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def binary_run(ray_session, tmp_path_factory):
+    return _oracle_run(tmp_path_factory.mktemp("binary"), n_trials=8)
+
+
+@pytest.fixture(scope="module")
+def multiclass_run(ray_session, tmp_path_factory):
+    return _oracle_run(
+        tmp_path_factory.mktemp("multiclass"),
+        n_trials=5,
+        name="wine",
+        data={"train": "sklearn:wine", "target": "target", "task": "multiclass"},
+    )
+
+
+@pytest.fixture(scope="module")
+def regression_run(ray_session, tmp_path_factory):
+    return _oracle_run(
+        tmp_path_factory.mktemp("regression"),
+        n_trials=5,
+        name="diabetes",
+        data={"train": "sklearn:diabetes", "target": "target", "task": "regression"},
+        metric="rmse",
+    )
+
+
+@pytest.fixture(scope="module")
+def test_set_run(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("withtest")
+    train, test = _write_csvs(root / "data")
+    data = {"train": str(train), "test": str(test), "target": "target", "id": "id"}
+    return _oracle_run(root, n_trials=4, name="bc-csv", data=data)
+
+
+@pytest.fixture(scope="module")
+def binary_ensemble(binary_run):
+    return build_ensemble([binary_run], trees=("rf", "hgb"), top_k=5, name="nm")
+
+
+# --------------------------------------------------------------------------- building
+
+
+def test_build_writes_every_file_and_score(binary_run, binary_ensemble):
+    ens = binary_ensemble
+    assert ens.out_dir == binary_run / "ensembles" / "nm"
+    for name in (*FILES, "scores.png"):
+        assert (ens.out_dir / name).is_file(), name
+    assert not (ens.out_dir / "test_pred.npy").exists()  # the run has no test set
+    info = json.loads((ens.out_dir / ENSEMBLE_JSON).read_text())
+    assert info == ens.info
+    assert info["method"] == "nelder-mead" and info["metric"] == "log_loss"
+    assert info["direction"] == "minimize" and info["classes"] == [0, 1]
+    assert info["runs"] == [str(binary_run.resolve())]
+    assert set(info["scores"]) == set(BLENDERS)
+    for s in info["scores"].values():
+        assert math.isfinite(s["fitted"]) and math.isfinite(s["cross_fitted"])
+    assert {m["kind"] for m in info["members"]} == {"network", "tree"}
+    assert sum(m["weight"] for m in info["members"]) == pytest.approx(1.0)
+    networks = [m for m in info["members"] if m["kind"] == "network"]
+    assert len(networks) <= 5
+    assert all(d["reason"] for d in info["dropped"])
+    assert len(info["members"]) + len(info["dropped"]) == 8 + 2
+    # the holdout prediction is the json blend of the members' holdout predictions
+    rd = RunDir(binary_run)
+    P = np.stack(
+        [
+            rd.read_trial(m["trial"]).predictions("holdout")
+            if m["kind"] == "network"
+            else np.load(binary_run / "trees" / m["tree"] / "holdout_pred.npy")
+            for m in info["members"]
+        ]
+    )
+    hold = np.load(ens.out_dir / "holdout_pred.npy")
+    assert hold.shape == (info["n_holdout"],)
+    np.testing.assert_allclose(apply_blend(info["blend"], P), hold)
+    C = np.asarray(info["correlation"]["matrix"])
+    assert info["correlation"]["labels"] == [m["label"] for m in info["members"]]
+    assert C.shape == (len(info["members"]),) * 2 and np.allclose(np.diag(C), 1.0)
+    text = ens.summary_text()
+    assert "* nelder-mead" in text and "cross-fitted" in text and "trial_" in text
+    report = (ens.out_dir / "report.md").read_text()
+    assert "| **nelder-mead** (chosen) |" in report and "![weights](weights.png)" in report
+
+
+def test_cross_fitted_scores_differ_from_fitted(binary_ensemble):
+    scores = binary_ensemble.info["scores"]
+    for method in ("greedy", "nelder-mead", "stack"):
+        assert scores[method]["cross_fitted"] != pytest.approx(scores[method]["fitted"]), method
+    # fitted on the rows it is scored on: optimistic for the blend that learns most
+    assert scores["stack"]["cross_fitted"] > scores["stack"]["fitted"]
+
+
+def test_nelder_mead_fitted_never_worse_than_best_single(binary_ensemble):
+    info = binary_ensemble.info
+    nm, best = info["scores"]["nelder-mead"]["fitted"], info["scores"]["best"]["fitted"]
+    assert not metrics.is_better("log_loss", best, nm)
+    assert nm <= min(m["holdout_score"] for m in info["members"]) + 1e-12
+
+
+def test_multiclass_build_and_tree_class_order(multiclass_run):
+    ens = build_ensemble(multiclass_run, trees=("rf", "hgb"), method="stack", name="stack")
+    info = ens.info
+    k = len(info["classes"])
+    assert k == 3 and info["task"] == "multiclass"
+    hold = np.load(ens.out_dir / "holdout_pred.npy")
+    assert hold.shape == (info["n_holdout"], 3)
+    np.testing.assert_allclose(hold.sum(axis=1), 1.0)
+    # columns in class-index order: trees score far better than chance (log 3) and agree
+    # with the networks' argmax, which the oracle built in class-index order
+    y = _holdout_y(multiclass_run)
+    net = RunDir(multiclass_run).read_trial(0).predictions("holdout")
+    for tree in ("rf", "hgb"):
+        p = np.load(multiclass_run / "trees" / tree / "holdout_pred.npy")
+        assert p.shape == (len(y), 3)
+        assert metrics.log_loss(y, p) < 0.5 * math.log(3), tree
+        assert np.mean(p.argmax(axis=1) == y) > 0.85
+        assert np.mean(p.argmax(axis=1) == net.argmax(axis=1)) > 0.6
+    # the stack blend persisted in ensemble.json predicts what the fitted blender predicts
+    P = np.stack(
+        [
+            _member_holdout(multiclass_run, m)
+            for m in info["members"]  # members in ensemble.json order
+        ]
+    )
+    fresh = StackingBlender(metric="log_loss").fit(P, y)
+    np.testing.assert_allclose(apply_blend(info["blend"], P), fresh.predict(P), atol=1e-10)
+    np.testing.assert_allclose(hold, fresh.predict(P), atol=1e-10)
+    assert sum(m["weight"] for m in info["members"]) == pytest.approx(1.0)  # coefficient shares
+
+
+def test_binary_tree_probabilities_are_for_class_one(binary_ensemble, binary_run):
+    y = _holdout_y(binary_run)
+    for tree in ("rf", "hgb"):
+        p = np.load(binary_run / "trees" / tree / "holdout_pred.npy")
+        assert p.shape == (len(y),)
+        assert metrics.log_loss(y, p) < 0.5 * math.log(2), tree
+        assert metrics.roc_auc(y, p) > 0.9
+
+
+def test_regression_build(regression_run):
+    ens = build_ensemble([regression_run], trees=("hgb",), method="stack", name="reg")
+    info = ens.info
+    assert info["metric"] == "rmse"
+    assert info["direction"] == "minimize"
+    y = _holdout_y(regression_run)
+    hold = np.load(ens.out_dir / "holdout_pred.npy")
+    assert hold.shape == (len(y),)
+    assert metrics.rmse(y, hold) == pytest.approx(info["scores"]["stack"]["fitted"])
+    assert metrics.rmse(y, hold) < np.std(y)  # better than predicting the mean
+    P = np.stack([_member_holdout(regression_run, m) for m in info["members"]])
+    np.testing.assert_allclose(apply_blend(info["blend"], P), hold)
+    nm = build_ensemble([regression_run], trees=("hgb",), name="reg-nm")
+    s = nm.info["scores"]
+    assert s["nelder-mead"]["fitted"] <= s["best"]["fitted"] + 1e-12
+
+
+def test_identical_candidates_keep_one(binary_run, tmp_path):
+    run = _copy_run(binary_run, tmp_path / "run")
+    src, dst = run / "trials" / "00000", run / "trials" / "00099"
+    shutil.copytree(src, dst)
+    info = json.loads((dst / "trial.json").read_text())
+    info["number"] = 99
+    (dst / "trial.json").write_text(json.dumps(info))
+    ens = build_ensemble([run], trees=(), top_k=20, max_corr=0.999, name="dup")
+    labels = [m["label"] for m in ens.info["members"]]
+    assert ("trial_0" in labels) != ("trial_99" in labels)
+    dropped = {d["label"]: d["reason"] for d in ens.info["dropped"]}
+    other = "trial_99" if "trial_0" in labels else "trial_0"
+    kept = "trial_0" if other == "trial_99" else "trial_99"
+    assert dropped[other] == f"correlated 1.000 with {kept}"
+
+
+def test_two_compatible_runs_are_blended(binary_run, tmp_path):
+    second = _copy_run(binary_run, tmp_path / "second")
+    ens = build_ensemble([binary_run, second], trees=(), top_k=20, name="two", out=None)
+    labels = [m["label"] for m in ens.info["members"]] + [d["label"] for d in ens.info["dropped"]]
+    assert len(labels) == 16 and all("/trial_" in lb for lb in labels)
+    # every trial of the copy duplicates one of the original: one of each pair is kept
+    assert len(ens.info["members"]) == 8
+    assert all(d["reason"].startswith("correlated 1.000") for d in ens.info["dropped"])
+    assert ens.info["runs"] == [str(binary_run.resolve()), str(second.resolve())]
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_runs_with_different_splits_are_refused(binary_run, ray_session, tmp_path):
+    other = _oracle_run(tmp_path, n_trials=2, split={"valid": 0.2, "holdout": 0.2, "seed": 1})
+    with pytest.raises(RunDirError) as err:
+        build_ensemble([binary_run, other], trees=())
+    msg = str(err.value)
+    assert msg.startswith(f"runs {binary_run} and {other} cannot be blended: their splits differ")
+    assert "'seed': 0" in msg and "'seed': 1" in msg and "Fix:" in msg
+    assert not (binary_run / "ensembles" / "other").exists()
+
+
+def test_runs_with_different_test_sets_are_refused(test_set_run, tmp_path):
+    other = _copy_run(test_set_run, tmp_path / "other")
+    meta = json.loads((other / "run.json").read_text())
+    meta["has_test"] = False
+    (other / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(RunDirError) as err:
+        build_ensemble([test_set_run, other], trees=())
+    assert str(err.value) == (
+        f"runs {test_set_run} and {other} cannot be blended: one has a test set (`data.test`) "
+        "and the other not. Fix: ensemble only runs made from the same data, split, task and "
+        "metric."
+    )
+
+
+def test_run_without_complete_trials_is_refused(binary_run, tmp_path):
+    run = _copy_run(binary_run, tmp_path / "run")
+    shutil.rmtree(run / "trials")
+    with pytest.raises(RunDirError) as err:
+        build_ensemble([run], trees=())
+    assert str(err.value) == (
+        f"run {run} has no complete trials; run `hpsearch run SPEC` first "
+        "(or `hpsearch run SPEC --resume` to continue it)."
+    )
+    assert not (run / "ensembles").exists()
+
+
+def test_truncated_prediction_file_names_trial_and_file(binary_run, tmp_path):
+    run = _copy_run(binary_run, tmp_path / "run")
+    path = run / "trials" / "00002" / "holdout_pred.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunDirError) as err:
+        build_ensemble([run], trees=())
+    msg = str(err.value)
+    assert msg.startswith(
+        f"run {run}: trial 2: holdout prediction file {path} is truncated or unreadable ("
+    )
+    assert msg.endswith(
+        f"Fix: delete the trial directory {path.parent} (the ensemble then leaves the trial "
+        "out), or rebuild the run."
+    )
+    path.unlink()
+    with pytest.raises(RunDirError) as err:
+        build_ensemble([run], trees=())
+    assert str(err.value).startswith(
+        f"run {run}: trial 2: holdout prediction file {path} is missing. Fix: delete"
+    )
+
+
+def test_class_count_mismatch_names_the_trial(multiclass_run, tmp_path):
+    run = _copy_run(multiclass_run, tmp_path / "run")
+    path = run / "trials" / "00001" / "holdout_pred.npy"
+    n = np.load(path).shape[0]
+    np.save(path, np.full((n, 2), 0.5))
+    with pytest.raises(RunDirError) as err:
+        build_ensemble([run], trees=())
+    assert str(err.value) == (
+        f"run {run}: trial 1: holdout predictions {path} have shape ({n}, 2), expected ({n}, 3): "
+        "2 class columns but the run has 3 classes [0, 1, 2] (class-count mismatch). "
+        f"Fix: delete the trial directory {path.parent} (the ensemble then leaves the trial "
+        "out), or rebuild the run."
+    )
+
+
+def test_bad_options_are_refused_before_any_work(binary_run):
+    with pytest.raises(UserError, match="unknown blend method 'nm'; valid methods: best, mean"):
+        build_ensemble([binary_run], method="nm")
+    with pytest.raises(UserError, match="unknown tree model 'gbm'; valid tree models: rf, et"):
+        build_ensemble([binary_run], trees=("gbm",))
+    with pytest.raises(UserError, match="folds must be at least 2; got 1"):
+        build_ensemble([binary_run], folds=1)
+    with pytest.raises(UserError, match=r"ensemble name '\.\./x' is not a plain directory name"):
+        build_ensemble([binary_run], name="../x")
+    with pytest.raises(RunDirError, match="is not a run directory"):
+        build_ensemble([binary_run.parent])
+
+
+def test_existing_ensemble_is_never_overwritten(binary_ensemble, binary_run):
+    before = (binary_ensemble.out_dir / ENSEMBLE_JSON).read_bytes()
+    with pytest.raises(UserError) as err:
+        build_ensemble([binary_run], trees=("rf", "hgb"), name="nm")
+    assert str(err.value) == (
+        f"ensemble directory {binary_ensemble.out_dir} already exists; ensembles are never "
+        "overwritten. Fix: choose another --name or --out, or remove that directory."
+    )
+    assert (binary_ensemble.out_dir / ENSEMBLE_JSON).read_bytes() == before
+
+
+# --------------------------------------------------------------------------- trees
+
+
+def test_trees_are_reused_on_a_second_build(binary_ensemble, binary_run):
+    trees = binary_run / "trees"
+    mtimes = {t: (trees / t / "tree.json").stat().st_mtime_ns for t in ("rf", "hgb")}
+    again = build_ensemble([binary_run], trees=("rf", "hgb"), name="again")
+    assert {t: (trees / t / "tree.json").stat().st_mtime_ns for t in mtimes} == mtimes
+    ids = {m["tree"]: m["fit_id"] for m in binary_ensemble.info["members"] if m["kind"] == "tree"}
+    ids2 = {m["tree"]: m["fit_id"] for m in again.info["members"] if m["kind"] == "tree"}
+    assert ids == ids2
+    assert again.info["scores"] == binary_ensemble.info["scores"]
+
+
+def test_stale_tree_is_fitted_again(binary_run, tmp_path):
+    run = _copy_run(binary_run, tmp_path / "run")
+    build_ensemble([run], trees=("hgb",), name="a")
+    info_path = run / "trees" / "hgb" / "tree.json"
+    info = json.loads(info_path.read_text())
+    info["data_fingerprint"] = "stale"
+    info_path.write_text(json.dumps(info))
+    b = build_ensemble([run], trees=("hgb",), name="b")
+    fresh = json.loads(info_path.read_text())
+    assert fresh["data_fingerprint"] == b.info["data_fingerprint"] != "stale"
+    assert fresh["fit_id"] != info["fit_id"]
+    assert sorted(p.name for p in (run / "trees").iterdir()) == ["hgb"]  # no leftovers
+
+
+def test_uninstalled_tree_library_is_a_clear_error(binary_run):
+    import importlib.util
+
+    if importlib.util.find_spec("lightgbm") is not None:
+        pytest.skip("lightgbm is installed")
+    with pytest.raises(UserError) as err:
+        build_ensemble([binary_run], trees=("rf", "lgbm"))
+    assert str(err.value) == (
+        "tree model 'lgbm' needs the lightgbm package, which is not installed. "
+        "Fix: `pip install lightgbm`, or leave lgbm out of the tree models."
+    )
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_concurrent_builds_with_the_same_name(binary_run, tmp_path):
+    run = _copy_run(binary_run, tmp_path / "run")
+    outcomes: list[object] = [None, None]
+
+    def build(i):
+        try:
+            outcomes[i] = build_ensemble([run], trees=("hgb",), name="same")
+        except UserError as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wins = [o for o in outcomes if not isinstance(o, Exception)]
+    losses = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(wins) == 1, outcomes
+    assert "already exists" in str(losses[0])
+    ens = load_ensemble(run / "ensembles" / "same")
+    assert ens.info == wins[0].info
+    assert np.load(ens.out_dir / "holdout_pred.npy").shape == (ens.info["n_holdout"],)
+    for name in FILES:
+        assert (ens.out_dir / name).is_file()
+    leftovers = [p.name for p in (run / "ensembles").iterdir() if p.name != "same"]
+    assert leftovers == []
+    assert sorted(p.name for p in (run / "trees").iterdir()) == ["hgb"]
+
+
+# --------------------------------------------------------------------------- test set
+
+
+def test_test_set_gives_test_predictions_and_submission(test_set_run):
+    ens = build_ensemble([test_set_run], trees=("rf",), name="sub")
+    test = pd.read_csv(test_set_run.parent / "data" / "test.csv")
+    pred = np.load(ens.out_dir / "test_pred.npy")
+    assert pred.shape == (len(test),) and ens.info["n_test"] == len(test)
+    sub = pd.read_csv(ens.out_dir / "submission.csv")
+    assert list(sub.columns) == ["id", "target"]
+    np.testing.assert_array_equal(sub["id"], test["id"])
+    np.testing.assert_allclose(sub["target"], pred)
+    assert ens.info["submission"] == {
+        "id_column": "id",
+        "kind": "probability",
+        "columns": ["target"],
+    }
+    # trees predict the test rows from the tree matrix of the test table
+    assert np.load(test_set_run / "trees" / "rf" / "test_pred.npy").shape == (len(test),)
+
+
+def test_submission_layouts_follow_the_sample():
+    classes = ["cat", "dog", "eel"]
+    pred = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    ids = np.array([5, 6])
+    default = submission_layout("multiclass", "animal", classes, None)
+    frame = submission_frame(default, ids, pred, classes)
+    assert list(frame.columns) == ["id", "cat", "dog", "eel"]
+    sample = pd.DataFrame({"key": [5, 6], "eel": [0.0, 0.0], "cat": [0.0, 0.0], "dog": [0.0, 0.0]})
+    layout = submission_layout("multiclass", "animal", classes, None, sample)
+    frame = submission_frame(layout, ids, pred, classes)
+    assert list(frame.columns) == ["key", "eel", "cat", "dog"]
+    np.testing.assert_allclose(frame["eel"], [0.1, 0.6])
+    labels = pd.DataFrame({"key": [5, 6], "animal": ["cat", "cat"]})
+    frame = submission_frame(
+        submission_layout("multiclass", "animal", classes, None, labels), ids, pred, classes
+    )
+    assert frame["animal"].tolist() == ["cat", "eel"]
+    binary = pd.DataFrame({"id": [1, 2], "y": [0.5, 0.5]})
+    layout = submission_layout("binary", "y", ["no", "yes"], "id", binary)
+    assert layout["kind"] == "probability"
+    frame = submission_frame(layout, ids, np.array([0.2, 0.9]), ["no", "yes"])
+    np.testing.assert_allclose(frame["y"], [0.2, 0.9])
+    named = pd.DataFrame({"id": [1, 2], "no": [0.5, 0.5], "yes": [0.5, 0.5]})
+    frame = submission_frame(
+        submission_layout("binary", "y", ["no", "yes"], "id", named),
+        ids,
+        np.array([0.2, 0.9]),
+        ["no", "yes"],
+    )
+    np.testing.assert_allclose(frame[["no", "yes"]].to_numpy(), [[0.8, 0.2], [0.1, 0.9]])
+    with pytest.raises(UserError, match=r"sample submission columns \['id', 'a', 'b'\]"):
+        submission_layout(
+            "binary", "y", ["no", "yes"], "id", pd.DataFrame(columns=["id", "a", "b"])
+        )
+
+
+# --------------------------------------------------------------------------- cli
+
+
+def test_cli_build_on_a_non_run_dir_exits_2(tmp_path, capsys):
+    assert main(["build", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path} is not a run directory (no run.json).")
+    assert "Traceback" not in err
+
+
+def test_cli_build_list_and_report(binary_run, binary_ensemble, tmp_path, capsys):
+    run = _copy_run(binary_run, tmp_path / "run")
+    assert main(["list", str(run)]) == 0
+    assert "no ensembles in" in capsys.readouterr().out
+    code = main(["build", str(run), "--trees", "none", "--method", "greedy", "--name", "g"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "* greedy" in captured.out and "blending: nelder-mead..." in captured.err
+    assert main(["list", str(run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["name", "method", "members", "fitted", "cross-fitted"]
+    info = load_ensemble(run / "ensembles" / "g").info
+    row = out[1].split()
+    assert row[:3] == ["g", "greedy", str(len(info["members"]))]
+    assert float(row[3]) == pytest.approx(info["scores"]["greedy"]["fitted"], rel=1e-4)
+    # a lost report is regenerated from ensemble.json
+    ens_dir = run / "ensembles" / "g"
+    (ens_dir / "report.md").unlink()
+    (ens_dir / "scores.png").unlink()
+    assert main(["report", str(ens_dir)]) == 0
+    assert "report regenerated" in capsys.readouterr().out
+    assert (ens_dir / "report.md").is_file() and (ens_dir / "scores.png").is_file()
+    assert main(["report", str(run)]) == 2
+    assert "is not an ensemble directory" in capsys.readouterr().err
+    assert main(["list", str(tmp_path)]) == 2
+
+
+def test_cli_predict_without_saved_models_exits_2(binary_ensemble, tmp_path, capsys):
+    data = load_table("sklearn:breast_cancer").drop(columns=["target"]).head(5)
+    data.to_csv(tmp_path / "new.csv", index=False)
+    out = tmp_path / "out.csv"
+    code = main(
+        ["predict", str(binary_ensemble.out_dir), str(tmp_path / "new.csv"), "-o", str(out)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: trial ") and "has no saved model" in err
+    assert not out.exists()
+
+
+def test_cli_help_imports_no_heavy_library():
+    code = (
+        "import sys\n"
+        "from ensembles.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'ray', 'sklearn', 'optuna') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "usage: ensembles" in out
+    assert out.strip().endswith("HEAVY []")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _holdout_y(run: Path) -> np.ndarray:
+    from hpsearch.data import load_prepared
+
+    return load_prepared(run, load_spec(run / "spec.yaml")).y["holdout"]
+
+
+def _member_holdout(run: Path, member: dict) -> np.ndarray:
+    if member["kind"] == "tree":
+        return np.load(run / "trees" / member["tree"] / "holdout_pred.npy")
+    return RunDir(run).read_trial(member["trial"]).predictions("holdout")
+
+
+# --------------------------------------------------------------------------- real models
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("source", "task", "metric"),
+    [("breast_cancer", "binary", "log_loss"), ("diabetes", "regression", "rmse")],
+)
+def test_predict_reproduces_test_predictions_with_keras_models(
+    ray_session, tmp_path, source, task, metric
+):
+    from ensembles.predict import predict_array, predict_new
+
+    train, test = _write_csvs(tmp_path / "data", n_train=300, source=f"sklearn:{source}")
+    spec = load_spec(
+        make_spec_dict(
+            tmp_path,
+            name=f"{source}-keras",
+            data={
+                "train": str(train),
+                "test": str(test),
+                "target": "target",
+                "id": "id",
+                "task": task,
+            },
+            metric=metric,
+            budget={"n_trials": 2},
+            sampler={"name": "random", "seed": 0},
+            training={"max_epochs": 2, "batch_size": 64, "patience": 1},
+        )
+    )
+    summary = run_search(spec, progress=False, trial_options={"tensorboard": False})
+    assert summary.n_complete == 2
+    run = Path(spec.output)
+    records = RunDir(run).trials("COMPLETE")
+    assert all(r.model_path.exists() for r in records)
+    if task == "regression":  # networks learn a standardized target; predictions are not
+        assert all(r.info["target_scaling"] for r in records)
+    ens = build_ensemble([run], trees=("rf",), method="mean", name="keras")
+    saved = np.load(ens.out_dir / "test_pred.npy")
+    np.testing.assert_allclose(predict_array(ens.out_dir, test), saved, atol=1e-5)
+    frame = predict_new(ens.out_dir, test)
+    submission = pd.read_csv(ens.out_dir / "submission.csv")
+    assert list(frame.columns) == list(submission.columns) == ["id", "target"]
+    np.testing.assert_array_equal(frame["id"], submission["id"])
+    np.testing.assert_allclose(frame["target"], submission["target"], atol=1e-5)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(ens.out_dir), str(test), "-o", str(out)]) == 0
+    np.testing.assert_allclose(pd.read_csv(out)["target"], saved, atol=1e-5)
