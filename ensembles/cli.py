@@ -8,6 +8,7 @@ print ``error: <message>`` on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -171,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # TensorFlow's C++ start-up chatter (CPU features, no CUDA driver) is not for users
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
