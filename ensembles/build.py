@@ -406,6 +406,25 @@ class _Options:
     folds: int
 
 
+AUTO = "auto"  # the method with the best cross-fitted score
+
+
+def _pick_auto(scores: dict[str, dict[str, Any]], direction: str) -> str:
+    """The blender whose cross-fitted score is best; ties go to the simpler method
+    (BLENDERS order: best, mean, greedy, nelder-mead, stack)."""
+    best_m, best_v = None, None
+    for m, entry in scores.items():
+        v = entry.get("cross_fitted")
+        if v is None or not np.isfinite(v):
+            continue
+        better = best_v is None or (
+            v > best_v + 1e-12 if direction == "maximize" else v < best_v - 1e-12
+        )
+        if better:
+            best_m, best_v = m, v
+    return best_m or "nelder-mead"
+
+
 def _options(ens: Any, top_k, max_corr, trees, method, folds) -> _Options:
     from ensembles.blenders import BLENDERS
     from ensembles.trees import check_tree_names
@@ -415,8 +434,10 @@ def _options(ens: Any, top_k, max_corr, trees, method, folds) -> _Options:
     trees = ens.trees if trees is None else trees
     method = ens.method if method is None else method
     folds = ens.folds if folds is None else folds
-    if method not in BLENDERS:
-        raise UserError(f"unknown blend method {method!r}; valid methods: {', '.join(BLENDERS)}.")
+    if method != AUTO and method not in BLENDERS:
+        raise UserError(
+            f"unknown blend method {method!r}; valid methods: {AUTO}, {', '.join(BLENDERS)}."
+        )
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
         raise UserError(f"top_k must be at least 1; got {top_k!r}.")
     if not (0.0 < float(max_corr) <= 1.0):
@@ -622,7 +643,7 @@ def build_ensemble(
     P = np.stack([c.holdout for c in members])
 
     scores: dict[str, dict[str, Any]] = {}
-    chosen = None
+    fitted: dict[str, Any] = {}
     for m in BLENDERS:
         log(f"blending: {m}...")
         blender = get_blender(m, metric=metric)
@@ -641,11 +662,20 @@ def build_ensemble(
         except ValueError as exc:
             entry["error"] = f"cross-fitting failed: {exc}"
         scores[m] = entry
-        if m == opts.method:
-            chosen = blender
-    assert chosen is not None
+        fitted[m] = blender
+    requested = opts.method
+    method = (
+        _pick_auto(scores, _metrics.get_metric(metric).direction)
+        if requested == AUTO
+        else requested
+    )
+    if requested == AUTO:
+        log(f"auto: {method} has the best cross-fitted {metric}")
+    if method not in fitted:  # every blender but a few failed to fit: take one that did
+        method = next(iter(fitted))
+    chosen = fitted[method]
     n_classes = len(classes or [])
-    blend = _blend_entry(chosen, opts.method, task, n_classes)
+    blend = _blend_entry(chosen, method, task, n_classes)
     weights = member_weights(blend, len(members))
     holdout_pred = apply_blend(blend, P)
     test_pred = apply_blend(blend, np.stack([c.test for c in members])) if has_test else None
@@ -675,7 +705,8 @@ def build_ensemble(
         "format": FORMAT,
         "name": target.name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "method": opts.method,
+        "method": method,
+        "requested_method": requested,
         "metric": metric,
         "direction": _metrics.get_metric(metric).direction,
         "task": task,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-METHODS = ("best", "mean", "greedy", "nelder-mead", "stack")
+METHODS = ("auto", "best", "mean", "greedy", "nelder-mead", "stack")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -146,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_trees,
         help="tree models, comma-separated: rf,et,hgb (lgbm, xgb when installed); none for none",
     )
-    b.add_argument("--method", choices=METHODS, help="the blender that makes the ensemble")
+    b.add_argument(
+        "--method",
+        choices=METHODS,
+        help="the blender that makes the ensemble; auto (the spec's default): the one with the best cross-fitted score",
+    )
     b.add_argument("--folds", type=int, help="folds for the cross-fitted scores")
     b.add_argument("--out", help="ensemble directory (must not exist)")
     b.add_argument("--name", help="name under RUN_DIR/ensembles/ (default <method>-<timestamp>)")

@@ -40,12 +40,18 @@ def _direction_words(info: dict[str, Any]) -> str:
     return "higher is better" if info.get("direction") == "maximize" else "lower is better"
 
 
+def _auto_words(info: dict[str, Any]) -> str:
+    if info.get("requested_method") == "auto":
+        return " (auto: the best cross-fitted score)"
+    return ""
+
+
 def summary_text(info: dict[str, Any]) -> str:
     """A short table: methods x fitted / cross-fitted (chosen marked), then the members."""
     method = info["method"]
     lines = [
         f"ensemble {info['name']}: {len(info['members'])} member(s) from "
-        f"{len(info['runs'])} run(s), method {method}",
+        f"{len(info['runs'])} run(s), method {method}{_auto_words(info)}",
         f"metric {info['metric']} ({_direction_words(info)}) on {info['n_holdout']} holdout rows; "
         f"cross-fitted = {info['folds']}-fold out-of-fold on the holdout rows",
         "",
@@ -76,7 +82,7 @@ def report_markdown(info: dict[str, Any]) -> str:
     out = [
         f"# Ensemble {info['name']}",
         "",
-        f"- method: **{method}** ({info['task']}, metric `{info['metric']}`, {_direction_words(info)})",
+        f"- method: **{method}**{_auto_words(info)} ({info['task']}, metric `{info['metric']}`, {_direction_words(info)})",
         f"- runs: {', '.join(f'`{r}`' for r in info['runs'])}",
         f"- holdout rows: {info['n_holdout']}; folds for cross-fitting: {info['folds']}; "
         f"top_k: {info['top_k']}; max_corr: {info['max_corr']}; trees: "

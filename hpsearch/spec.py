@@ -50,7 +50,7 @@ PRUNERS = ("median", "hyperband")
 COLUMN_KINDS = ("numeric", "categorical", "text", "datetime", "drop")
 SKLEARN_DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
 TREE_MODELS = ("rf", "et", "hgb")
-BLEND_METHODS = ("best", "mean", "greedy", "nelder-mead", "stack")
+BLEND_METHODS = ("auto", "best", "mean", "greedy", "nelder-mead", "stack")
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
 
@@ -125,7 +125,7 @@ class EnsembleSpec:
     top_k: int = 5
     max_corr: float = 0.95
     trees: tuple[str, ...] = TREE_MODELS
-    method: str = "nelder-mead"
+    method: str = "auto"  # the blender with the best cross-fitted score
     folds: int = 5
 
 
@@ -308,6 +308,14 @@ def _read_yaml(path: Path) -> Any:
         mark = e.problem_mark or e.context_mark
         line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = e.problem or e.context or "malformed YAML"
+        if isinstance(e, yaml.constructor.ConstructorError) and e.problem and "tag" in e.problem:
+            tag = problem.rsplit(" ", 1)[-1]
+            raise SpecError(
+                [f"spec file {str(path)!r}{line}: the YAML tag {tag} is not allowed: specs are "
+                 "read with yaml.safe_load and never construct Python objects. "
+                 "Fix: remove the tag and write a plain value (string, number, list or mapping)."],
+                str(path),
+            ) from None  # fmt: skip
         raise SpecError(
             [f"spec file {str(path)!r}{line}: malformed YAML: {problem}. "
              "Fix: correct the YAML syntax there (indentation, ':' after keys, closing brackets)."],
@@ -669,7 +677,7 @@ def load_spec(
         max_corr=max_corr,
         trees=trees,
         method=c.choice(
-            "ensemble.method", e.get("method", "nelder-mead"), BLEND_METHODS, "nelder-mead",
+            "ensemble.method", e.get("method", "auto"), BLEND_METHODS, "auto",
             what="blend method",
         ),
         folds=c.integer("ensemble.folds", e.get("folds", 5), 5, "5", low=2),

@@ -96,7 +96,9 @@ def test_set_run(ray_session, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def binary_ensemble(binary_run):
-    return build_ensemble([binary_run], trees=("rf", "hgb"), top_k=5, name="nm")
+    return build_ensemble(
+        [binary_run], trees=("rf", "hgb"), top_k=5, name="nm", method="nelder-mead"
+    )
 
 
 # --------------------------------------------------------------------------- building
@@ -142,6 +144,21 @@ def test_build_writes_every_file_and_score(binary_run, binary_ensemble):
     assert "* nelder-mead" in text and "cross-fitted" in text and "trial_" in text
     report = (ens.out_dir / "report.md").read_text()
     assert "| **nelder-mead** (chosen) |" in report and "![weights](weights.png)" in report
+
+
+def test_auto_method_picks_the_best_cross_fitted_score(binary_run, binary_ensemble):
+    ens = build_ensemble([binary_run], trees=("rf", "hgb"), top_k=5, name="auto")  # spec default
+    info = ens.info
+    assert info["requested_method"] == "auto"
+    cross = {
+        m: s["cross_fitted"] for m, s in info["scores"].items() if s["cross_fitted"] is not None
+    }
+    assert info["method"] == min(cross, key=cross.get)  # log loss: lower is better
+    # the saved blend is the chosen method's, and the report says why it was chosen
+    assert info["blend"]["method"] == info["method"]
+    assert "auto: the best cross-fitted score" in ens.summary_text()
+    # same members and scores as the explicit build: only the choice differs
+    assert info["scores"] == binary_ensemble.info["scores"]
 
 
 def test_cross_fitted_scores_differ_from_fitted(binary_ensemble):
@@ -321,7 +338,7 @@ def test_class_count_mismatch_names_the_trial(multiclass_run, tmp_path):
 
 
 def test_bad_options_are_refused_before_any_work(binary_run):
-    with pytest.raises(UserError, match="unknown blend method 'nm'; valid methods: best, mean"):
+    with pytest.raises(UserError, match="unknown blend method 'nm'; valid methods: auto, best, mean"):
         build_ensemble([binary_run], method="nm")
     with pytest.raises(UserError, match="unknown tree model 'gbm'; valid tree models: rf, et"):
         build_ensemble([binary_run], trees=("gbm",))
