@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-EXIT_USER_ERROR = 2
+EXIT_STOPPED = 1  # the study ran but stopped early (consecutive failures); the run is kept
+EXIT_USER_ERROR = 2  # bad input, refused before anything was written
 EXIT_INTERRUPTED = 130
 
 
@@ -128,7 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = _load_spec(args.spec)
     if args.n_trials is not None and args.n_trials < 1:
-        raise UserError(f"--n-trials {args.n_trials}: must be at least 1.")
+        raise UserError(
+            f"--n-trials {args.n_trials}: must be at least 1. Fix: give the number of trials "
+            "to run, for example --n-trials 20, or leave it out to use `budget.n_trials`."
+        )
     try:
         summary = run_search(
             spec,
@@ -160,7 +164,10 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     spec = _load_spec(args.spec)
     if args.n_trials is not None and args.n_trials < 1:
-        raise UserError(f"--n-trials {args.n_trials}: must be at least 1.")
+        raise UserError(
+            f"--n-trials {args.n_trials}: must be at least 1. Fix: give the number of trials "
+            "to run, for example --n-trials 20, or leave it out to use `budget.n_trials`."
+        )
     try:
         result = run_pipeline(
             spec,
@@ -208,12 +215,21 @@ def _print_summary(summary: Any) -> None:
 def _trial_rows(run_dir: str) -> tuple[Any, list[dict[str, Any]]]:
     import optuna
 
+    from hpsearch.errors import RunDirError
     from hpsearch.store import RunDir
 
     rd = RunDir(run_dir)
     meta = rd.read_meta()
+    rd.check_storage()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=meta["study_name"], storage=rd.storage_url())
+    try:
+        study = optuna.load_study(study_name=meta["study_name"], storage=rd.storage_url())
+    except KeyError:
+        raise RunDirError(
+            f"run directory {rd.path}: its study {meta['study_name']!r} is not in "
+            f"{rd.storage_url()}. Fix: restore the run's study storage, or resume the run "
+            "(`hpsearch run SPEC --resume`) if no trial was recorded yet."
+        ) from None
     rows = []
     for t in study.get_trials(deepcopy=False):
         rec = rd.read_trial(t.number)
@@ -443,6 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, _user_errors()):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USER_ERROR
+        from hpsearch.errors import StudyStopped
+
+        if isinstance(exc, StudyStopped):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_STOPPED
         raise
 
 

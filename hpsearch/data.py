@@ -513,10 +513,11 @@ def _as_numeric(s: pd.Series, col: str, where: str) -> np.ndarray:
     conv = pd.to_numeric(s, errors="coerce")
     bad = conv.isna() & s.notna()
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        row = s.index[pos]  # the table's row number: split subsets keep the file's index
         raise _fail(
             f"column {col!r} in {where}",
-            f"expected numbers, found {s.iloc[row]!r} (row {row})",
+            f"expected numbers, found {s.iloc[pos]!r} (row {row})",
             "fix or remove the non-numeric values, or mark the column with "
             f"`data.columns: {{{col}: categorical}}`",
         )
@@ -845,7 +846,7 @@ def _assemble(
     x, y, ids, tree_x = {}, {}, {}, {}
     for name in SPLITS:
         rows = split_ids[name]
-        part = train.iloc[rows].reset_index(drop=True)
+        part = train.iloc[rows]
         x[name] = pre.transform(part, "the training data")
         tree_x[name] = pre.tree_matrix(part, "the training data")
         y[name] = y_all[rows]
@@ -892,9 +893,7 @@ def prepare(spec: Any, run_dir: str | Path | None = None) -> PreparedData:
     y_codes = target.encode(train[d.target]) if target.task != "regression" else None
     s = spec.split
     split_ids = make_split(len(train), y_codes, target.task, s.valid, s.holdout, s.seed)
-    pre = Preprocessor().fit(
-        train.iloc[split_ids["train"]].reset_index(drop=True), columns, d.image_shape
-    )
+    pre = Preprocessor().fit(train.iloc[split_ids["train"]], columns, d.image_shape)
     split_info = {
         "n_rows": len(train),
         "seed": s.seed,

@@ -9,6 +9,11 @@ trial files -> ``trials/<n>/trial.json`` (atomic; the commit point) ->
 ``study.tell``. A driver killed anywhere in between leaves either no
 ``trial.json`` (the trial re-runs) or a ``trial.json`` whose study entry is
 still RUNNING (resume tells the study what the file says).
+
+While it runs, the driver holds an advisory lock on ``RUN_DIR/.lock``, so a
+second driver on the same run is refused instead of re-queuing live trials.
+``HPSEARCH_FAULT`` kills the driver at named points of this order for fault
+drills (``hpsearch.store.fault_point``, docs/faults.md).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 from hpsearch import atomic
 from hpsearch.errors import RunDirError, StudyStopped, UserError
-from hpsearch.store import RunDir
+from hpsearch.store import RunDir, fault_point
 from hpsearch.trial import COMPLETE, DEFAULT_TRIAL_FN, FAIL, PRUNED, TrialPayload, TrialResult
 
 FAMILY_NEEDS = {"cnn": "image", "text": "text"}
@@ -154,39 +159,65 @@ def open_run(spec: Any, resume: bool) -> tuple[RunDir, Any, Any, dict[str, Any]]
 
     space = load_space(spec.space)
     rd = RunDir(spec.output)
+    if rd.path.exists() and not rd.path.is_dir():
+        raise RunDirError(
+            f"output {rd.path} is a file, not a directory. "
+            "Fix: set `output` to a directory path (it is created when missing)."
+        )
     if rd.exists():
         meta = rd.read_meta()
+        diffs = _differences(meta, spec, space)
         if not resume:
+            if diffs:
+                raise RunDirError(
+                    f"run directory {rd.path} already holds run {meta.get('name')!r} made from "
+                    "a different spec: " + "; ".join(diffs) + ". "
+                    "Fix: set `output` to a new directory for this spec "
+                    "(hpsearch never overwrites a run)."
+                )
             raise RunDirError(
                 f"run directory {rd.path} already holds run {meta.get('name')!r} "
                 f"({meta.get('n_trials_done', '?')} trials recorded). "
                 "Fix: add --resume to continue it, or set `output` to a new directory."
             )
-        diffs = []
-        if meta.get("space_fingerprint") != space.fingerprint():
-            diffs.append(f"the space {spec.space!r} differs from the stored one (space.yaml)")
-        if meta.get("split") != dataclasses.asdict(spec.split):
-            diffs.append(
-                f"split {dataclasses.asdict(spec.split)} differs from the stored {meta.get('split')}"
-            )
-        if meta.get("metric") != spec.metric:
-            diffs.append(f"metric {spec.metric!r} differs from the stored {meta.get('metric')!r}")
         if diffs:
             raise RunDirError(
                 f"cannot resume {rd.path}: " + "; ".join(diffs) + ". "
                 "Fix: restore the original spec, or start a new run with a different `output`."
             )
+        rd.check_storage()
         prepared = load_prepared(rd.path, spec)
         check_space_fits_data(space, prepared.input_spec)
         return rd, space, prepared, meta
     if rd.path.exists() and not rd.is_empty():
-        raise RunDirError(
-            f"output directory {rd.path} exists, is not empty and holds no run. "
-            "Fix: choose a new `output` directory; hpsearch never overwrites files."
-        )
+        if not rd.is_interrupted_setup():
+            raise RunDirError(
+                f"output directory {rd.path} exists, is not empty and holds no run. "
+                "Fix: choose a new `output` directory; hpsearch never overwrites files."
+            )
+        if not resume:
+            raise RunDirError(
+                f"output directory {rd.path} holds the set-up of a run that was interrupted "
+                "before its first trial (no run.json). "
+                "Fix: add --resume to set it up again, or choose a new `output` directory."
+            )
     prepared = prepare(spec, run_dir=None)
     check_space_fits_data(space, prepared.input_spec)
     return rd, space, prepared, {}
+
+
+def _differences(meta: dict[str, Any], spec: Any, space: Any) -> list[str]:
+    """What in ``spec`` differs from the run it points at (space, split, metric)."""
+    diffs = []
+    if meta.get("space_fingerprint") != space.fingerprint():
+        diffs.append(f"the space {spec.space!r} differs from the stored one (space.yaml)")
+    if meta.get("split") != dataclasses.asdict(spec.split):
+        diffs.append(
+            f"split {dataclasses.asdict(spec.split)} differs from the stored {meta.get('split')}"
+        )
+    if meta.get("metric") != spec.metric:
+        diffs.append(f"metric {spec.metric!r} differs from the stored {meta.get('metric')!r}")
+    return diffs
 
 
 def _init_run_dir(rd: RunDir, spec: Any, space: Any, prepared: Any) -> dict[str, Any]:
@@ -217,6 +248,7 @@ def _init_run_dir(rd: RunDir, spec: Any, space: Any, prepared: Any) -> dict[str,
         "study_name": spec.name,
         "storage": spec.storage,
     }
+    fault_point("kill_during_setup", 0)
     rd.write_meta(meta)
     return meta
 
@@ -247,6 +279,21 @@ def _open_study(rd: RunDir, spec: Any, space: Any, meta: dict[str, Any], max_con
     )
 
 
+def _check_study_knows_trials(study: Any, rd: RunDir) -> None:
+    """Every recorded trial must be in the study: new trials would take their numbers and
+    overwrite their directories."""
+    known = {t.number for t in study.get_trials(deepcopy=False)}
+    unknown = sorted(r.number for r in rd.trials() if r.number not in known)
+    if unknown:
+        raise RunDirError(
+            f"the study {study.study_name!r} in {rd.storage_url()} does not know trial(s) "
+            f"{', '.join(map(str, unknown[:10]))}{' ...' if len(unknown) > 10 else ''} recorded "
+            f"in {rd.trials_dir}: the study storage was replaced or emptied. Fix: restore the "
+            "run's study storage (study.db or the `storage` URL), or start a new run with a "
+            "different `output`."
+        )
+
+
 def recover(study: Any, rd: RunDir, space: Any) -> tuple[int, int]:
     """Settle trials a dead driver left RUNNING. Returns (told COMPLETE from files, re-queued)."""
     import optuna
@@ -260,6 +307,11 @@ def recover(study: Any, rd: RunDir, space: Any) -> tuple[int, int]:
                 COMPLETE: optuna.trial.TrialState.COMPLETE,
                 PRUNED: optuna.trial.TrialState.PRUNED,
             }.get(rec.state, optuna.trial.TrialState.FAIL)
+            for key in ("node_id", "hostname", "reason"):
+                if rec.info.get(key):
+                    study._storage.set_trial_user_attr(t._trial_id, key, rec.info[key])
+            if rec.info.get("error"):
+                study._storage.set_trial_user_attr(t._trial_id, "error", rec.info["error"][:500])
             study.tell(t.number, rec.value if rec.state == COMPLETE else None, state=state)
             recovered += 1
             continue
@@ -302,17 +354,55 @@ def run_search(
     trial_options: dict[str, Any] | None = None,
 ) -> SearchSummary:
     """Run (or resume) the study described by ``spec`` until its budget is spent."""
-    import optuna
-
-    from hpsearch.runner import TrialRunner, ensure_ray
-    from hpsearch.samplers import HyperoptTPE
+    from hpsearch.runner import ensure_ray
 
     rd, space, prepared, meta = open_run(spec, resume)
+    ensure_ray(address)  # a cluster that cannot be reached is bad input: nothing written yet
+    with rd.locked():
+        if not meta and rd.exists():
+            raise RunDirError(
+                f"run directory {rd.path} was set up by another hpsearch driver meanwhile. "
+                "Fix: add --resume to continue that run, or set `output` to a new directory."
+            )
+        return _search(
+            spec,
+            rd,
+            space,
+            prepared,
+            meta,
+            n_trials=n_trials,
+            trial_fn=trial_fn,
+            progress=progress,
+            stream=stream,
+            trial_options=trial_options,
+        )
+
+
+def _search(
+    spec: Any,
+    rd: RunDir,
+    space: Any,
+    prepared: Any,
+    meta: dict[str, Any],
+    *,
+    n_trials: int | None,
+    trial_fn: str | Callable | None,
+    progress: bool,
+    stream: Any,
+    trial_options: dict[str, Any] | None,
+) -> SearchSummary:
+    """The search loop of :func:`run_search`, run while this process holds the run directory."""
+    import optuna
+
+    from hpsearch.runner import TrialRunner
+    from hpsearch.samplers import HyperoptTPE
+
     if not meta:
         meta = _init_run_dir(rd, spec, space, prepared)
     total = int(n_trials or spec.budget.n_trials)
     res = spec.resources
     study = _open_study(rd, spec, space, meta, res.max_concurrent)
+    _check_study_knows_trials(study, rd)
     recovered, requeued = recover(study, rd, space)
     prog = _Progress(total, stream=stream, enabled=progress)
     if recovered or requeued:
@@ -326,7 +416,6 @@ def run_search(
         else None
     )
 
-    ensure_ray(address)
     runner = TrialRunner(
         cpus_per_trial=res.cpus_per_trial,
         gpus_per_trial=res.gpus_per_trial,
@@ -394,6 +483,7 @@ def run_search(
             "sampler": spec.sampler.name,
         }
         rd.write_trial(result, payload.params, extra)
+        fault_point("kill_after_commit", payload.number)
         for key in ("node_id", "hostname", "reason"):
             if getattr(result, key):
                 trial.set_user_attr(key, getattr(result, key))
@@ -409,6 +499,7 @@ def run_search(
             consecutive_failures += 1
             last_error = f"trial {payload.number}: {result.reason}: {result.error}"
             prog.note(f"trial {payload.number} failed ({result.reason}): {result.error}")
+        fault_point("kill_after_trial", payload.number)
         finished_now += 1
 
     def cancel_in_flight(attr: str) -> int:
@@ -469,7 +560,11 @@ def run_search(
     _fill_summary(summary, study, t0)
     _update_meta(rd, summary)
     if summary.stopped and "consecutive" in summary.stopped:
-        raise StudyStopped(summary.stopped)
+        raise StudyStopped(
+            f"{summary.stopped}. Fix: read the failed trials' errors "
+            f"(`hpsearch trials {rd.path}`), correct their cause (spec, space, data or "
+            "trial function), then continue with --resume; finished trials are kept."
+        )
     return summary
 
 

@@ -10,7 +10,9 @@ switches to one fresh Ray task per trial (``benchmarks/bench_workers.py``
 measures the difference).
 
 A worker process that dies is restarted by Ray and its trial retried once;
-when it dies again the trial ends FAILED with reason "worker died".
+when it dies again the trial ends FAILED with reason "worker died". An actor
+that used its restart is replaced after that trial, so every trial has its
+own retry (its ``trial.json`` notes ``worker_restarted``).
 
 Per-epoch values travel through a small mailbox actor: workers post
 ``(trial, step, value)`` and learn whether the driver asked them to stop
@@ -49,7 +51,11 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> dict[str, Any]
         if address is None:
             kwargs["include_dashboard"] = False
         kwargs.update(init_kwargs)
+        # Ray retries an unreachable address for many minutes before it gives up
+        problem = _unreachable(address) if address else None
         try:
+            if problem:
+                raise ConnectionError(problem)
             ray.init(**kwargs)
         except ConnectionError as exc:
             from hpsearch.errors import UserError
@@ -60,6 +66,21 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> dict[str, Any]
                 "or drop --address to use an embedded local Ray."
             ) from exc
     return ray.cluster_resources()
+
+
+def _unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why no TCP connection opens to a ``host:port`` (or ``ray://host:port``) address;
+    None when one does or the address has another form (``auto``)."""
+    import socket
+
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
 
 
 def configure_worker(cpus: float, gpus: float, import_keras: bool) -> None:
@@ -136,12 +157,24 @@ class _Worker:
         self.n_trials += 1
         result = _run_one(self.fn_spec, payload, data, mailbox)
         result.extra["worker_trials"] = self.n_trials
+        if _was_restarted():
+            result.extra["worker_restarted"] = True
         return result
 
     def info(self) -> dict[str, Any]:
         from hpsearch.trial import where_am_i
 
         return where_am_i()
+
+
+def _was_restarted() -> bool:
+    """Whether this actor process is Ray's restart of one that died."""
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # pragma: no cover - outside an actor
+        return False
 
 
 def _fresh_task(fn_spec, cpus, gpus, import_keras, payload, data, mailbox):
@@ -274,6 +307,10 @@ class TrialRunner:
                 if item.actor is not None:
                     self._replace_actor(item.actor)
                     item.actor = None
+            if item.actor is not None and result.extra.get("worker_restarted"):
+                # its one restart is spent: a fresh actor gives the next trial its own retry
+                self._replace_actor(item.actor)
+                item.actor = None
             if item.actor is not None:
                 self.idle.append(item.actor)
             done.append((item.payload, result))

@@ -14,7 +14,10 @@ import io
 import json
 import os
 import shutil
+import signal
+import socket
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,19 @@ SPACE_YAML = "space.yaml"
 STUDY_DB = "study.db"
 TRIALS = "trials"
 TRIAL_JSON = "trial.json"
+LOCK = ".lock"
 PRED_SPLITS = ("valid", "holdout", "test")
+FAULT_ENV = "HPSEARCH_FAULT"
+
+
+def fault_point(point: str, number: int) -> None:
+    """Drill hook: SIGKILL this process at ``point`` when ``HPSEARCH_FAULT=<point>:<number>``.
+
+    Fault drills (tests/test_faults.py, docs/faults.md) kill the driver at exact
+    places in the write order; with the variable unset this is a no-op.
+    """
+    if os.environ.get(FAULT_ENV) == f"{point}:{number}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def trial_dirname(number: int) -> str:
@@ -116,6 +131,48 @@ class RunDir:
     def is_empty(self) -> bool:
         return not self.path.exists() or not any(self.path.iterdir())
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run directory for this process, so two drivers never write one run.
+
+        An advisory ``flock`` on ``.lock``: released when the block ends or the process
+        dies (SIGKILL included), so a crashed driver never leaves a stale lock.
+        """
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK, "a+", encoding="utf-8") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise RunDirError(
+                    f"run directory {self.path} is in use by another hpsearch driver "
+                    f"({holder}). Fix: wait for it to finish or stop it, then run again "
+                    "(with --resume to continue the run)."
+                ) from None
+            # who holds it, for the message above (informational: not written atomically)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            fh.flush()
+            yield
+
+    def is_interrupted_setup(self) -> bool:
+        """Only the files a run writes before ``run.json`` (a driver died setting it up)."""
+        if self.exists() or not self.path.is_dir():
+            return False
+
+        def ours(p: Path, names: set[str]) -> bool:
+            return p.name in names or (p.name.startswith(".") and p.name.endswith(".tmp"))
+
+        top = {SPEC_YAML, SPACE_YAML, "data", LOCK}
+        data = {"split.json", "preprocessor.json", "target.json", "columns.json"}
+        return all(ours(p, top) for p in self.path.iterdir()) and (
+            not self.data_dir.is_dir() or all(ours(p, data) for p in self.data_dir.iterdir())
+        )
+
     # -- run metadata -------------------------------------------------------
     def read_meta(self) -> dict[str, Any]:
         if not self.run_json.exists():
@@ -131,6 +188,22 @@ class RunDir:
     def storage_url(self) -> str:
         meta = self.read_meta()
         return meta.get("storage") or self.default_storage
+
+    def check_storage(self) -> None:
+        """RunDirError when the run's SQLite study file is gone but trials were recorded
+        (opening it would silently start an empty study; other URLs are checked on open)."""
+        url = self.storage_url()
+        prefix = "sqlite:///"
+        if not url.startswith(prefix) or Path(url[len(prefix) :]).exists():
+            return
+        n = len(self.trials())
+        if n:
+            raise RunDirError(
+                f"run directory {self.path}: the study storage {url[len(prefix) :]} is missing "
+                f"but {n} trial(s) are recorded in {self.trials_dir}. Fix: restore the run's "
+                "study.db (from a backup or the copy it came from), or start a new run with a "
+                "different `output`."
+            )
 
     # -- trials -------------------------------------------------------------
     def write_trial(
@@ -160,6 +233,7 @@ class RunDir:
             with tarfile.open(fileobj=io.BytesIO(result.tb_bytes), mode="r:gz") as tar:
                 tar.extractall(tb, filter="data")
             files["tb"] = "dir"
+        fault_point("kill_after_files", result.number)
         info = {
             "number": result.number,
             "state": result.state,

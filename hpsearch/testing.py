@@ -4,6 +4,10 @@ Each follows the trial-function contract ``fn(payload, data, reporter) ->
 TrialResult``. Behaviour is steered by ``payload.training`` keys prefixed
 ``fake_`` (for example ``fake_sleep_s``), which a spec can set under
 ``training:``.
+
+``fake_fail_plan`` maps trial numbers to the way they fail, one of
+:data:`FAILURES` (``{"1": "nan", "3": "bad_graph"}``), for drills that need
+each kind of failure in one study.
 """
 
 from __future__ import annotations
@@ -62,11 +66,34 @@ def _predictions(payload: TrialPayload, data: Any, quality: float) -> dict[str, 
     return out
 
 
+FAILURES = ("exception", "nan", "oom", "bad_graph", "nan_value")
+
+
+def _planned_failure(kind: str, number: int) -> None:
+    """Raise the failure ``kind``; for ``nan_value`` the caller returns a NaN objective."""
+    if kind == "exception":
+        raise RuntimeError(f"planned failure in trial {number}")
+    if kind == "nan":
+        raise NonFiniteLossError("loss became nan at epoch 1")
+    if kind == "oom":
+        raise _resource_exhausted()
+    if kind == "bad_graph":  # Keras' message for an Add of mismatched inputs
+        raise ValueError("Inputs have incompatible shapes. Received shapes (3,) and (4,)")
+    if kind == "nan_value":
+        return None
+    raise ValueError(f"fake_fail_plan: unknown failure {kind!r}; use one of {FAILURES}")
+
+
 def instant(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
     """Returns at once: the objective is a fixed function of the parameters."""
     tr = payload.training
     if tr.get("fake_sleep_s"):
         time.sleep(float(tr["fake_sleep_s"]))
+    plan = tr.get("fake_fail_plan") or {}
+    kind = plan.get(str(payload.number))
+    if kind is not None:
+        _planned_failure(kind, payload.number)
+        return TrialResult(number=payload.number, state=COMPLETE, value=float("nan"))
     fail_every = int(tr.get("fake_fail_every", 0) or 0)
     if fail_every and payload.number % fail_every == fail_every - 1:
         raise RuntimeError(f"planned failure in trial {payload.number}")
@@ -123,10 +150,15 @@ def oracle(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
 
 
 def crash_worker(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
-    """Kills its own worker process the first time a given trial runs (marker file in fake_dir)."""
-    marker = os.path.join(payload.training["fake_dir"], f"crashed-{payload.number}")
-    if payload.number % 2 == 0 and not os.path.exists(marker):
-        open(marker, "w").close()
+    """Kills its own worker process the first time an even-numbered trial runs (a marker
+    file in ``fake_dir`` remembers it), and every time a trial listed in
+    ``fake_crash_always`` runs."""
+    tr = payload.training
+    marker = os.path.join(tr["fake_dir"], f"crashed-{payload.number}")
+    always = payload.number in (tr.get("fake_crash_always") or ())
+    if always or (payload.number % 2 == 0 and not os.path.exists(marker)):
+        with open(marker, "a") as fh:  # one line per death
+            fh.write("died\n")
         os._exit(1)
     return instant(payload, data, reporter)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -23,6 +24,7 @@ FAIL = "FAIL"
 PRUNED = "PRUNED"
 
 DEFAULT_TRIAL_FN = "hpsearch.training:train_trial"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras colours parts of its error messages
 
 
 @dataclass
@@ -108,8 +110,8 @@ def run_guarded(
         result = TrialResult(
             number=payload.number,
             state=FAIL,
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
+            error=_ANSI.sub("", f"{type(exc).__name__}: {exc}"),
+            traceback=_ANSI.sub("", traceback.format_exc()),
             reason=_reason_for(exc),
         )
     result.duration_s = result.duration_s or (time.perf_counter() - start)

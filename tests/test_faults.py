@@ -1,0 +1,794 @@
+"""Fault drills: the service broken on purpose.
+
+The driver is SIGKILLed at exact points of its write order (``HPSEARCH_FAULT``,
+see ``hpsearch.store.fault_point``) and resumed; a Ray worker kills itself
+mid-trial; trials fail in every way a trial can; two ensemble builds race for
+one name; and bad input of every kind is refused with exit status 2, a message
+that names the problem and the fix, and the run directory untouched.
+docs/faults.md lists every drill with its outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from hpsearch.cli import main
+from hpsearch.driver import run_search
+from hpsearch.spec import load_spec
+from hpsearch.store import FAULT_ENV, RunDir
+from tests.conftest import ROOT, make_spec_dict, write_spec
+
+ORACLE = "hpsearch.testing:oracle"
+INSTANT = "hpsearch.testing:instant"
+CRASH = "hpsearch.testing:crash_worker"
+Snapshot = dict[str, tuple[int, int]] | None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _study(run_dir: Path) -> optuna.Study:
+    rd = RunDir(run_dir)
+    meta = rd.read_meta()
+    return optuna.load_study(study_name=meta["study_name"], storage=rd.storage_url())
+
+
+def _running(run_dir: Path) -> int:
+    """RUNNING trials of a study another process is writing, read without ever writing
+    (opening it with Optuna could race the driver creating its tables)."""
+    db = run_dir / "study.db"
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return con.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+    except sqlite3.Error:  # tables not created yet
+        return 0
+
+
+def _snapshot(path: Path) -> Snapshot:
+    """Every file and folder under ``path`` with its size and mtime; None when absent."""
+    if not path.exists():
+        return None
+    out = {}
+    for p in sorted(path.rglob("*")):
+        st = p.stat()
+        out[str(p.relative_to(path))] = (st.st_size if p.is_file() else 0, st.st_mtime_ns)
+    return out
+
+
+def _driver(spec_path: Path, address: str, *args: str, env: dict[str, str] | None = None):
+    cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet"]
+    cmd += ["--address", address, *args]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _ensembles(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ensembles.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _oracle_run(root: Path, n_trials: int = 4, **overrides: Any) -> Path:
+    spec = load_spec(
+        make_spec_dict(
+            root, budget={"n_trials": n_trials}, sampler={"name": "random", "seed": 0}, **overrides
+        )
+    )
+    summary = run_search(spec, trial_fn=ORACLE, progress=False)
+    assert summary.n_complete == n_trials
+    return Path(spec.output)
+
+
+def _assert_consistent(run_dir: Path, n_trials: int) -> None:
+    """No trial lost or counted twice; study and files agree; every file loads."""
+    rd = RunDir(run_dir)
+    study = _study(run_dir)
+    states = {t.number: t.state for t in study.trials}
+    left = [n for n, s in states.items() if s in (optuna.trial.TrialState.RUNNING,)]
+    assert left == [], f"trials left RUNNING after resume: {left}"
+    assert not [n for n, s in states.items() if s == optuna.trial.TrialState.WAITING]
+    dirs = sorted(p.name for p in rd.trials_dir.iterdir())
+    assert all((rd.trials_dir / d / "trial.json").is_file() for d in dirs), dirs
+    assert not list(rd.trials_dir.rglob("*.tmp")), "temporary files left behind"
+    complete = rd.trials("COMPLETE")
+    told = sorted(n for n, s in states.items() if s == optuna.trial.TrialState.COMPLETE)
+    assert sorted(r.number for r in complete) == told
+    assert len(complete) == n_trials
+    meta = rd.read_meta()
+    n_valid = len(json.loads((rd.data_dir / "split.json").read_text())["ids"]["valid"])
+    for rec in complete:
+        assert rec.value == study.trials[rec.number].value
+        assert rec.predictions("valid").shape == (n_valid,)
+        assert rec.predictions("holdout").ndim == 1
+        for name in rec.info["files"]:
+            if name.endswith(".npy"):
+                np.load(rec.path / name, allow_pickle=False)
+    assert meta["n_trials_done"] == n_trials
+
+
+# --------------------------------------------------------------------------- driver killed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fault", ["during_trial", "kill_after_files:3", "kill_after_commit:3", "kill_after_trial:3"]
+)
+def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(ray_session, tmp_path, fault):
+    spec_path = write_spec(
+        tmp_path,
+        budget={"n_trials": 6},
+        resources={"max_concurrent": 2},
+        sampler={"name": "tpe", "seed": 0},
+    )
+    run_dir = tmp_path / "run"
+    if fault == "during_trial":
+        proc = _driver(spec_path, ray_session, "--trial-fn", ORACLE, "--trial-option",
+                       "fake_sleep_s=2.0")  # fmt: skip
+        deadline = time.time() + 120
+        while len(list(run_dir.glob("trials/*/trial.json"))) < 2:
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            assert time.time() < deadline, "no trial finished in time"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    else:
+        proc = _driver(spec_path, ray_session, "--trial-fn", ORACLE, "--trial-option",
+                       "fake_sleep_s=0.3", env={FAULT_ENV: fault})  # fmt: skip
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
+
+    before = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("trials/*/trial.json")}
+    study = _study(run_dir)
+    running = [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    trial3 = run_dir / "trials" / "00003"
+    if fault == "during_trial":
+        assert running, "the driver was not killed while a trial ran"
+    elif fault.startswith("kill_after_files"):
+        assert (trial3 / "valid_pred.npy").is_file() and not (trial3 / "trial.json").exists()
+        assert 3 in running
+    elif fault.startswith("kill_after_commit"):
+        assert (trial3 / "trial.json").is_file() and 3 in running
+    else:
+        assert study.trials[3].state == optuna.trial.TrialState.COMPLETE
+
+    summary = run_search(load_spec(spec_path), resume=True, trial_fn=ORACLE, progress=False)
+    assert summary.n_complete == 6 and summary.n_failed == 0
+    _assert_consistent(run_dir, 6)
+    after = {r.path.name: r.info for r in RunDir(run_dir).trials()}
+    for name, info in before.items():  # committed trials are neither lost nor rewritten
+        assert after[name] == info
+    study = _study(run_dir)
+    if fault.startswith("kill_after_files"):
+        # the half-written trial was discarded and its parameters ran again under a new number
+        assert study.trials[3].user_attrs.get("requeued")
+        again = [t for t in study.trials if t.user_attrs.get("requeued_from") == 3]
+        assert len(again) == 1 and again[0].state == optuna.trial.TrialState.COMPLETE
+        assert again[0].params == study.trials[3].params
+    if fault.startswith("kill_after_commit"):
+        # trial.json was written but the study never told: resume told it from the file
+        assert study.trials[3].state == optuna.trial.TrialState.COMPLETE
+        assert study.trials[3].value == before["00003"]["value"]
+
+
+@pytest.mark.slow
+def test_driver_killed_during_setup_is_refused_then_resumed(ray_session, tmp_path, capsys):
+    spec_path = write_spec(tmp_path, budget={"n_trials": 2})
+    run_dir = tmp_path / "run"
+    proc = _driver(spec_path, ray_session, "--trial-fn", INSTANT,
+                   env={FAULT_ENV: "kill_during_setup:0"})  # fmt: skip
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
+    assert (run_dir / "data" / "split.json").is_file() and not (run_dir / "run.json").exists()
+    before = _snapshot(run_dir)
+
+    assert main(["run", str(spec_path), "--quiet", "--trial-fn", INSTANT]) == 2
+    assert capsys.readouterr().err == (
+        f"error: output directory {run_dir} holds the set-up of a run that was interrupted "
+        "before its first trial (no run.json). Fix: add --resume to set it up again, or choose "
+        "a new `output` directory.\n"
+    )
+    assert _snapshot(run_dir) == before
+
+    summary = run_search(load_spec(spec_path), resume=True, trial_fn=ORACLE, progress=False)
+    assert summary.n_complete == 2
+    _assert_consistent(run_dir, 2)
+
+
+@pytest.mark.slow
+def test_a_second_driver_on_a_busy_run_is_refused(ray_session, tmp_path, capsys):
+    spec_path = write_spec(tmp_path, budget={"n_trials": 2}, resources={"max_concurrent": 2})
+    run_dir = tmp_path / "run"
+    proc = _driver(spec_path, ray_session, "--trial-fn", ORACLE, "--trial-option",
+                   "fake_sleep_s=4")  # fmt: skip
+    deadline = time.time() + 120
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        assert time.time() < deadline, "the first driver started no trial"
+        if _running(run_dir) == 2:
+            break
+        time.sleep(0.1)
+
+    argv = ["run", str(spec_path), "--quiet", "--trial-fn", ORACLE, "--resume"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: run directory {run_dir} is in use by another hpsearch driver (pid {proc.pid} "
+        f"on {socket.gethostname()}). Fix: wait for it to finish or stop it, then run again "
+        "(with --resume to continue the run).\n"
+    )
+    assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()[-2000:]
+    # the refused driver neither re-queued nor touched the running trials
+    study = _study(run_dir)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert not [t for t in study.trials if t.user_attrs.get("requeued")]
+    _assert_consistent(run_dir, 2)
+
+
+def test_a_lost_or_replaced_study_storage_is_refused(ray_session, tmp_path, capsys):
+    spec_path = write_spec(tmp_path, budget={"n_trials": 3}, resources={"max_concurrent": 1})
+    run_search(load_spec(spec_path), trial_fn=INSTANT, progress=False)
+    run_dir = tmp_path / "run"
+    other = _oracle_run(tmp_path / "other", n_trials=1)  # a study of the same name, 1 trial
+    db = run_dir / "study.db"
+    saved = db.read_bytes()
+    db.unlink()
+    before = _snapshot(run_dir)
+    argv = ["run", str(spec_path), "--quiet", "--trial-fn", INSTANT, "--resume"]
+    for command in (argv, ["status", str(run_dir)], ["trials", str(run_dir)]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == (
+            f"error: run directory {run_dir}: the study storage {db} is missing but 3 trial(s) "
+            f"are recorded in {run_dir / 'trials'}. Fix: restore the run's study.db (from a "
+            "backup or the copy it came from), or start a new run with a different `output`.\n"
+        )
+        assert _snapshot(run_dir) == before  # no empty study.db created
+    # another run's study in its place: resuming would give new trials the numbers 1 and 2
+    shutil.copy(other / "study.db", db)
+    trials = _snapshot(run_dir / "trials")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: the study 'bc-test' in sqlite:///{db} does not know trial(s) 1, 2 recorded in "
+        f"{run_dir / 'trials'}: the study storage was replaced or emptied. Fix: restore the "
+        "run's study storage (study.db or the `storage` URL), or start a new run with a "
+        "different `output`.\n"
+    )
+    assert _snapshot(run_dir / "trials") == trials
+    db.write_bytes(saved)  # restored, the run resumes
+    assert main(argv) == 0
+    capsys.readouterr()
+
+
+# --------------------------------------------------------------------------- workers and trials
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_trial_is_retried_or_failed_with_reason(ray_session, tmp_path):
+    spec = load_spec(
+        make_spec_dict(
+            tmp_path,
+            budget={"n_trials": 5},
+            resources={"max_concurrent": 1},
+            sampler={"name": "random", "seed": 0},
+        )
+    )
+    # trials 0, 2 and 4 kill their worker once; trial 3 kills it on every attempt
+    options = {"fake_dir": str(tmp_path), "fake_crash_always": [3]}
+    summary = run_search(spec, trial_fn=CRASH, progress=False, trial_options=options)
+    assert (summary.n_complete, summary.n_failed) == (4, 1)
+    deaths = {p.name: p.read_text().count("died") for p in tmp_path.glob("crashed-*")}
+    assert deaths == {"crashed-0": 1, "crashed-2": 1, "crashed-3": 2, "crashed-4": 1}
+    recs = {r.number: r.info for r in RunDir(spec.output).trials()}
+    # one death each: Ray restarted the worker and the retry finished the trial, also for
+    # the trials after the first (a restarted worker is replaced, so each trial has a retry)
+    assert {n: i["state"] for n, i in recs.items()} == {
+        0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE", 3: "FAIL", 4: "COMPLETE"
+    }  # fmt: skip
+    assert [n for n, i in recs.items() if i.get("worker_restarted")] == [0, 2, 4]
+    assert recs[3]["reason"] == "worker died"
+    assert recs[3]["error"] == (
+        "ActorDiedError: The actor died unexpectedly before finishing this task."
+    )
+    study = _study(spec.output)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert study.trials[3].user_attrs["reason"] == "worker died"
+
+
+def test_every_kind_of_failing_trial_is_recorded_and_the_study_goes_on(ray_session, tmp_path):
+    plan = {"1": "exception", "3": "nan", "4": "oom", "6": "bad_graph", "7": "nan_value"}
+    spec = load_spec(
+        make_spec_dict(tmp_path, budget={"n_trials": 9}, sampler={"name": "random", "seed": 0})
+    )
+    summary = run_search(
+        spec, trial_fn=INSTANT, progress=False, trial_options={"fake_fail_plan": plan}
+    )
+    assert (summary.n_complete, summary.n_failed) == (4, 5)
+    failed = {r.number: r.info for r in RunDir(spec.output).trials("FAIL")}
+    assert {n: i["reason"] for n, i in failed.items()} == {
+        1: "exception",
+        3: "non-finite loss",
+        4: "out of memory",
+        6: "invalid graph",
+        7: "non-finite objective",
+    }
+    assert {n: i["error"] for n, i in failed.items()} == {
+        1: "RuntimeError: planned failure in trial 1",
+        3: "NonFiniteLossError: loss became nan at epoch 1",
+        4: "ResourceExhaustedError: OOM when allocating tensor with shape [4096, 4096]",
+        6: "ValueError: Inputs have incompatible shapes. Received shapes (3,) and (4,)",
+        7: "objective value is nan",
+    }
+    for number, info in failed.items():
+        if number != 7:
+            assert "Traceback (most recent call last)" in info["traceback"]
+    study = _study(spec.output)
+    assert {t.number: t.user_attrs.get("reason") for t in study.trials if t.number in failed} == {
+        n: i["reason"] for n, i in failed.items()
+    }
+
+
+def _real_invalid_graph(payload, data, reporter):
+    import keras
+
+    x = keras.Input((30,))
+    keras.layers.Reshape((8, 8, 1))(x)  # 30 values cannot fill an 8x8 image
+
+
+def test_a_real_keras_invalid_graph_is_classified():
+    from hpsearch.runner import NullReporter
+    from hpsearch.trial import TrialPayload, run_guarded
+
+    payload = TrialPayload(
+        number=0, params={}, family="dense", metric="log_loss", task="binary", seed=0,
+        training={}, inputs={}, outputs={},
+    )  # fmt: skip
+    result = run_guarded(_real_invalid_graph, payload, None, NullReporter())
+    assert (result.state, result.reason) == ("FAIL", "invalid graph")
+    assert result.error.startswith(
+        "ValueError: Exception encountered when calling Reshape.call().\n\n"
+        "The total size of the tensor must be unchanged. Received: input_shape=(30,), "
+        "target_shape=(8, 8, 1)"
+    )
+    assert "\x1b[" not in result.error + result.traceback  # Keras' terminal colours removed
+
+
+@pytest.mark.parametrize("command", ["run", "pipeline"])
+def test_all_failing_trials_stop_the_study_with_exit_1(ray_session, tmp_path, capsys, command):
+    spec_path = write_spec(
+        tmp_path,
+        budget={"n_trials": 3},
+        resources={"max_concurrent": 1, "max_failures": 2},
+        sampler={"name": "random", "seed": 0},
+    )
+    run_dir = tmp_path / "run"
+    argv = [command, str(spec_path), "--quiet", "--trial-fn", INSTANT]
+    assert main([*argv, "--trial-option", "fake_fail_all=true"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "error: stopped after 2 consecutive failed trials (resources.max_failures = 2); "
+        "last error: trial 1: exception: RuntimeError: every trial fails. Fix: read the failed "
+        f"trials' errors (`hpsearch trials {run_dir}`), correct their cause (spec, space, data "
+        "or trial function), then continue with --resume; finished trials are kept.\n"
+    )
+    assert [r.number for r in RunDir(run_dir).trials("FAIL")] == [0, 1]
+    if command == "pipeline":
+        assert not (run_dir / "ensembles").exists()
+        return
+    # the cause fixed, --resume finishes the budget and keeps the failures
+    assert main([*argv, "--resume"]) == 0
+    capsys.readouterr()
+    rd = RunDir(run_dir)
+    assert [r.number for r in rd.trials("FAIL")] == [0, 1]
+    assert len(rd.trials("COMPLETE")) == 1
+
+
+# --------------------------------------------------------------------------- ensembles
+
+
+@pytest.fixture(scope="module")
+def oracle_run(ray_session, tmp_path_factory):
+    return _oracle_run(tmp_path_factory.mktemp("oracle"), n_trials=4)
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("ensembles", "trees"))
+    return dst
+
+
+@pytest.mark.slow
+def test_two_ensemble_builds_with_one_name_at_once(oracle_run, tmp_path):
+    run = _copy_run(oracle_run, tmp_path / "run")
+    cmd = [sys.executable, "-m", "ensembles.cli", "build", str(run), "--name", "same",
+           "--trees", "hgb", "--quiet"]  # fmt: skip
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _, _ in results)
+    assert codes in ([0, 0], [0, 2]), results
+    target = run / "ensembles" / "same"
+    for rc, _, err in results:
+        if rc == 2:
+            assert err.startswith(f"error: ensemble directory {target} already exists"), err
+    info = json.loads((target / "ensemble.json").read_text())
+    assert info["name"] == "same"
+    pred = np.load(target / "holdout_pred.npy", allow_pickle=False)
+    assert pred.shape == (info["n_holdout"],) and np.isfinite(pred).all()
+    assert [p.name for p in (run / "ensembles").iterdir()] == ["same"]  # no temporary leftovers
+    assert [p.name for p in (run / "trees").iterdir()] == ["hgb"]
+    json.loads((run / "trees" / "hgb" / "tree.json").read_text())
+
+
+def _break_truncated(run: Path) -> Path:
+    path = run / "trials" / "00002" / "holdout_pred.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _break_classes(run: Path) -> Path:
+    path = run / "trials" / "00001" / "holdout_pred.npy"
+    n = np.load(path).shape[0]
+    np.save(path, np.full((n, 3), 1 / 3))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["no complete trials", "mixed splits", "truncated", "classes"])
+def test_ensembles_build_refuses_bad_runs_with_exit_2(oracle_run, ray_session, tmp_path, case):
+    run = _copy_run(oracle_run, tmp_path / "run")
+    runs = [run]
+    if case == "no complete trials":
+        shutil.rmtree(run / "trials")
+        expected = (
+            f"error: run {run} has no complete trials; run `hpsearch run SPEC` first "
+            "(or `hpsearch run SPEC --resume` to continue it).\n"
+        )
+    elif case == "mixed splits":
+        other = _oracle_run(tmp_path / "other", n_trials=2, split={"seed": 1})
+        runs.append(other)
+        expected = f"error: runs {run} and {other} cannot be blended: their splits differ"
+    elif case == "truncated":
+        path = _break_truncated(run)
+        expected = f"error: run {run}: trial 2: holdout prediction file {path} is truncated"
+    else:
+        path = _break_classes(run)
+        expected = f"error: run {run}: trial 1: holdout predictions {path} have shape"
+    before = [_snapshot(r) for r in runs]
+    proc = _ensembles("build", *map(str, runs), "--trees", "none", "--quiet")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == ""
+    assert proc.stderr.startswith(expected), proc.stderr
+    assert "Fix:" in proc.stderr or "run `hpsearch run SPEC` first" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [_snapshot(r) for r in runs] == before
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _table(n: int = 120) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "a": rng.normal(size=n).round(3),
+            "b": rng.normal(size=n).round(3),
+            "c": rng.choice(["x", "y", "z"], n),
+            "target": rng.choice(["no", "yes"], n),
+        }
+    )
+
+
+def _csv_spec(d: Path, train: pd.DataFrame | str, test: Any = None, **data: Any) -> Path:
+    """A spec over ``train.csv`` (and ``test.csv``) written from a frame or raw text."""
+    for name, table in (("train.csv", train), ("test.csv", test)):
+        if isinstance(table, pd.DataFrame):
+            table.to_csv(d / name, index=False)
+        elif table is not None:
+            (d / name).write_text(table)
+    data = {"train": "train.csv", "target": "target", **data}
+    if test is not None:
+        data["test"] = "test.csv"
+    spec = make_spec_dict(d, data=data)
+    spec["data"] = data
+    spec.pop("metric")
+    path = d / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _raw_spec(d: Path, text: str) -> Path:
+    path = d / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def _case(name: str, d: Path) -> tuple[Path, list[str], str]:
+    """(spec, extra arguments, the whole expected message) of one kind of bad input."""
+    df = _table()
+    extra: list[str] = []
+    if name == "malformed YAML":
+        spec = _raw_spec(d, "name: x\ndata: {train: sklearn:iris\n  target: y\n")
+        expected = (
+            f"spec file '{spec}' line 3, column 9: malformed YAML: expected ',' or '}}', but got "
+            "':'. Fix: correct the YAML syntax there (indentation, ':' after keys, closing "
+            "brackets)."
+        )
+    elif name == "python tag":
+        spec = _raw_spec(d, "name: !!python/object/apply:os.system ['echo owned']\n")
+        expected = (
+            f"spec file '{spec}' line 1, column 7: the YAML tag "
+            "'tag:yaml.org,2002:python/object/apply:os.system' is not allowed: specs are read "
+            "with yaml.safe_load and never construct Python objects. Fix: remove the tag and "
+            "write a plain value (string, number, list or mapping)."
+        )
+    elif name == "missing spec file":
+        spec = d / "nowhere.yaml"
+        expected = f"spec file '{spec}' does not exist. Fix: check the path (cwd is {ROOT})."
+    elif name == "unknown top-level key":
+        spec = write_spec(d, budgte={"n_trials": 3})
+        expected = (
+            "spec field 'budgte': unknown key 'budgte' in the top level. Fix: did you mean "
+            "'budget'? valid keys in the top level: name, data, split, metric, space, sampler, "
+            "budget, resources, training, pruner, output, storage, ensemble"
+        )
+    elif name == "unknown section key":
+        spec = write_spec(d, budget={"n_trails": 3})
+        expected = (
+            "spec field 'budget.n_trails': unknown key 'n_trails' in section 'budget'. Fix: did "
+            "you mean 'n_trials'? valid keys in section 'budget': n_trials, timeout_s"
+        )
+    elif name == "unknown space":
+        from search_spaces.space import LIBRARY_DIR
+
+        spec = write_spec(d, space="tabular_mpl")
+        expected = (
+            f"unknown space 'tabular_mpl': not in the library {LIBRARY_DIR} (available: "
+            "image_separable_cnn, tabular_mlp, tabular_multi_input, tabular_multi_output, "
+            "text_conv1d, wide_deep) and not a .yaml path. Did you mean 'tabular_mlp'?"
+        )
+    elif name == "space file with a python tag":
+        space = d / "evil.yaml"
+        space.write_text(
+            "name: evil\nfamily: dense\nparams:\n"
+            "  n: !!python/object/apply:os.system ['echo owned']\n"
+        )
+        spec = write_spec(d, space=str(space))
+        expected = (
+            f"{space}: malformed YAML (line 4, column 6): could not determine a constructor for "
+            "the tag 'tag:yaml.org,2002:python/object/apply:os.system'"
+        )
+    elif name == "space needs images":
+        spec = write_spec(d, space="image_separable_cnn")
+        expected = (
+            "space 'image_separable_cnn' (family cnn) needs image input, but the data has none. "
+            "Fix: set `data.image_shape` in the spec (for example [8, 8, 1] for sklearn:digits)."
+        )
+    elif name == "metric does not fit the task":
+        spec = write_spec(d, metric="rmse")
+        expected = (
+            "spec field 'metric': 'rmse' does not apply to a binary task. Fix: use one of: "
+            "log_loss, roc_auc, accuracy, f1_macro, or set `data.task`"
+        )
+    elif name == "empty CSV":
+        spec = _csv_spec(d, "", task="binary")
+        expected = (
+            f"data file '{d / 'train.csv'}': is empty (no header, no rows). Fix: write a header "
+            "line and at least one row"
+        )
+    elif name == "CSV with a header only":
+        spec = _csv_spec(d, "a,b,target\n", task="binary")
+        expected = f"data file '{d / 'train.csv'}': has a header but no rows. Fix: add data rows"
+    elif name == "missing target column":
+        spec = _csv_spec(d, df.drop(columns="target"), task="binary")
+        expected = (
+            "spec field 'data.target': column 'target' is not in the training data "
+            f"'{d / 'train.csv'}'; its columns are 'a', 'b', 'c'. Fix: set `data.target` to "
+            "the name of the column to predict"
+        )
+    elif name == "single class":
+        spec = _csv_spec(d, df.assign(target="yes"))
+        expected = (
+            "target column 'target': has a single class ('yes') in all 120 rows. Fix: a "
+            "classifier needs at least two classes; check the target column or the data file"
+        )
+    elif name in ("NaN target", "infinite target"):
+        y = np.random.default_rng(1).normal(size=len(df))
+        y[[4, 9]] = np.nan if name == "NaN target" else np.inf
+        spec = _csv_spec(d, df.assign(target=y), task="regression")
+        expected = (
+            "target column 'target': 2 row(s) have a missing (NaN) or infinite target, e.g. "
+            "rows 4, 9. Fix: drop those rows or fill in their targets before the search"
+        )
+    elif name == "test.csv misses a column":
+        spec = _csv_spec(d, df, test=df.drop(columns=["target", "b"]))
+        expected = (
+            "spec field 'data.test': the test table does not match the training columns: "
+            "missing column(s) 'b'. Fix: give the test rows the training table's columns, "
+            "without the target"
+        )
+    elif name == "test.csv has an extra column":
+        spec = _csv_spec(d, df, test=df.drop(columns="target").assign(extra=1))
+        expected = (
+            "spec field 'data.test': the test table does not match the training columns: "
+            "extra column(s) 'extra'. Fix: give the test rows the training table's columns, "
+            "without the target"
+        )
+    elif name == "test.csv column of the wrong type":
+        test = df.drop(columns="target").astype({"a": object})
+        test.loc[7, "a"] = "n/a?"
+        spec = _csv_spec(d, df, test=test)
+        expected = (
+            "column 'a' in the test data: expected numbers, found 'n/a?' (row 7). Fix: fix or "
+            "remove the non-numeric values, or mark the column with `data.columns: "
+            "{a: categorical}`"
+        )
+    elif name == "column override of the wrong type":
+        df["c"] = df["a"].astype(object)
+        df.loc[57, "c"] = "oops"
+        spec = _csv_spec(d, df, columns={"c": "numeric"})
+        expected = (  # row 57 of the file, whichever split it falls in
+            "column 'c' in the training data: expected numbers, found 'oops' (row 57). Fix: "
+            "fix or remove the non-numeric values, or mark the column with `data.columns: "
+            "{c: categorical}`"
+        )
+    elif name == "image shape does not match":
+        spec = write_spec(d, data={"image_shape": [8, 8, 1]})
+        expected = (
+            "spec field 'data.image_shape': [8, 8, 1] holds 64 values but the data has 30 "
+            "numeric feature column(s). Fix: give a shape whose product is 30 (channels last), "
+            "or null"
+        )
+    elif name == "budget.n_trials 0":
+        spec = write_spec(d, budget={"n_trials": 0})
+        expected = (
+            "spec field 'budget.n_trials': must be at least 1, got 0. Fix: run at least one "
+            "trial, for example `n_trials: 20`"
+        )
+    elif name == "--n-trials 0":
+        spec, extra = write_spec(d), ["--n-trials", "0"]
+        expected = (
+            "--n-trials 0: must be at least 1. Fix: give the number of trials to run, for "
+            "example --n-trials 20, or leave it out to use `budget.n_trials`."
+        )
+    elif name == "output is a file":
+        (d / "run").write_text("not a directory\n")
+        spec = write_spec(d)
+        expected = (
+            f"output {d / 'run'} is a file, not a directory. Fix: set `output` to a directory "
+            "path (it is created when missing)."
+        )
+    elif name in ("output holds other files", "output holds a user's data folder"):
+        if name == "output holds other files":
+            (d / "run").mkdir()
+            (d / "run" / "notes.txt").write_text("mine\n")
+        else:  # looks like a run's data/ folder, but holds files hpsearch never writes
+            (d / "run" / "data").mkdir(parents=True)
+            (d / "run" / "data" / "train.csv").write_text("a,target\n1,0\n")
+            extra = ["--resume"]
+        spec = write_spec(d)
+        expected = (
+            f"output directory {d / 'run'} exists, is not empty and holds no run. Fix: choose "
+            "a new `output` directory; hpsearch never overwrites files."
+        )
+    else:
+        raise AssertionError(name)
+    return spec, extra, expected
+
+
+BAD_INPUT = [
+    "malformed YAML",
+    "python tag",
+    "missing spec file",
+    "unknown top-level key",
+    "unknown section key",
+    "unknown space",
+    "space file with a python tag",
+    "space needs images",
+    "metric does not fit the task",
+    "empty CSV",
+    "CSV with a header only",
+    "missing target column",
+    "single class",
+    "NaN target",
+    "infinite target",
+    "test.csv misses a column",
+    "test.csv has an extra column",
+    "test.csv column of the wrong type",
+    "image shape does not match",
+    "budget.n_trials 0",
+    "--n-trials 0",
+    "output is a file",
+    "output holds other files",
+    "output holds a user's data folder",
+    "column override of the wrong type",
+]
+
+
+@pytest.mark.parametrize("name", BAD_INPUT)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, name):
+    spec_path, extra, expected = _case(name, tmp_path)
+    before = _snapshot(tmp_path)
+    rc = main(["run", str(spec_path), "--quiet", "--trial-fn", INSTANT, *extra])
+    out, err = capsys.readouterr()
+    assert (rc, out) == (2, "")
+    assert err == f"error: {expected}\n"
+    assert _snapshot(tmp_path) == before  # no run directory, no file touched
+
+
+@pytest.mark.parametrize("name", ["python tag", "unreachable Ray address"])
+def test_bad_input_exit_status_of_the_process(tmp_path, name):
+    if name == "unreachable Ray address":  # Ray alone would retry it for many minutes
+        spec_path, extra = write_spec(tmp_path), ["--address", "127.0.0.1:1"]
+        expected = (
+            "cannot connect to the Ray cluster at --address '127.0.0.1:1': [Errno 111] "
+            "Connection refused. Fix: start the cluster (`ray start --head` or "
+            "`cluster/local.sh up`) or drop --address to use an embedded local Ray."
+        )
+    else:
+        spec_path, extra, expected = _case(name, tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"error: {expected}\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_from_a_different_spec_is_refused(ray_session, tmp_path, capsys):
+    spec_path = write_spec(tmp_path, budget={"n_trials": 2})
+    run_search(load_spec(spec_path), trial_fn=INSTANT, progress=False)
+    run_dir = tmp_path / "run"
+    before = _snapshot(run_dir)
+    other = tmp_path / "other"
+    other.mkdir()
+    other_spec = write_spec(other, space="wide_deep", output=str(run_dir))
+    argv = ["run", str(other_spec), "--quiet", "--trial-fn", INSTANT]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: run directory {run_dir} already holds run 'bc-test' made from a different "
+        "spec: the space 'wide_deep' differs from the stored one (space.yaml). Fix: set "
+        "`output` to a new directory for this spec (hpsearch never overwrites a run).\n"
+    )
+    assert main([*argv, "--resume"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot resume {run_dir}: the space 'wide_deep' differs from the stored one "
+        "(space.yaml). Fix: restore the original spec, or start a new run with a different "
+        "`output`.\n"
+    )
+    assert main(["run", str(spec_path), "--quiet", "--trial-fn", INSTANT]) == 2
+    assert capsys.readouterr().err == (
+        f"error: run directory {run_dir} already holds run 'bc-test' (2 trials recorded). "
+        "Fix: add --resume to continue it, or set `output` to a new directory.\n"
+    )
+    assert _snapshot(run_dir) == before
