@@ -516,9 +516,19 @@ def _read_yaml(path: Path) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise SpaceError(f"{path}: malformed YAML{where}: {exc.problem or exc.context}") from None
+        problem = str(exc.problem or exc.context)
+        if "tag" in problem and "python/" in problem:
+            raise SpaceError(
+                f"{path}{where}: {problem}. Python tags are refused: space files are read "
+                "with a safe YAML loader. Fix: write plain values (numbers, strings, lists)."
+            ) from None
+        raise SpaceError(
+            f"{path}: malformed YAML{where}: {problem}. Fix: correct the YAML at that position."
+        ) from None
     except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: malformed YAML: {exc}") from None
+        raise SpaceError(
+            f"{path}: malformed YAML: {exc}. Fix: correct the file's YAML syntax."
+        ) from None
 
 
 # --------------------------------------------------------------------------- Space
@@ -1173,5 +1183,6 @@ def load_space(name_or_path: str | Path | Space) -> Space:
     names = sorted({p.stem for p in library.glob("*.y*ml") if p.suffix in (".yaml", ".yml")})
     raise SpaceError(
         f"unknown space {text!r}: not in the library {library} (available: "
-        f"{', '.join(names) or 'none'}) and not a .yaml path.{_did_you_mean(text, names)}"
+        f"{', '.join(names) or 'none'}) and not a .yaml path.{_did_you_mean(text, names)} "
+        "Fix: name a library space (`hpsearch space list`) or give the path of a .yaml space file."
     )

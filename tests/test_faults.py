@@ -572,7 +572,9 @@ def _case(name: str, d: Path) -> tuple[Path, list[str], str]:
         expected = (
             f"unknown space 'tabular_mpl': not in the library {LIBRARY_DIR} (available: "
             "image_separable_cnn, tabular_mlp, tabular_multi_input, tabular_multi_output, "
-            "text_conv1d, wide_deep) and not a .yaml path. Did you mean 'tabular_mlp'?"
+            "text_conv1d, wide_deep) and not a .yaml path. Did you mean 'tabular_mlp'? "
+            "Fix: name a library space (`hpsearch space list`) or give the path of a .yaml "
+            "space file."
         )
     elif name == "space file with a python tag":
         space = d / "evil.yaml"
@@ -582,8 +584,10 @@ def _case(name: str, d: Path) -> tuple[Path, list[str], str]:
         )
         spec = write_spec(d, space=str(space))
         expected = (
-            f"{space}: malformed YAML (line 4, column 6): could not determine a constructor for "
-            "the tag 'tag:yaml.org,2002:python/object/apply:os.system'"
+            f"{space} (line 4, column 6): could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object/apply:os.system'. Python tags are refused: space "
+            "files are read with a safe YAML loader. Fix: write plain values (numbers, strings, "
+            "lists)."
         )
     elif name == "space needs images":
         spec = write_spec(d, space="image_separable_cnn")

@@ -881,14 +881,18 @@ def test_yaml_errors_name_the_path(tmp_path):
     with pytest.raises(SpaceError) as e:
         Space.from_yaml(bad)
     assert str(e.value) == (
-        f"{bad}: malformed YAML (line 2, column 18): expected ',' or ']', but got '}}'"
+        f"{bad}: malformed YAML (line 2, column 18): expected ',' or ']', but got '}}'. "
+        "Fix: correct the YAML at that position."
     )
 
     dup = tmp_path / "dup.yaml"
     dup.write_text("name: x\nfamily: dense\nparams:\n  a: {type: bool}\n  a: {type: bool}\n")
     with pytest.raises(SpaceError) as e:
         Space.from_yaml(dup)
-    assert str(e.value) == f"{dup}: malformed YAML (line 5, column 3): duplicate key 'a'"
+    assert str(e.value) == (
+        f"{dup}: malformed YAML (line 5, column 3): duplicate key 'a'. "
+        "Fix: correct the YAML at that position."
+    )
 
     listy = tmp_path / "list.yaml"
     listy.write_text("- 1\n- 2\n")
@@ -940,14 +944,25 @@ def test_unknown_library_name(library):
         load_space("alpha_mpl")
     assert str(e.value) == (
         f"unknown space 'alpha_mpl': not in the library {library} (available: alpha_mlp, basic, "
-        "zeta) and not a .yaml path. Did you mean 'alpha_mlp'?"
+        "zeta) and not a .yaml path. Did you mean 'alpha_mlp'? "
+        "Fix: name a library space (`hpsearch space list`) or give the path of a .yaml space file."
     )
     with pytest.raises(SpaceError) as e:
         load_space("qqq")
     assert str(e.value) == (
         f"unknown space 'qqq': not in the library {library} (available: alpha_mlp, basic, "
-        "zeta) and not a .yaml path."
+        "zeta) and not a .yaml path. "
+        "Fix: name a library space (`hpsearch space list`) or give the path of a .yaml space file."
     )
+
+
+def test_python_tags_are_refused(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['true']\nfamily: dense\nparams: {}\n")
+    with pytest.raises(SpaceError) as e:
+        Space.from_yaml(evil)
+    msg = str(e.value)
+    assert "tag:yaml.org,2002:python/object/apply:os.system" in msg and "safe YAML loader" in msg and "Fix:" in msg
 
 
 def test_malformed_library_file(library):
