@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
@@ -67,6 +68,7 @@ class EnsembleResult:
 
     out_dir: Path
     info: dict[str, Any]
+    uri: str | None = None  # where it was pushed, for a run at a URI (out_dir was a copy)
 
     @property
     def method(self) -> str:
@@ -78,7 +80,7 @@ class EnsembleResult:
 
     def summary_text(self) -> str:
         """Methods x fitted / cross-fitted (the chosen one marked) and the members."""
-        return _report.summary_text({**self.info, "out_dir": str(self.out_dir)})
+        return _report.summary_text({**self.info, "out_dir": self.uri or str(self.out_dir)})
 
 
 def load_ensemble(path: str | Path) -> EnsembleResult:
@@ -537,11 +539,13 @@ def build_ensemble(
     name: str | None = None,
     progress: bool = False,
     seed: int = 0,
+    run_names: Sequence[str] | None = None,
 ) -> EnsembleResult:
     """Build an ensemble of the finished trials (and tree models) of ``run_dirs``.
 
     Args:
-        run_dirs: one or more run directories made from the same data and split.
+        run_dirs: one or more run directories made from the same data and split,
+            paths or URIs (``s3://...``; see :func:`_build_at_uris`).
         top_k: at most this many networks (trees do not count); default from the
             first run's spec (``ensemble.top_k``), as for every option below.
         max_corr: drop a candidate whose holdout errors correlate above this with a
@@ -557,6 +561,8 @@ def build_ensemble(
             ``<method>-<timestamp>``).
         progress: progress lines on stderr.
         seed: seed of the cross-fitting folds.
+        run_names: how ``ensemble.json`` and the report name the runs (default:
+            their absolute paths).
 
     Returns:
         EnsembleResult with ``out_dir`` and ``info`` (the ``ensemble.json`` content).
@@ -565,8 +571,15 @@ def build_ensemble(
     from ensembles.selection import correlation_matrix, select_diverse
     from ensembles.trees import ensure_trees
     from hpsearch.data import load_prepared
+    from hpsearch.remote import is_uri
     from hpsearch.spec import load_spec
 
+    if isinstance(run_dirs, str | Path):
+        run_dirs = [run_dirs]
+    run_dirs = list(run_dirs)
+    options = dict(top_k=top_k, max_corr=max_corr, trees=trees, method=method, folds=folds)
+    if any(is_uri(str(r)) for r in run_dirs):
+        return _build_at_uris(run_dirs, out=out, name=name, progress=progress, seed=seed, **options)
     log = _logger(progress)
     runs = _as_runs(run_dirs)
     metas = [rd.read_meta() for rd in runs]
@@ -713,7 +726,7 @@ def build_ensemble(
         "classes": classes,
         "target": prepared.target.name,
         "id_column": _id_column(run0),
-        "runs": [str(rd.path.resolve()) for rd in runs],
+        "runs": list(run_names) if run_names else [str(rd.path.resolve()) for rd in runs],
         "data_fingerprint": prepared.fingerprint,
         "n_holdout": n_holdout,
         "n_test": n_test,
@@ -733,9 +746,52 @@ def build_ensemble(
     if has_test:
         layout, ids = _test_layout(spec, prepared, _id_column(run0))
         info["submission"] = layout
-    out_dir = _write(target, auto, info, holdout_pred, test_pred, layout, ids, log)
+    local = [str(rd.path.resolve()) for rd in runs]
+    out_dir = _write(target, auto, info, local, holdout_pred, test_pred, layout, ids, log)
     log(f"wrote {out_dir}")
     return EnsembleResult(out_dir, info)
+
+
+def _build_at_uris(
+    run_dirs: list[str | Path], *, out: str | Path | None, **options: Any
+) -> EnsembleResult:
+    """:func:`build_ensemble` on temporary local copies of the runs at URIs (without their
+    trained networks, which a build does not read). The trees fitted in the first run and
+    an ensemble written into it are pushed back to its URI (``ensemble.json`` last);
+    ``ensemble.json`` names each run by its URI."""
+    from ensembles.trees import TREE_JSON, TREES_DIR
+    from hpsearch.remote import HEAVY, is_uri, local_copy
+
+    if out is not None and is_uri(str(out)):
+        raise UserError(
+            f"--out {out}: the ensemble directory must be a local path. Fix: leave --out out "
+            "(give --name instead) to write the ensemble into the run at its URI."
+        )
+
+    def stamps(run: Path) -> dict[str, bytes]:
+        return {p.parent.name: p.read_bytes() for p in (run / TREES_DIR).glob(f"*/{TREE_JSON}")}
+
+    log = _logger(bool(options.get("progress")))
+    with contextlib.ExitStack() as stack:
+        log("copying the runs at URIs to a temporary directory...")
+        copies = [stack.enter_context(local_copy(r, exclude=HEAVY)) for r in run_dirs]
+        run0, remote0 = copies[0]
+        before = stamps(run0)
+        names = [r.uri if r is not None else str(p.resolve()) for p, r in copies]
+        result = build_ensemble([p for p, _ in copies], out=out, run_names=names, **options)
+        if remote0 is None:
+            return result
+        for tree, stamp in stamps(run0).items():
+            if before.get(tree) != stamp:
+                remote0.push_tree(f"{TREES_DIR}/{tree}")
+        try:
+            rel = result.out_dir.resolve().relative_to(run0.resolve()).as_posix()
+        except ValueError:  # --out: the ensemble stays where it was asked to be
+            return result
+        remote0.push_tree(rel)
+        result.uri = f"{remote0.uri}/{rel}"
+        log(f"pushed {result.uri}")
+        return result
 
 
 def _id_column(run: RunDir) -> str | None:
@@ -757,6 +813,7 @@ def _write(
     target: Path,
     auto: bool,
     info: dict[str, Any],
+    run_paths: list[str],
     holdout_pred: np.ndarray,
     test_pred: np.ndarray | None,
     layout: dict[str, Any] | None,
@@ -777,7 +834,7 @@ def _write(
             atomic.write_text(tmp / "submission.csv", frame.to_csv(index=False))
         log("writing the report and plots...")
         while True:
-            info["runs_relative"] = [os.path.relpath(r, target.resolve()) for r in info["runs"]]
+            info["runs_relative"] = [os.path.relpath(r, target.resolve()) for r in run_paths]
             _report.write_report(tmp, info)
             atomic.write_json(tmp / ENSEMBLE_JSON, info)
             try:

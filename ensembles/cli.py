@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -62,11 +63,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from hpsearch.remote import local_copy
+    from hpsearch.store import RUN_JSON
+
+    # a run at a URI: its run.json and ensemble.json files are all this reads
+    with local_copy(args.run_dir, include=(RUN_JSON, "ensembles/*/ensemble.json")) as (path, _):
+        return _list(path, args.run_dir)
+
+
+def _list(path: Path, where: str) -> int:
     from ensembles.build import ENSEMBLE_JSON, load_ensemble
     from hpsearch.errors import UserError
     from hpsearch.store import RunDir
 
-    rd = RunDir(args.run_dir)
+    rd = RunDir(path)
     rd.read_meta()  # a clear error for a directory that holds no run
     root = rd.ensembles_dir
     dirs = (
@@ -75,7 +85,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         else []
     )
     if not dirs:
-        print(f"no ensembles in {rd.path}; build one with: ensembles build {rd.path}")
+        print(f"no ensembles in {where}; build one with: ensembles build {where}")
         return 0
     rows = []
     for d in dirs:
@@ -138,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fitted and cross-fitted, and write the chosen blend to RUN_DIR/ensembles/<name>. "
         "Defaults come from the `ensemble` section of the first run's spec.",
     )
-    b.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    b.add_argument(
+        "run_dirs", metavar="RUN_DIR", nargs="+", help="run directories, paths or URIs (s3://...)"
+    )
     b.add_argument("--top-k", type=_positive_int, help="at most K networks (trees not counted)")
     b.add_argument("--max-corr", type=float, help="drop a candidate whose errors correlate above R")
     b.add_argument(
@@ -168,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="the ensembles of a run with their scores")
-    ls.add_argument("run_dir", metavar="RUN_DIR")
+    ls.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, path or URI")
     ls.set_defaults(func=cmd_list)
     return p
 

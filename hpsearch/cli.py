@@ -146,12 +146,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Interrupted as exc:
         print(
             f"\nstopped: {exc.n_cancelled} trial(s) in flight cancelled and recorded; "
-            f"{exc.summary.n_complete} complete trial(s) kept in {exc.summary.run_dir}. "
+            f"{exc.summary.n_complete} complete trial(s) kept in {spec.output}. "
             f"Continue with: hpsearch run {args.spec} --resume",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    _print_summary(summary)
+    _print_summary(summary, spec.output)
     if summary.stopped:
         print(f"note: {summary.stopped}", file=sys.stderr)
     return 0
@@ -161,8 +161,15 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from hpsearch.driver import Interrupted
     from hpsearch.errors import UserError
     from hpsearch.pipeline import run_pipeline
+    from hpsearch.remote import is_uri
 
     spec = _load_spec(args.spec)
+    if is_uri(spec.output):
+        raise UserError(
+            f"spec {args.spec}: `hpsearch pipeline` writes its submission into the run directory "
+            f"and needs a path `output`, got {spec.output!r}. Fix: give a local or shared path, "
+            "or run `hpsearch run SPEC` then `ensembles build URI` for a run at a URI."
+        )
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(
             f"--n-trials {args.n_trials}: must be at least 1. Fix: give the number of trials "
@@ -202,9 +209,9 @@ def _options(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(summary: Any, where: str) -> None:
     print(
-        f"run {summary.run_dir}: {summary.n_complete} complete, {summary.n_failed} failed, "
+        f"run {where}: {summary.n_complete} complete, {summary.n_failed} failed, "
         f"{summary.n_pruned} pruned in {summary.elapsed_s:.1f} s"
     )
     if summary.best_number is not None:
@@ -213,6 +220,15 @@ def _print_summary(summary: Any) -> None:
 
 
 def _trial_rows(run_dir: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The run's metadata and one row per study trial; a run at a URI is read from a
+    temporary copy of its run.json, study.db and trial.json files."""
+    from hpsearch.remote import STATUS_FILES, local_copy
+
+    with local_copy(run_dir, include=STATUS_FILES) as (path, _):
+        return _read_trial_rows(path)
+
+
+def _read_trial_rows(run_dir: str | os.PathLike) -> tuple[Any, list[dict[str, Any]]]:
     import optuna
 
     from hpsearch.errors import RunDirError

@@ -14,6 +14,10 @@ While it runs, the driver holds an advisory lock on ``RUN_DIR/.lock``, so a
 second driver on the same run is refused instead of re-queuing live trials.
 ``HPSEARCH_FAULT`` kills the driver at named points of this order for fault
 drills (``hpsearch.store.fault_point``, docs/faults.md).
+
+With an ``output`` URI the run directory is a local staging copy, and
+``hpsearch.remote`` pushes it at each commit point (a trial's files, then the
+study, then its ``trial.json``), so the run at the URI resumes the same way.
 """
 
 from __future__ import annotations
@@ -149,8 +153,11 @@ def _fmt_s(seconds: float) -> str:
 # --------------------------------------------------------------------------- run set-up
 
 
-def open_run(spec: Any, resume: bool) -> tuple[RunDir, Any, Any, dict[str, Any]]:
-    """Validate everything against the run directory and prepare the data.
+def open_run(
+    spec: Any, resume: bool, path: str | Path | None = None
+) -> tuple[RunDir, Any, Any, dict[str, Any]]:
+    """Validate everything against the run directory (``path``, default ``spec.output``)
+    and prepare the data.
 
     Nothing is written before every check has passed.
     """
@@ -158,7 +165,7 @@ def open_run(spec: Any, resume: bool) -> tuple[RunDir, Any, Any, dict[str, Any]]
     from search_spaces import load_space
 
     space = load_space(spec.space)
-    rd = RunDir(spec.output)
+    rd = RunDir(spec.output if path is None else path)
     if rd.path.exists() and not rd.path.is_dir():
         raise RunDirError(
             f"output {rd.path} is a file, not a directory. "
@@ -353,29 +360,36 @@ def run_search(
     stream: Any = None,
     trial_options: dict[str, Any] | None = None,
 ) -> SearchSummary:
-    """Run (or resume) the study described by ``spec`` until its budget is spent."""
+    """Run (or resume) the study described by ``spec`` until its budget is spent.
+
+    An ``output`` URI is run in a local staging copy pushed there at every commit
+    point (``hpsearch.remote.driver_output``).
+    """
+    from hpsearch.remote import driver_output
     from hpsearch.runner import ensure_ray
 
-    rd, space, prepared, meta = open_run(spec, resume)
-    ensure_ray(address)  # a cluster that cannot be reached is bad input: nothing written yet
-    with rd.locked():
-        if not meta and rd.exists():
-            raise RunDirError(
-                f"run directory {rd.path} was set up by another hpsearch driver meanwhile. "
-                "Fix: add --resume to continue that run, or set `output` to a new directory."
+    with driver_output(spec, resume) as (path, sync):
+        rd, space, prepared, meta = open_run(spec, resume, path)
+        ensure_ray(address)  # a cluster that cannot be reached is bad input: nothing written yet
+        with rd.locked():
+            if not meta and rd.exists():
+                raise RunDirError(
+                    f"run directory {rd.path} was set up by another hpsearch driver meanwhile. "
+                    "Fix: add --resume to continue that run, or set `output` to a new directory."
+                )
+            return _search(
+                spec,
+                rd,
+                space,
+                prepared,
+                meta,
+                sync,
+                n_trials=n_trials,
+                trial_fn=trial_fn,
+                progress=progress,
+                stream=stream,
+                trial_options=trial_options,
             )
-        return _search(
-            spec,
-            rd,
-            space,
-            prepared,
-            meta,
-            n_trials=n_trials,
-            trial_fn=trial_fn,
-            progress=progress,
-            stream=stream,
-            trial_options=trial_options,
-        )
 
 
 def _search(
@@ -384,6 +398,7 @@ def _search(
     space: Any,
     prepared: Any,
     meta: dict[str, Any],
+    sync: Any,
     *,
     n_trials: int | None,
     trial_fn: str | Callable | None,
@@ -391,7 +406,11 @@ def _search(
     stream: Any,
     trial_options: dict[str, Any] | None,
 ) -> SearchSummary:
-    """The search loop of :func:`run_search`, run while this process holds the run directory."""
+    """The search loop of :func:`run_search`, run while this process holds the run directory.
+
+    ``sync`` (``hpsearch.remote.RunSync``) is told of each commit point; it pushes a run
+    whose ``output`` is a URI.
+    """
     import optuna
 
     from hpsearch.runner import TrialRunner
@@ -399,6 +418,7 @@ def _search(
 
     if not meta:
         meta = _init_run_dir(rd, spec, space, prepared)
+        sync.setup_written()
     total = int(n_trials or spec.budget.n_trials)
     res = spec.resources
     study = _open_study(rd, spec, space, meta, res.max_concurrent)
@@ -483,6 +503,7 @@ def _search(
             "sampler": spec.sampler.name,
         }
         rd.write_trial(result, payload.params, extra)
+        sync.trial_written(payload.number)  # before the tell: see hpsearch.remote
         fault_point("kill_after_commit", payload.number)
         for key in ("node_id", "hostname", "reason"):
             if getattr(result, key):
@@ -552,6 +573,7 @@ def _search(
         prog.close()
         _fill_summary(summary, study, t0)
         _update_meta(rd, summary)
+        sync.finished(strict=False)
         raise Interrupted(summary, n) from None
     finally:
         if runner.mailbox is not None:
@@ -559,6 +581,7 @@ def _search(
     prog.close()
     _fill_summary(summary, study, t0)
     _update_meta(rd, summary)
+    sync.finished()
     if summary.stopped and "consecutive" in summary.stopped:
         raise StudyStopped(
             f"{summary.stopped}. Fix: read the failed trials' errors "

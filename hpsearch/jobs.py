@@ -17,12 +17,12 @@ The entrypoint (``python -m hpsearch.jobs spec.yaml --address auto ...``) runs
 directory stays usable (``ensembles build``) after the job's working directory is
 gone and after ``hpsearch pull`` copied it elsewhere.
 
-The run directory is the spec's ``output`` resolved to an absolute path on the
-submitting machine; the job's driver (on the head node) writes it there, so it
-must be a path the head node can write: the same machine for
-``cluster/local.sh``, a shared filesystem (NFS, EFS, GCS FUSE) mounted at the
-same path on a real cluster. Writing it directly to object storage (s3://) is
-not supported; ``hpsearch pull`` copies a run from a path or URI.
+The run directory is the spec's ``output``: a path resolved on the submitting
+machine, which the job's driver (on the head node) must be able to write (the
+same machine for ``cluster/local.sh``, a shared filesystem mounted at the same
+path on a real cluster), or a URI (``s3://``, ``gs://``) that the driver pushes
+the run to (``hpsearch.remote``). ``hpsearch pull`` copies a run from a path or
+URI.
 
 Token authentication: when the cluster has Ray token authentication on, the
 token comes from ``RAY_AUTH_TOKEN``, the file named by ``RAY_AUTH_TOKEN_PATH``
@@ -518,10 +518,13 @@ def keep_inputs(spec_path: str | os.PathLike) -> list[str]:
     import yaml
 
     from hpsearch import atomic
+    from hpsearch.remote import RemoteRun, is_uri
 
     staged_spec = Path(spec_path).resolve()
     staged = yaml.safe_load(staged_spec.read_text())
-    run_dir = Path(staged["output"])
+    # a run at a URI: the driver's staging copy on this node, pushed again below
+    remote = RemoteRun(staged["output"]) if is_uri(staged["output"]) else None
+    run_dir = remote.local if remote else Path(staged["output"])
     frozen = run_dir / "spec.yaml"
     if not frozen.is_file():
         return []
@@ -552,6 +555,9 @@ def keep_inputs(spec_path: str | os.PathLike) -> list[str]:
         moved.append(f"{section}.{fld}" if section else fld)
     if moved:
         atomic.write_text(frozen, yaml.safe_dump(current, sort_keys=False))
+        if remote is not None:
+            remote.push_tree(INPUTS_DIR)
+            remote.push(["spec.yaml"])
     return moved
 
 

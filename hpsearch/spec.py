@@ -636,13 +636,15 @@ def load_spec(
         pruner = None
     pruner = c.choice("pruner", pruner, PRUNERS, None, nullable=True, what="pruner")
 
+    from hpsearch.remote import is_uri
+
     output = raw.get("output")
     if output is None:
         output = _resolve_path(f"runs/{name}", base)
     elif not isinstance(output, str) or not output.strip():
         c.wrong_type("output", output, "a directory path", f"runs/{name}")
         output = ""
-    else:
+    elif not is_uri(output):  # a URI (s3://bucket/runs/x) is kept as written
         output = _resolve_path(output, base)
 
     storage = c.string("storage", raw.get("storage"), None, "sqlite:///study.db")
