@@ -338,7 +338,9 @@ def test_class_count_mismatch_names_the_trial(multiclass_run, tmp_path):
 
 
 def test_bad_options_are_refused_before_any_work(binary_run):
-    with pytest.raises(UserError, match="unknown blend method 'nm'; valid methods: auto, best, mean"):
+    with pytest.raises(
+        UserError, match="unknown blend method 'nm'; valid methods: auto, best, mean"
+    ):
         build_ensemble([binary_run], method="nm")
     with pytest.raises(UserError, match="unknown tree model 'gbm'; valid tree models: rf, et"):
         build_ensemble([binary_run], trees=("gbm",))

@@ -962,7 +962,11 @@ def test_python_tags_are_refused(tmp_path):
     with pytest.raises(SpaceError) as e:
         Space.from_yaml(evil)
     msg = str(e.value)
-    assert "tag:yaml.org,2002:python/object/apply:os.system" in msg and "safe YAML loader" in msg and "Fix:" in msg
+    assert (
+        "tag:yaml.org,2002:python/object/apply:os.system" in msg
+        and "safe YAML loader" in msg
+        and "Fix:" in msg
+    )
 
 
 def test_malformed_library_file(library):
