@@ -533,6 +533,22 @@ def _search(
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(space.flatten(p.params), user_attrs={"requeued_from": p.number})
             summary.requeued.append(p.number)
+        # Trials the interrupt caught between the runner and the study (asked but not yet
+        # submitted, or collected but not yet told): settle them from their files, else
+        # record them as interrupted and queue their parameters again.
+        for number, trial in list(live.items()):
+            live.pop(number)
+            rec = rd.read_trial(number)
+            if rec is not None and rec.state == COMPLETE and rec.value is not None:
+                study.tell(trial, rec.value)
+                continue
+            trial.set_user_attr(attr, True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            config = trial.user_attrs.get("config")
+            if config is not None:
+                study.enqueue_trial(space.flatten(config), user_attrs={"requeued_from": number})
+                summary.requeued.append(number)
+            payloads.append(None)
         return len(payloads)
 
     try:

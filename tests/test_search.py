@@ -279,3 +279,40 @@ def _valid_inputs(spec):
     from hpsearch.data import prepare
 
     return prepare(spec).x["valid"]
+
+
+def test_ctrl_c_cancels_records_and_requeues_trials_in_flight(ray_session, tmp_path):
+    """SIGINT (Ctrl-C, `hpsearch stop`): exit 130, no trial left RUNNING, interrupted
+    trials queued again, and --resume finishes the budget without re-running a finished one."""
+    spec_path = write_spec(tmp_path, budget={"n_trials": 6}, resources={"max_concurrent": 2})
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet"]
+    cmd += ["--address", ray_session, "--trial-fn", ORACLE, "--trial-option", "fake_sleep_s=2.0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(run_dir.glob("trials/*/trial.json")):
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited early: {proc.stdout.read().decode()[-2000:]}")
+        time.sleep(0.1)
+    time.sleep(0.5)  # trials are in flight now
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 130, out[-2000:]
+    assert "cancelled and recorded" in out and "--resume" in out
+    study = _study(run_dir)
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert interrupted, "the trials in flight were not recorded as interrupted"
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]) == len(
+        interrupted
+    )
+    finished = {r.number: r.info["value"] for r in RunDir(run_dir).trials("COMPLETE")}
+
+    summary = run_search(load_spec(spec_path), resume=True, trial_fn=ORACLE, progress=False)
+    assert summary.n_complete == 6
+    after = {r.number: r.info["value"] for r in RunDir(run_dir).trials("COMPLETE")}
+    assert all(after[n] == v for n, v in finished.items())
+    # each interrupted trial's parameters ran again exactly once
+    requeued = [t.user_attrs.get("requeued_from") for t in _study(run_dir).trials]
+    assert sorted(n for n in requeued if n is not None) == sorted(t.number for t in interrupted)
