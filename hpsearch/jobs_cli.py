@@ -138,7 +138,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "The spec, the local data files it names and this project's packages travel with the "
         "job; the cluster needs the dependencies only. The run directory is the spec's "
         "`output` resolved to an absolute path here: the head node must be able to write it "
-        "(same machine, or a shared filesystem mounted at the same path).",
+        "(same machine, or a shared filesystem mounted at the same path), or a URI "
+        "(s3://, gs://) the head node can write to.",
     )
     s.add_argument("spec", metavar="SPEC")
     s.add_argument("--address", help=ADDRESS_HELP)
@@ -146,7 +147,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n-trials", type=int, help="override budget.n_trials")
     s.add_argument("--resume", action="store_true", help="continue the run in `output`")
     s.add_argument(
-        "--output", help="run directory as the cluster sees it (default: the spec's `output`)"
+        "--output", help="run directory as the cluster sees it, a path or a URI such as s3://bucket/run "
+        "(default: the spec's `output`)"
     )
     s.add_argument(
         "--data-on-cluster",
