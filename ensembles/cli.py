@@ -8,13 +8,12 @@ print ``error: <message>`` on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+from hpsearch.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR  # noqa: F401
+
 METHODS = ("auto", "best", "mean", "greedy", "nelder-mead", "stack")
 
 
@@ -186,22 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # TensorFlow's C++ start-up chatter (CPU features, no CUDA driver) is not for users
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:
-        from hpsearch.errors import UserError
+    from hpsearch.errors import run_cli
 
-        if isinstance(exc, UserError):
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        raise
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -13,25 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-EXIT_STOPPED = 1  # the study ran but stopped early (consecutive failures); the run is kept
-EXIT_USER_ERROR = 2  # bad input, refused before anything was written
-EXIT_INTERRUPTED = 130
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from hpsearch.errors import UserError
-
-    errors: list[type[BaseException]] = [UserError]
-    for module, name in (
-        ("search_spaces.space", "SpaceError"),
-        ("hpsearch.spec", "SpecError"),
-        ("hpsearch.data", "DataError"),
-    ):
-        mod = sys.modules.get(module)
-        if mod is not None and hasattr(mod, name):
-            errors.append(getattr(mod, name))
-    return tuple(errors)
-
+from hpsearch.errors import EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USER_ERROR  # noqa: F401
 
 # --------------------------------------------------------------------------- space
 
@@ -462,25 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # TensorFlow's C++ start-up chatter (CPU features, no CUDA driver) is not for users
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:
-        if isinstance(exc, _user_errors()):
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        from hpsearch.errors import StudyStopped
+    from hpsearch.errors import run_cli
 
-        if isinstance(exc, StudyStopped):
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_STOPPED
-        raise
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

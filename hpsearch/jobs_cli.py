@@ -147,8 +147,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n-trials", type=int, help="override budget.n_trials")
     s.add_argument("--resume", action="store_true", help="continue the run in `output`")
     s.add_argument(
-        "--output", help="run directory as the cluster sees it, a path or a URI such as s3://bucket/run "
-        "(default: the spec's `output`)"
+        "--output",
+        help="run directory as the cluster sees it, a path or a URI such as s3://bucket/run "
+        "(default: the spec's `output`)",
     )
     s.add_argument(
         "--data-on-cluster",
