@@ -105,16 +105,31 @@ def _load_spec(path: str, args: argparse.Namespace | None = None):
     return load_spec(path)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from hpsearch.driver import Interrupted, run_search
+def _check_n_trials(n: int | None) -> None:
     from hpsearch.errors import UserError
 
-    spec = _load_spec(args.spec)
-    if args.n_trials is not None and args.n_trials < 1:
+    if n is not None and n < 1:
         raise UserError(
-            f"--n-trials {args.n_trials}: must be at least 1. Fix: give the number of trials "
+            f"--n-trials {n}: must be at least 1. Fix: give the number of trials "
             "to run, for example --n-trials 20, or leave it out to use `budget.n_trials`."
         )
+
+
+def _interrupted(exc: Any, where: Any, resume_cmd: str) -> int:
+    print(
+        f"\nstopped: {exc.n_cancelled} trial(s) in flight cancelled and recorded; "
+        f"{exc.summary.n_complete} complete trial(s) kept in {where}. "
+        f"Continue with: {resume_cmd}",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hpsearch.driver import Interrupted, run_search
+
+    spec = _load_spec(args.spec)
+    _check_n_trials(args.n_trials)
     try:
         summary = run_search(
             spec,
@@ -126,13 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             trial_options=_options(args.trial_option),
         )
     except Interrupted as exc:
-        print(
-            f"\nstopped: {exc.n_cancelled} trial(s) in flight cancelled and recorded; "
-            f"{exc.summary.n_complete} complete trial(s) kept in {spec.output}. "
-            f"Continue with: hpsearch run {args.spec} --resume",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+        return _interrupted(exc, spec.output, f"hpsearch run {args.spec} --resume")
     _print_summary(summary, spec.output)
     if summary.stopped:
         print(f"note: {summary.stopped}", file=sys.stderr)
@@ -152,11 +161,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             f"and needs a path `output`, got {spec.output!r}. Fix: give a local or shared path, "
             "or run `hpsearch run SPEC` then `ensembles build URI` for a run at a URI."
         )
-    if args.n_trials is not None and args.n_trials < 1:
-        raise UserError(
-            f"--n-trials {args.n_trials}: must be at least 1. Fix: give the number of trials "
-            "to run, for example --n-trials 20, or leave it out to use `budget.n_trials`."
-        )
+    _check_n_trials(args.n_trials)
     try:
         result = run_pipeline(
             spec,
@@ -169,13 +174,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             ensemble_name=args.name,
         )
     except Interrupted as exc:
-        print(
-            f"\nstopped: {exc.n_cancelled} trial(s) in flight cancelled and recorded; "
-            f"{exc.summary.n_complete} complete trial(s) kept in {exc.summary.run_dir}. "
-            f"Continue with: hpsearch pipeline {args.spec} --resume",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+        return _interrupted(exc, exc.summary.run_dir, f"hpsearch pipeline {args.spec} --resume")
     print(result.summary_text())
     return 0
 
