@@ -45,6 +45,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from ensembles.build import load_ensemble
+    from ensembles.checks import check_submission_file
+    from hpsearch.errors import UserError
+    from hpsearch.spec import load_spec
+
+    ens = load_ensemble(args.ens_dir)
+    info = ens.info
+    layout = info.get("submission")
+    if not layout:
+        raise UserError(
+            f"ensemble {ens.out_dir} was built from a run without a test set, so it has no "
+            "submission layout. Fix: check a submission of an ensemble whose run has `data.test`."
+        )
+    spec = load_spec(Path(info["runs"][0]) / "spec.yaml")
+    test = args.test or spec.data.test
+    sample = args.sample or spec.data.sample_submission
+    sub = check_submission_file(
+        args.submission,
+        test=test,
+        sample=sample,
+        id_col=layout["id_column"],
+        task=info["task"],
+        columns=layout["columns"],
+        classes=info.get("classes"),
+    )
+    print(
+        f"ok: {args.submission} has {len(sub)} rows, the ids of {sample or test} in order, "
+        f"columns {', '.join(map(str, sub.columns))}, valid values"
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from ensembles.build import load_ensemble
     from ensembles.report import PLOTS, REPORT_MD, write_report
@@ -173,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("data", metavar="DATA", help="CSV or Parquet file with the feature columns")
     pr.add_argument("-o", "--output", required=True, metavar="OUT.csv")
     pr.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser(
+        "check",
+        help="check a submission file against an ensemble's test set (ids, columns, values)",
+    )
+    c.add_argument("submission", metavar="SUBMISSION.csv")
+    c.add_argument("ens_dir", metavar="ENS_DIR", help="the ensemble whose layout it must follow")
+    c.add_argument("--test", help="test file (default: the run's `data.test`)")
+    c.add_argument(
+        "--sample", help="sample submission (default: the run's `data.sample_submission`)"
+    )
+    c.set_defaults(func=cmd_check)
 
     r = sub.add_parser("report", help="print an ensemble's summary (regenerates a lost report)")
     r.add_argument("ens_dir", metavar="ENS_DIR")

@@ -41,6 +41,7 @@ CAT_MIN_COUNT = 2
 CAT_MAX_CARD = 1000
 TEXT_VOCAB = 5000
 TEXT_MAX_LEN = 200
+TREE_TOKENS = 50  # bag-of-words counts of the most frequent tokens, per text column, for trees
 DATA_DIR = "data"
 
 _SKLEARN = {
@@ -705,11 +706,17 @@ class Preprocessor:
         names = [f["name"] for f in self.numeric] + list(self.categorical)
         for col in self.text_columns:
             names += [f"{col}_n_chars", f"{col}_n_words"]
+            names += [f"{col}_count_{tok}" for tok in self._tree_tokens()]
         return names
+
+    def _tree_tokens(self) -> list[str]:
+        """The most frequent training tokens; trees see their count per text column."""
+        return self.vocab[:TREE_TOKENS]
 
     def tree_matrix(self, df: pd.DataFrame, where: str = "the data") -> np.ndarray:
         """Float features for tree models: raw numerics (NaN kept), datetime parts,
-        categorical ids, and per text column its length in characters and words."""
+        categorical ids, and per text column its length in characters and words and the
+        counts of the most frequent training tokens (a bag of words)."""
         self.check_columns(df, where)
         _, raw = self._raw_numeric(df, where)
         cols = [raw]
@@ -720,10 +727,19 @@ class Preprocessor:
                     -1, 1
                 )
             )
+        tree_tokens = {t: j for j, t in enumerate(self._tree_tokens())}
         for col in self.text_columns:
             s = df[col].astype(object).where(df[col].notna(), "").astype(str)
+            docs = [_tokens(v) for v in s]
             cols.append(s.str.len().to_numpy(dtype=float).reshape(-1, 1))
-            cols.append(s.map(lambda v: len(_tokens(v))).to_numpy(dtype=float).reshape(-1, 1))
+            cols.append(np.array([len(d) for d in docs], dtype=float).reshape(-1, 1))
+            counts = np.zeros((len(docs), len(tree_tokens)), dtype=float)
+            for i, doc in enumerate(docs):
+                for tok in doc:
+                    j = tree_tokens.get(tok)
+                    if j is not None:
+                        counts[i, j] += 1
+            cols.append(counts)
         return np.hstack(cols).astype(np.float32) if cols else np.zeros((len(df), 0), np.float32)
 
     # -- serialization ---------------------------------------------------------------

@@ -127,7 +127,8 @@ def test_arrays_and_input_spec(tmp_path):
     assert x["text"].dtype == np.int32 and x["text"].shape[1] == spec.text.seq_len == 6
     assert spec.text.vocab_size == 8 + 2
     assert p.output_spec.heads[0].task == "binary" and p.classes == ["no", "yes"]
-    assert p.tree_x["train"].shape == (len(p.ids["train"]), 2 + 5 + 2 + 2)
+    # numerics + datetime parts, categorical codes, per text column 2 lengths + token counts
+    assert p.tree_x["train"].shape == (len(p.ids["train"]), 2 + 5 + 2 + 2 + 8)
     assert np.isnan(p.tree_x["train"][:, 1]).any()  # raw NaN kept for trees
 
 
@@ -146,6 +147,19 @@ def test_text_tokenization_oov_and_padding():
     out = pre.transform(pd.DataFrame({"t": ["HELLO unknown world", None]}))["text"]
     assert out.shape == (2, pre.seq_len)
     assert out[0, :3].tolist() == [2, 1, 3] and out[1].tolist() == [0] * pre.seq_len
+
+
+def test_trees_see_text_as_lengths_and_token_counts():
+    df = pd.DataFrame({"t": ["good good film", "bad film", "good", None]})
+    pre = Preprocessor().fit(df, {"t": "text"})
+    names = pre.tree_names
+    assert names[:2] == ["t_n_chars", "t_n_words"]
+    assert names[2:] == [f"t_count_{tok}" for tok in pre.vocab]
+    tree = pre.tree_matrix(pd.DataFrame({"t": ["Good, GOOD and bad!", None]}))
+    counts = dict(zip(names, tree[0], strict=True))
+    assert counts["t_count_good"] == 2 and counts["t_count_bad"] == 1
+    assert counts["t_count_film"] == 0 and counts["t_n_words"] == 4
+    assert tree[1].tolist() == [0.0] * len(names)
 
 
 def test_datetime_expansion():

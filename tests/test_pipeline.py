@@ -59,6 +59,14 @@ def test_pipeline_writes_a_valid_submission(ray_session, tmp_path, kind):
     # the submission is the ensemble's test prediction, and the report is there
     assert (result.ensemble_dir / "submission.csv").read_bytes() == result.submission.read_bytes()
     assert result.report is not None and result.report.exists()
+    # `ensembles check` accepts it and rejects it with two rows swapped
+    from ensembles.cli import main as ensembles_main
+
+    assert ensembles_main(["check", str(result.submission), str(result.ensemble_dir)]) == 0
+    broken = sub.copy()
+    broken.iloc[[0, 1]] = broken.iloc[[1, 0]].to_numpy()
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    assert ensembles_main(["check", str(tmp_path / "broken.csv"), str(result.ensemble_dir)]) == 2
 
 
 def test_pipeline_cli_user_error_exits_2(tmp_path):
