@@ -547,6 +547,53 @@ def cross_fit_predict(blender, P, y, metric: str | None = None, folds: int = 5, 
     return oof
 
 
+def pick_by_cross_fit(
+    P, y, metric: str, methods, folds: int = 5, seed: int = 0
+) -> tuple[str, dict[str, float]]:
+    """The method (a BLENDERS name) whose cross-fitted score on ``(P, y)`` is best, and every
+    method's score; ties go to the earlier (simpler) method. Methods that cannot be fitted
+    are left out."""
+    direction = _metrics.get_metric(metric).direction
+    scores: dict[str, float] = {}
+    for m in methods:
+        try:
+            v = cross_fit_score(get_blender(m, metric=metric), P, y, metric, folds, seed)
+        except ValueError:
+            continue
+        if np.isfinite(v):
+            scores[m] = v
+    if not scores:
+        raise ValueError("no blend method could be cross-fitted")
+    best = None
+    for m, v in scores.items():
+        if best is None or (
+            v > scores[best] + 1e-12 if direction == "maximize" else v < scores[best] - 1e-12
+        ):
+            best = m
+    return best, scores
+
+
+def nested_auto_score(
+    P, y, metric: str, methods, folds: int = 5, seed: int = 0
+) -> tuple[float, list[str]]:
+    """The honest score of *choosing* the method by its cross-fitted score (``auto``).
+
+    Each outer fold of the rows is predicted by the method that wins an inner cross-fit on
+    the other folds, fitted there; the chosen methods differ between folds. Scoring the
+    chosen method's plain cross-fitted score instead would reuse the rows that chose it
+    (a winner's curse). Returns (score, the method chosen in each outer fold).
+    """
+    P, y, name, task = _prepare(P, y, metric)
+    oof = np.zeros(P.shape[1:]) if task == "multiclass" else np.zeros(P.shape[1])
+    chosen = []
+    for train, test in _splits(y, task, folds, seed):
+        m, _ = pick_by_cross_fit(P[:, train], y[train], name, methods, folds, seed)
+        est = get_blender(m, metric=name).fit(P[:, train], y[train])
+        oof[test] = est.predict(P[:, test])
+        chosen.append(m)
+    return float(_metrics.score(name, y, oof)), chosen
+
+
 def cross_fit_score(
     blender, P, y, metric: str | None = None, folds: int = 5, seed: int = 0
 ) -> float:

@@ -516,7 +516,7 @@ def _test_layout(spec: Any, prepared: Any, id_column: str | None):
     if spec.data.sample_submission:
         sample = load_table(spec.data.sample_submission)
     layout = submission_layout(
-        prepared.task, prepared.target.name, prepared.classes, id_column, sample
+        prepared.task, prepared.target.name, prepared.classes, id_column, sample, spec.metric
     )
     ids = np.asarray(prepared.ids["test"])
     if (
@@ -567,7 +567,7 @@ def build_ensemble(
     Returns:
         EnsembleResult with ``out_dir`` and ``info`` (the ``ensemble.json`` content).
     """
-    from ensembles.blenders import BLENDERS, cross_fit_score, get_blender
+    from ensembles.blenders import BLENDERS, cross_fit_score, get_blender, nested_auto_score
     from ensembles.selection import correlation_matrix, select_diverse
     from ensembles.trees import ensure_trees
     from hpsearch.data import load_prepared
@@ -682,10 +682,20 @@ def build_ensemble(
         if requested == AUTO
         else requested
     )
-    if requested == AUTO:
-        log(f"auto: {method} has the best cross-fitted {metric}")
     if method not in fitted:  # every blender but a few failed to fit: take one that did
         method = next(iter(fitted))
+    if requested == AUTO:
+        log(f"auto: {method} has the best cross-fitted {metric}; nested cross-fitting...")
+        auto_entry: dict[str, Any] = {"fitted": scores[method]["fitted"], "cross_fitted": None}
+        try:
+            nested, per_fold = nested_auto_score(
+                P, y, metric, [m for m in BLENDERS if m in fitted], folds=opts.folds, seed=seed
+            )
+        except ValueError as exc:
+            auto_entry["error"] = f"nested cross-fitting failed: {exc}"
+        else:
+            auto_entry.update(cross_fitted=nested, chosen=method, chosen_per_fold=per_fold)
+        scores[AUTO] = auto_entry
     chosen = fitted[method]
     n_classes = len(classes or [])
     blend = _blend_entry(chosen, method, task, n_classes)

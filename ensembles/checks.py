@@ -9,7 +9,9 @@ run on any file (``ensembles check SUBMISSION --test test.csv
 - the rows: the same ids in the same order as the test file (or the sample
   submission), no duplicates;
 - the values: no NaN or infinity; probabilities within [0, 1]; multiclass
-  probabilities summing to one per row; labels among the known classes.
+  probabilities summing to one per row; labels among the known classes, and
+  no labels where the metric scores probabilities (log_loss, roc_auc); no
+  negative values under RMSLE.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def check_submission(
     task: str,
     classes: Sequence[Any] | None = None,
     where: str = "submission",
+    metric: str | None = None,
 ) -> None:
     """Raise SubmissionError unless ``sub`` is a valid submission.
 
@@ -110,11 +113,23 @@ def check_submission(
                 f"{where}: non-numeric predictions for a regression target. "
                 "Fix: write one number per row."
             )
+        if metric == "rmsle" and (pred.to_numpy(dtype=float) < 0).any():
+            n_neg = int((pred.to_numpy(dtype=float) < 0).sum())
+            raise SubmissionError(
+                f"{where}: {n_neg} negative value(s); RMSLE cannot score them. "
+                "Fix: clip the predictions at 0."
+            )
         return
     label_classes = {str(c) for c in (classes or [])}
     if len(columns) == 1 and not (
         numeric and pd.api.types.is_float_dtype(pred[columns[0]])
     ):  # labels
+        if metric in ("log_loss", "roc_auc"):
+            raise SubmissionError(
+                f"{where}: column {columns[0]!r} holds labels, but {metric} scores "
+                "probabilities. Fix: write the probability of the positive class (a float in "
+                "[0, 1]) per row."
+            )
         values = pred[columns[0]].astype(str)
         unknown = sorted(set(values) - label_classes) if label_classes else []
         if unknown:
@@ -152,6 +167,7 @@ def check_submission_file(
     columns: Sequence[str] | None = None,
     sample: str | None = None,
     classes: Sequence[Any] | None = None,
+    metric: str | None = None,
 ) -> pd.DataFrame:
     """Load ``path`` and check it against the test file (and the sample submission)."""
     from hpsearch.data import load_table
@@ -179,5 +195,6 @@ def check_submission_file(
         task=task,
         classes=classes,
         where=f"submission {path!r}",
+        metric=metric,
     )
     return sub

@@ -59,9 +59,19 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"ensemble {ens.out_dir} was built from a run without a test set, so it has no "
             "submission layout. Fix: check a submission of an ensemble whose run has `data.test`."
         )
-    spec = load_spec(Path(info["runs"][0]) / "spec.yaml")
-    test = args.test or spec.data.test
-    sample = args.sample or spec.data.sample_submission
+    from hpsearch.remote import is_uri
+
+    test, sample = args.test, args.sample
+    if not test:
+        run = str(info["runs"][0])
+        if is_uri(run):
+            raise UserError(
+                f"the ensemble's run is at {run}; its test file path is not on this machine. "
+                "Fix: give the test file with --test (and --sample for sample_submission.csv)."
+            )
+        spec = load_spec(Path(run) / "spec.yaml")
+        test = spec.data.test
+        sample = sample or spec.data.sample_submission
     sub = check_submission_file(
         args.submission,
         test=test,
@@ -70,6 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         task=info["task"],
         columns=layout["columns"],
         classes=info.get("classes"),
+        metric=info.get("metric"),
     )
     print(
         f"ok: {args.submission} has {len(sub)} rows, the ids of {sample or test} in order, "
@@ -126,7 +137,8 @@ def _list(path: Path, where: str) -> int:
         except UserError as exc:
             rows.append((d.name, "?", "?", "-", "-", str(exc)))
             continue
-        s = info["scores"].get(info["method"], {})
+        # an auto build's honest score is the nested one of its `auto` row
+        s = info["scores"].get("auto") or info["scores"].get(info["method"], {})
         rows.append(
             (
                 d.name,

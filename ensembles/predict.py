@@ -172,8 +172,9 @@ def predict_new(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> pd.Data
     layout = info.get("submission")
     if layout is None:
         layout = submission_layout(
-            info["task"], info["target"], info.get("classes"), info.get("id_column")
-        )
+            info["task"], info["target"], info.get("classes"), info.get("id_column"),
+            metric=info.get("metric"),
+        )  # fmt: skip
     id_col = layout["id_column"]
     ids = df[id_col].to_numpy() if id_col in df.columns else np.arange(len(df))
     return submission_frame(layout, ids, pred, info.get("classes"))

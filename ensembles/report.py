@@ -93,7 +93,14 @@ def report_markdown(info: dict[str, Any]) -> str:
         "",
         "*Fitted*: the blend fitted and scored on the same holdout rows (optimistic). "
         f"*Cross-fitted*: each of {info['folds']} folds of the holdout rows predicted by a blend "
-        "fitted on the other folds (an honest estimate of the score on new rows).",
+        "fitted on the other folds (an honest estimate of the score on new rows)."
+        + (
+            " *auto*: the method was chosen by the best cross-fitted score; its row repeats "
+            "the chosen method's fitted score beside a *nested* cross-fitted one (in each fold "
+            "the method is chosen again on the other folds), the honest estimate of choosing."
+            if "auto" in info["scores"]
+            else ""
+        ),
         "",
         "| method | fitted | cross-fitted |",
         "|---|---:|---:|",

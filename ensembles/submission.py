@@ -13,8 +13,13 @@ build time, so ``ensembles predict`` writes exactly the same shape later:
 Without a sample submission: regression -> ``value``, binary -> ``probability``,
 multiclass -> ``class_probabilities`` in class order. With one, its columns are
 followed: class-named columns -> ``class_probabilities`` in the sample's order;
-a single column -> ``value`` (regression), ``label`` when the sample's values
-are not floats, else ``probability`` (binary) or ``label`` (multiclass).
+a single column -> ``value`` (regression), ``probability`` for a binary task
+scored on probabilities (log_loss, roc_auc) whatever placeholder the sample
+holds, else ``label`` when the sample's values are not floats, else
+``probability`` (binary) or ``label`` (multiclass).
+
+RMSLE cannot score a negative value: under ``metric: rmsle`` the layout carries
+``clip_min: 0`` and regression values are clipped at 0.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import pandas as pd
 
 from hpsearch.errors import UserError
 
-__all__ = ["submission_frame", "submission_layout"]
+__all__ = ["PROBABILITY_METRICS", "submission_frame", "submission_layout"]
+
+PROBABILITY_METRICS = ("log_loss", "roc_auc")  # scored on probabilities, never on labels
 
 
 def submission_layout(
@@ -35,8 +42,16 @@ def submission_layout(
     classes: list[Any] | None,
     id_column: str | None,
     sample: pd.DataFrame | None = None,
+    metric: str | None = None,
 ) -> dict[str, Any]:
     """The columns of the submission table (see the module docstring)."""
+    layout = _layout(task, target, classes, id_column, sample, metric)
+    if metric == "rmsle" and layout["kind"] == "value":
+        layout["clip_min"] = 0.0
+    return layout
+
+
+def _layout(task, target, classes, id_column, sample, metric) -> dict[str, Any]:
     if sample is None:
         id_col = id_column or "id"
         if task == "regression":
@@ -64,6 +79,8 @@ def submission_layout(
         col = rest[0]
         if task == "regression":
             kind = "value"
+        elif task == "binary" and metric in PROBABILITY_METRICS:
+            kind = "probability"
         elif sample[sample.columns[sample_cols.index(col)]].dtype.kind != "f":
             kind = "label"
         else:
@@ -86,7 +103,10 @@ def submission_frame(
     cols = layout["columns"]
     out = pd.DataFrame({layout["id_column"]: np.asarray(ids)})
     if kind in ("value", "probability"):
-        out[cols[0]] = pred.reshape(len(pred), -1)[:, -1] if pred.ndim == 2 else pred
+        values = pred.reshape(len(pred), -1)[:, -1] if pred.ndim == 2 else pred
+        if layout.get("clip_min") is not None:
+            values = np.maximum(values, layout["clip_min"])
+        out[cols[0]] = values
     elif kind == "label":
         labels = np.asarray(classes, dtype=object)
         idx = pred.argmax(axis=1) if pred.ndim == 2 else (pred > 0.5).astype(np.int64)

@@ -45,6 +45,27 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def copy_file(src: str | Path, path: str | Path) -> Path:
+    """Copy ``src`` to ``path`` atomically, streaming (data files can be large)."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, _MODE)
+        with os.fdopen(fd, "wb") as fh, open(src, "rb") as fin:
+            shutil.copyfileobj(fin, fh, 1 << 20)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USER_ERROR  # noqa: F401
@@ -36,17 +37,35 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     try:
         shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
     except ValueError:
-        raise UserError(f"--input-shape {text!r}: expected integers such as 30 or 8,8,1.") from None
+        raise UserError(
+            f"--input-shape {text!r}: expected integers. Fix: write the shape of one example "
+            "as 30 (tabular, text) or 8,8,1 (images)."
+        ) from None
     if not shape or any(s <= 0 for s in shape):
-        raise UserError(f"--input-shape {text!r}: every size must be a positive integer.")
+        raise UserError(
+            f"--input-shape {text!r}: every size must be a positive integer. "
+            "Fix: write the shape of one example as 30 (tabular, text) or 8,8,1 (images)."
+        )
     return shape
+
+
+# the input shape each family takes from --input-shape: (dimensions, example)
+_SHAPE_DIMS = {"cnn": ((2, 3), "16,16,1")}
 
 
 def example_io(space: Any, shape: tuple[int, ...] | None, task: str = "binary", n_classes: int = 1):
     """An InputSpec/OutputSpec that suits a space's family, for `space sample --build`."""
+    from hpsearch.errors import UserError
     from search_spaces.specs import Head, InputSpec, OutputSpec, TextInput
 
     family = space.family
+    dims, example = _SHAPE_DIMS.get(family, ((1,), "30"))
+    if shape is not None and len(shape) not in dims:
+        kind = "an image shape (height,width[,channels])" if family == "cnn" else "one size"
+        raise UserError(
+            f"--input-shape {','.join(map(str, shape))}: space {space.name!r} (family {family}) "
+            f"takes {kind}. Fix: give for example --input-shape {example}."
+        )
     if family == "cnn":
         inputs = InputSpec(image_shape=shape or (16, 16, 1))
     elif family == "text":
@@ -69,6 +88,13 @@ def example_io(space: Any, shape: tuple[int, ...] | None, task: str = "binary", 
     return inputs, outputs
 
 
+def _first_line(exc: BaseException) -> str:
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # Keras colours its errors
+    return text.splitlines()[0].rstrip(".") if text else ""
+
+
 def cmd_space_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -76,13 +102,21 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
     from search_spaces import load_space
 
     if args.n < 1:
-        raise UserError(f"-n {args.n}: the number of configurations must be at least 1.")
+        raise UserError(
+            f"-n {args.n}: the number of configurations must be at least 1. "
+            "Fix: give a positive count, for example -n 5."
+        )
     space = load_space(args.space)
     shape = _parse_shape(args.input_shape)
     rng = np.random.default_rng(args.seed)
     configs = [space.sample_random(rng) for _ in range(args.n)]
     if args.build:
-        from search_spaces.families import build_model, count_params, describe_model
+        from search_spaces.families import (
+            build_model,
+            compile_model,
+            count_params,
+            describe_model,
+        )
 
         inputs, outputs = example_io(space, shape)
     print(
@@ -91,7 +125,15 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
     for i, config in enumerate(configs):
         print(f"[{i}] {json.dumps(config)}")
         if args.build:
-            model = build_model(space.family, config, inputs, outputs)
+            try:
+                model = build_model(space.family, config, inputs, outputs)
+                compile_model(model, config, outputs)  # the optimizer and losses are valid too
+            except (ValueError, TypeError, KeyError) as exc:
+                raise UserError(
+                    f"space {space.name!r}: configuration [{i}] does not build: "
+                    f"{type(exc).__name__}: {_first_line(exc)}. Fix: correct the parameter it "
+                    "names in the space file (or the --input-shape)."
+                ) from None
             print(f"    params: {count_params(model):,}  layers: {describe_model(model)}")
     return 0
 
@@ -278,6 +320,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
+    from hpsearch.errors import UserError
+
+    if args.top is not None and args.top < 1:
+        raise UserError(
+            f"--top {args.top}: must be at least 1. Fix: give how many of the best complete "
+            "trials to list, for example --top 5, or leave it out to list every trial."
+        )
     meta, rows = _trial_rows(args.run_dir)
     if args.top:
         rows = _sorted_complete(meta, rows)[: args.top]
@@ -328,6 +377,9 @@ def cmd_best(args: argparse.Namespace) -> int:
             f"{args.run_dir}: no COMPLETE trial yet. Fix: run or resume the search first."
         )
     b = best[0]
+    model = f"{args.run_dir}/trials/{b['number']:05d}/model.keras"
+    if "://" not in str(args.run_dir) and not Path(model).is_file():
+        model = None  # a trial function that saves no model
     print(
         json.dumps(
             {
@@ -335,7 +387,7 @@ def cmd_best(args: argparse.Namespace) -> int:
                 "value": b["value"],
                 "metric": meta.get("metric"),
                 "params": b["params"],
-                "model": f"{args.run_dir}/trials/{b['number']:05d}/model.keras",
+                "model": model,
             },
             indent=2,
         )

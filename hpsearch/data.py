@@ -349,9 +349,21 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+_ID_NAME = re.compile(r"(?:^|[_\s.-])id$|^(?:index|row|rowid|key|uuid|guid)$", re.IGNORECASE)
+
+
 def _id_like_name(col: str) -> bool:
-    low = str(col).lower()
-    return low in ("id", "index", "row", "rowid", "row_id", "key") or low.endswith(("_id", "id"))
+    """``id``, ``user_id``, ``PassengerId``, ``row``, ``uuid``; not ``paid`` or ``valid``."""
+    name = str(col)
+    return bool(_ID_NAME.search(name) or re.search(r"[a-z0-9](?:Id|ID)$", name))
+
+
+def _looks_like_codes(values: pd.Series) -> bool:
+    """Strings such as ``0001_01``, ``A-1932``, UUIDs: one word each, with digits."""
+    return bool(
+        not values.str.contains(r"\s", regex=True).any()
+        and values.str.contains(r"\d", regex=True).mean() >= 0.95
+    )
 
 
 def infer_columns(
@@ -427,6 +439,13 @@ def infer_columns(
             text_values = values.astype(str)
             if _looks_datetime(text_values):
                 kinds[col] = "datetime"
+                continue
+            if (
+                n_unique == n == len(s)
+                and n >= 20
+                and (_id_like_name(col) or _looks_like_codes(text_values))
+            ):
+                kinds[col] = "drop"  # an id: all-unique codes (not free text)
                 continue
             n_tok = text_values.head(2000).map(lambda v: len(_tokens(v)))
             mean_tok = float(n_tok.mean()) if len(n_tok) else 0.0

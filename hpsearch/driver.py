@@ -173,7 +173,7 @@ def open_run(
         )
     if rd.exists():
         meta = rd.read_meta()
-        diffs = _differences(meta, spec, space)
+        diffs = _differences(meta, spec, space, rd)
         if not resume:
             if diffs:
                 raise RunDirError(
@@ -208,14 +208,69 @@ def open_run(
                 "before its first trial (no run.json). "
                 "Fix: add --resume to set it up again, or choose a new `output` directory."
             )
+    _check_study_name_free(spec)
     prepared = prepare(spec, run_dir=None)
     check_space_fits_data(space, prepared.input_spec)
     return rd, space, prepared, {}
 
 
-def _differences(meta: dict[str, Any], spec: Any, space: Any) -> list[str]:
-    """What in ``spec`` differs from the run it points at (space, split, metric)."""
+def _check_study_name_free(spec: Any) -> None:
+    """A new run on a shared ``storage`` URL must not adopt another run's study (its trials,
+    its budget, its RUNNING trials taken for a dead driver's)."""
+    if not spec.storage:
+        return  # the default SQLite file lives in the new run directory
+    if spec.storage.startswith("sqlite:///"):
+        db = spec.storage[len("sqlite:///") :]
+        if db == ":memory:" or not Path(db).is_file():
+            return  # connecting would create the file
+    import optuna
+
+    try:
+        names = optuna.get_all_study_names(storage=spec.storage)
+    except Exception as exc:  # driver missing, host unreachable, bad credentials
+        raise RunDirError(
+            f"spec field 'storage': cannot open {spec.storage!r}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}. Fix: check the URL, that the "
+            "database is reachable and its driver installed, or set `storage: null` for a "
+            "SQLite file in the run directory."
+        ) from None
+    if spec.name in names:
+        raise RunDirError(
+            f"spec field 'name': the storage {spec.storage!r} already holds a study named "
+            f"{spec.name!r}, which belongs to another run. Fix: give this run a new `name`, "
+            "or continue that run with --resume on its own `output`."
+        )
+
+
+# data settings that shape the prepared arrays; the data files themselves are checked by
+# content (their paths may change: a resumed cluster job stages them in a new directory)
+_DATA_SETTINGS = ("target", "id", "task", "image_shape", "columns")
+
+
+def _differences(meta: dict[str, Any], spec: Any, space: Any, rd: RunDir) -> list[str]:
+    """What in ``spec`` differs from the run it points at (space, split, metric, the data
+    settings of the frozen ``spec.yaml``)."""
+    import yaml
+
     diffs = []
+    try:
+        frozen = yaml.safe_load((rd.path / "spec.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        frozen = {}
+    stored = frozen.get("data") or {}
+    now = spec.to_dict()["data"]
+    for key in _DATA_SETTINGS:
+        if key not in stored:
+            continue
+        old, new = stored[key], now[key]
+        if key == "task" and new is None:
+            continue  # inferred again; the stored task is what the run uses
+        if key == "task" and old is None:
+            old = meta.get("task")  # inferred when the run was created
+        if key == "columns":
+            old, new = old or {}, new or {}
+        if old != new:
+            diffs.append(f"data.{key} {new!r} differs from the stored {old!r} (spec.yaml)")
     if meta.get("space_fingerprint") != space.fingerprint():
         diffs.append(f"the space {spec.space!r} differs from the stored one (space.yaml)")
     if meta.get("split") != dataclasses.asdict(spec.split):
@@ -572,10 +627,9 @@ def _search(
                 if timed_out and finished < total:
                     summary.stopped = f"time budget of {spec.budget.timeout_s} s spent"
                 break
-            for payload, result in runner.wait(timeout=0.5):
-                finish(payload, result)
-                d, f, p, b = counts()
-                prog.show(prog.line(d, f, p, len(live), b, finished_now), force=True)
+            results = runner.wait(timeout=0.5)
+            # a trial's reports reach the mailbox before its result: drained here, a finished
+            # trial's last epochs are recorded before it is told
             for number, step, value in runner.drain_reports():
                 trial = live.get(number)
                 if trial is None or not math.isfinite(value):
@@ -583,6 +637,10 @@ def _search(
                 trial.report(value, step)
                 if trial.should_prune():
                     runner.request_stop(number)
+            for payload, result in results:
+                finish(payload, result)
+                d, f, p, b = counts()
+                prog.show(prog.line(d, f, p, len(live), b, finished_now), force=True)
     except KeyboardInterrupt:
         n = cancel_in_flight("interrupted")
         runner.shutdown()

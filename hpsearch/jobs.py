@@ -339,7 +339,10 @@ def submit(
 ) -> Submitted:
     """Submit the search of ``spec_path`` as a Ray Job; returns once the cluster accepted it."""
     if n_trials is not None and n_trials < 1:
-        raise UserError(f"--n-trials {n_trials}: must be at least 1.")
+        raise UserError(
+            f"--n-trials {n_trials}: must be at least 1. Fix: give the number of trials to "
+            "run, for example --n-trials 20, or leave it out to use `budget.n_trials`."
+        )
     with tempfile.TemporaryDirectory(prefix="hpsearch-job-") as tmp:
         staged = stage(spec_path, tmp, output=output, data_on_cluster=data_on_cluster)
         client = client or connect(address)
@@ -452,13 +455,9 @@ def _source_fs(uri: str) -> tuple[Any, str]:
     from pyarrow import fs
 
     if "://" in uri:
-        try:
-            return fs.FileSystem.from_uri(uri)
-        except Exception as exc:  # ArrowInvalid, ArrowNotImplementedError, OSError
-            raise UserError(
-                f"cannot open {uri!r}: {exc}. Fix: give a local path, file:///path, or a URI "
-                "pyarrow can open (s3://bucket/path, gs://bucket/path, hdfs://...)."
-            ) from None
+        from hpsearch.remote import open_filesystem
+
+        return open_filesystem(uri)  # pyarrow's filesystems, then fsspec's: as run output
     return fs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
 
 
@@ -541,13 +540,16 @@ def keep_inputs(spec_path: str | os.PathLike) -> list[str]:
         src = base / value
         if not src.is_file():
             continue
+        # only the run this job created points at the job's own staged files: a run that
+        # refused the job (another spec's, or a busy one) is left exactly as it was
+        stored = current.get(section, {}).get(fld) if section else current.get(fld)
+        if stored != str(src.resolve()):
+            continue
         rel = Path(INPUTS_DIR) / value
         target = run_dir / rel
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copy2(src, tmp)
-            os.replace(tmp, target)
+            atomic.copy_file(src, target)
         if section:
             current[section][fld] = rel.as_posix()
         else:

@@ -43,7 +43,9 @@ def _finish(client, job_id: str, state: str) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from hpsearch import jobs
+    from hpsearch.spec import load_spec
 
+    load_spec(args.spec)  # a mistake in the spec is named before any cluster is contacted
     client = jobs.connect(args.address)
     sub = jobs.submit(
         args.spec,

@@ -139,10 +139,16 @@ def _hard_labels(p: np.ndarray) -> np.ndarray:
 
 
 def log_loss(y_true, pred) -> float:
-    """Cross-entropy, probabilities clipped to ``[1e-15, 1 - 1e-15]`` (as ``labels=range(K)``)."""
+    """Cross-entropy, probabilities clipped to ``[1e-15, 1 - 1e-15]`` (as ``labels=range(K)``).
+
+    Multiclass rows are clipped, then divided by their sum, as competitions score them.
+    """
     y, p, _ = _classification_inputs(y_true, pred)
     if y.size == 0:
         raise ValueError("log_loss of zero rows")
+    if p.ndim == 2:
+        p = np.clip(p, EPS, 1.0 - EPS)
+        p = p / p.sum(axis=1, keepdims=True)
     p_true = np.where(y == 1, p, 1.0 - p) if p.ndim == 1 else p[np.arange(y.shape[0]), y]
     return float(-np.mean(np.log(np.clip(p_true, EPS, 1.0 - EPS))))
 
@@ -188,14 +194,20 @@ def rmse(y_true, pred) -> float:
 
 
 def rmsle(y_true, pred) -> float:
-    """Root mean squared log error, ``log1p`` of both sides; negatives are rejected."""
+    """Root mean squared log error, ``log1p`` of both sides.
+
+    A negative target is an error (the spec check refuses it up front). Predictions are
+    clipped at 0 first, as every submission under RMSLE is (``ensembles.submission``): a
+    network trained on a near-zero target predicts slightly negative values, which a
+    competition would reject but which mean "0".
+    """
     y, p = _regression_inputs(y_true, pred)
-    for arr, what in ((y, "y_true"), (p, "predictions")):
-        if arr.size and arr.min() < 0:
-            raise ValueError(
-                f"rmsle is undefined for negative values: {what} has {int((arr < 0).sum())} "
-                f"negative value(s) (min {arr.min():.6g}); use rmse, or clip predictions at 0"
-            )
+    if y.size and y.min() < 0:
+        raise ValueError(
+            f"rmsle is undefined for negative values: y_true has {int((y < 0).sum())} "
+            f"negative value(s) (min {y.min():.6g}); use rmse or mae"
+        )
+    p = np.maximum(p, 0.0)
     return float(np.sqrt(np.mean((np.log1p(p) - np.log1p(y)) ** 2)))
 
 

@@ -101,6 +101,7 @@ def run_pipeline(
             task=spec.task,
             columns=layout.get("columns"),
             classes=ens.info.get("classes"),
+            metric=spec.metric,
         )
         sub_path = Path(spec.output) / "submission.csv"
         atomic.write_bytes(sub_path, produced.read_bytes())

@@ -6,8 +6,8 @@ every trial. The default here is a pool of long-lived actors, one per slot
 (``max_concurrent``), each holding ``cpus_per_trial`` CPUs and
 ``gpus_per_trial`` GPUs (fractions allowed: two 0.5-GPU actors share a GPU).
 An actor clears the Keras session between trials. ``warm_workers: false``
-switches to one fresh Ray task per trial (``benchmarks/bench_workers.py``
-measures the difference).
+switches to one fresh Ray task per trial (``benchmarks/bench_search.py``,
+part 2, measures the difference: docs/benchmarks/search.md).
 
 A worker process that dies is restarted by Ray and its trial retried once;
 when it dies again the trial ends FAILED with reason "worker died". An actor

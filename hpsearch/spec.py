@@ -46,6 +46,7 @@ METRIC_TASKS = {
 }
 DEFAULT_METRIC = {"binary": "log_loss", "multiclass": "log_loss", "regression": "rmse"}
 SAMPLERS = ("tpe", "hyperopt-tpe", "random")
+SEED_MAX = 2**32 - 1  # numpy and scikit-learn seeds
 PRUNERS = ("median", "hyperband")
 COLUMN_KINDS = ("numeric", "categorical", "text", "datetime", "drop")
 SKLEARN_DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
@@ -218,7 +219,7 @@ class _Checker:
             return default
         return v
 
-    def integer(self, fld, v, default, example, low=None, nullable=False, fix=None):
+    def integer(self, fld, v, default, example, low=None, nullable=False, fix=None, high=None):
         if v is None and nullable:
             return None
         if isinstance(v, bool) or not isinstance(v, int):
@@ -229,6 +230,9 @@ class _Checker:
                 return default
         if low is not None and v < low:
             self.err(fld, f"must be at least {low}, got {v}", fix or f"set it to {low} or more")
+            return default
+        if high is not None and v > high:
+            self.err(fld, f"must be at most {high}, got {v}", fix or f"set it to {high} or less")
             return default
         return v
 
@@ -536,7 +540,10 @@ def load_spec(
             f"{fr['valid'] + fr['holdout']:g}",
             "leave at least 10% of the rows for training, for example valid: 0.2, holdout: 0.2",
         )
-    split_seed = c.integer("split.seed", s.get("seed", 0), 0, "0")
+    split_seed = c.integer(
+        "split.seed", s.get("seed", 0), 0, "0", low=0, high=SEED_MAX,
+        fix=f"use a seed from 0 to {SEED_MAX}, for example `seed: 0`",
+    )  # fmt: skip
 
     # metric (task fit checked below)
     metric = raw.get("metric")
@@ -561,7 +568,16 @@ def load_spec(
     sm = c.section("sampler", raw.get("sampler"))
     sampler = SamplerSpec(
         name=c.choice("sampler.name", sm.get("name", "tpe"), SAMPLERS, "tpe", what="sampler"),
-        seed=c.integer("sampler.seed", sm.get("seed", 0), 0, "0", nullable=True),
+        seed=c.integer(
+            "sampler.seed",
+            sm.get("seed", 0),
+            0,
+            "0",
+            nullable=True,
+            low=0,
+            high=SEED_MAX,
+            fix=f"use a seed from 0 to {SEED_MAX} (numpy's range), or null for a random one",
+        ),
         n_startup_trials=c.integer(
             "sampler.n_startup_trials", sm.get("n_startup_trials"), None, "10", low=1, nullable=True
         ),
@@ -654,6 +670,11 @@ def load_spec(
             f"{storage!r} is not an SQLAlchemy URL",
             "write e.g. `storage: sqlite:///runs/study.db` or postgresql://user@host/db, or null",
         )
+    elif storage is not None and storage.startswith("sqlite:///"):
+        # a relative SQLite path means the same file from any working directory
+        db = storage[len("sqlite:///") :]
+        if db and db != ":memory:" and not db.startswith("/"):
+            storage = "sqlite:///" + _resolve_path(db, base)
 
     # ensemble
     e = c.section("ensemble", raw.get("ensemble"))
@@ -670,9 +691,22 @@ def load_spec(
     elif not isinstance(trees_raw, list | tuple):
         c.wrong_type("ensemble.trees", trees_raw, "a list", "[rf, et, hgb]")
     else:
+        import importlib.util
+
+        from ensembles.trees import _PACKAGES
+        from ensembles.trees import TREE_MODELS as ALL_TREES  # lgbm, xgb when installed
+
         good = [
-            c.choice("ensemble.trees", t_, TREE_MODELS, None, what="tree model") for t_ in trees_raw
+            c.choice("ensemble.trees", t_, ALL_TREES, None, what="tree model") for t_ in trees_raw
         ]
+        for tree in good:
+            package = _PACKAGES.get(tree or "")
+            if package and importlib.util.find_spec(package) is None:
+                c.err(
+                    "ensemble.trees",
+                    f"tree model {tree!r} needs the {package} package, which is not installed",
+                    f"`pip install {package}`, or leave {tree} out of the list",
+                )
         trees = tuple(g for g in good if g is not None)
     ensemble = EnsembleSpec(
         top_k=c.integer("ensemble.top_k", e.get("top_k", 5), 5, "5", low=1),

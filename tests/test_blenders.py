@@ -16,6 +16,8 @@ from ensembles.blenders import (
     cross_fit_predict,
     cross_fit_score,
     get_blender,
+    nested_auto_score,
+    pick_by_cross_fit,
 )
 from hpsearch import metrics
 
@@ -191,6 +193,28 @@ def test_cross_fit_scores_present_and_differ(task):
     np.testing.assert_allclose(oof, P.mean(axis=0))
     assert cross_fit_score(GreedyBlender(metric=metric), P, y, folds=5, seed=0) == pytest.approx(
         cross_fit_score(GreedyBlender(metric=metric), P, y, folds=5, seed=0)
+    )
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_nested_auto_score_chooses_inside_each_fold(task):
+    make, metric = TASKS[task]
+    P, y = make(n=240, m=4, seed=3)
+    # one method: nothing is chosen, so nesting is plain cross-fitting
+    score, chosen = nested_auto_score(P, y, metric, ["mean"], folds=4, seed=1)
+    assert chosen == ["mean"] * 4
+    assert score == pytest.approx(cross_fit_score(MeanBlender(metric=metric), P, y, metric, 4, 1))
+    # the choice is made on each fold's training rows; with a member that is near perfect,
+    # `best` wins every inner cross-fit against `mean` and nesting scores `best`
+    P2 = P.copy()
+    P2[0] = (
+        y if task == "regression" else (np.eye(P.shape[2])[y] if P.ndim == 3 else y) * 0.98 + 0.01
+    )
+    assert pick_by_cross_fit(P2, y, metric, ["best", "mean"], folds=4, seed=1)[0] == "best"
+    score, chosen = nested_auto_score(P2, y, metric, ["best", "mean"], folds=4, seed=1)
+    assert chosen == ["best"] * 4
+    assert score == pytest.approx(
+        cross_fit_score(get_blender("best", metric=metric), P2, y, metric, 4, 1)
     )
 
 

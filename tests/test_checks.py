@@ -60,6 +60,23 @@ def test_broken_binary_submissions_are_rejected(sub, kwargs, match):
         check_submission(sub, ids=IDS, id_col="id", columns=["target"], task="binary", **kwargs)
 
 
+def test_the_metric_decides_labels_and_negative_values():
+    labels = pd.DataFrame({"id": IDS, "target": [0, 1, 0, 0]})
+    check_submission(labels, ids=IDS, id_col="id", columns=["target"], task="binary",
+                     classes=[0, 1], metric="accuracy")  # fmt: skip
+    for metric in ("log_loss", "roc_auc"):
+        with pytest.raises(
+            SubmissionError, match=f"column 'target' holds labels, but {metric} scores probab"
+        ):
+            check_submission(labels, ids=IDS, id_col="id", columns=["target"], task="binary",
+                             classes=[0, 1], metric=metric)  # fmt: skip
+    reg = pd.DataFrame({"id": IDS, "y": [1.5, -2.0, 3.0, 0.0]})
+    check_submission(reg, ids=IDS, id_col="id", columns=["y"], task="regression", metric="rmse")
+    with pytest.raises(SubmissionError, match="1 negative value.*RMSLE cannot score them"):
+        check_submission(reg, ids=IDS, id_col="id", columns=["y"], task="regression",
+                         metric="rmsle")  # fmt: skip
+
+
 def test_multiclass_rows_must_sum_to_one():
     p = np.full((4, 3), 1 / 3)
     p[2] = [0.5, 0.5, 0.5]

@@ -139,6 +139,30 @@ def test_kuberay_rayjob_runs_hpsearch_on_a_valid_spec():
     assert spec.output.startswith("/mnt/runs/") and spec.resources.gpus_per_trial > 0
 
 
+def test_the_node_image_installs_the_project_on_the_ray_version_in_use():
+    import ray
+
+    text = (ROOT / "cluster" / "Dockerfile").read_text()
+    (base,) = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert base.startswith(f"rayproject/ray:{ray.__version__}-") and base.endswith("-gpu")
+    for package in ("search_spaces", "hpsearch", "ensembles"):
+        assert f"COPY --chown=ray:users {package} ./{package}" in text
+    assert "pip install --no-cache-dir ." in text
+    for manifest in ("raycluster.yaml", "rayjob.yaml"):
+        assert "cluster/Dockerfile" in (ROOT / "cluster" / "kuberay" / manifest).read_text()
+
+
+def test_the_documented_cluster_example_asks_for_gpus():
+    """`examples/cluster.yaml` is what the docs submit to `cluster/local.sh`'s cluster: its
+    trials must need a GPU, so that they can only run on the GPU worker."""
+    from hpsearch.spec import load_spec
+
+    spec = load_spec(ROOT / "examples" / "cluster.yaml")
+    assert 0 < spec.resources.gpus_per_trial < 1 and spec.resources.max_concurrent == 4
+    for doc in ("README.md", "docs/cluster.md"):
+        assert "hpsearch submit examples/cluster.yaml" in (ROOT / doc).read_text(), doc
+
+
 def test_local_sh_is_valid_bash_and_explains_its_usage():
     assert _run(["bash", "-n", str(LOCAL_SH)], dict(os.environ)).returncode == 0
     proc = _run(["bash", str(LOCAL_SH)], dict(os.environ))
@@ -216,6 +240,12 @@ def test_keep_inputs_moves_uploaded_files_into_the_run(tmp_path):
             "space": "tabular_mlp", "output": str(run)}  # fmt: skip
     (staging / "spec.yaml").write_text(yaml.safe_dump(spec))
     assert jobs.keep_inputs(staging / "spec.yaml") == []  # no run yet: nothing to do
+    # a run this job did not create (it refused the job: another spec's, or busy) stays as is
+    other = {**spec, "data": {"train": str(tmp_path / "elsewhere/train.csv"), "test": None}}
+    (run / "spec.yaml").write_text(yaml.safe_dump(other))
+    before = (run / "spec.yaml").read_bytes()
+    assert jobs.keep_inputs(staging / "spec.yaml") == []
+    assert (run / "spec.yaml").read_bytes() == before and not (run / "inputs").exists()
     frozen = {**spec, "data": {"train": str(staging / "data/train/train.csv"), "test": None}}
     (run / "spec.yaml").write_text(yaml.safe_dump(frozen))
     assert jobs.keep_inputs(staging / "spec.yaml") == ["data.train"]
@@ -287,6 +317,25 @@ def test_pull_copies_a_run_directory(tmp_path, as_uri):
         if f.is_file():
             assert (tmp_path / "home" / f.relative_to(src)).read_bytes() == f.read_bytes()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_pull_reads_a_run_at_an_fsspec_only_uri(tmp_path):
+    """A scheme pyarrow does not know (fsspec's memory://) is pulled like run output is
+    written: through ``hpsearch.remote.open_filesystem``."""
+    fsspec = pytest.importorskip("fsspec")
+    src = _fake_run(tmp_path / "run")
+    mem = fsspec.filesystem("memory")
+    for f in src.rglob("*"):
+        if f.is_file():
+            mem.pipe(f"/pulltest/run/{f.relative_to(src).as_posix()}", f.read_bytes())
+    try:
+        dest, n, _ = jobs.pull("memory://pulltest/run", tmp_path / "home")
+    finally:
+        mem.rm("/pulltest", recursive=True)
+    assert n == 3
+    for f in src.rglob("*"):
+        if f.is_file():
+            assert (dest / f.relative_to(src)).read_bytes() == f.read_bytes()
 
 
 def test_pull_refuses_to_overwrite_and_non_runs(tmp_path):

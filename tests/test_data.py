@@ -67,6 +67,27 @@ def test_infer_columns_kinds():
     assert infer_columns(df, "label", overrides={"level": "numeric"})["level"] == "numeric"
 
 
+def test_id_like_columns_are_dropped_but_lookalike_names_are_not():
+    import uuid
+
+    rng = np.random.default_rng(0)
+    n = 60
+    first = ["Ann", "Bob", "Cy", "Di", "Ed", "Flo"]
+    df = pd.DataFrame(
+        {
+            "PassengerId": [f"{i:04d}_{1 + i % 3:02d}" for i in range(n)],  # codes
+            "token": [str(uuid.UUID(int=int(rng.integers(1 << 62)) + i)) for i in range(n)],
+            "amount_paid": rng.permutation(n) * 3 + 1,  # unique integers, not a range
+            "name": [f"{first[i % 6]} Smith{i}" for i in range(n)],  # unique words: text
+            "label": rng.integers(0, 2, n),
+        }
+    )
+    kinds = infer_columns(df, "label")
+    assert kinds["PassengerId"] == "drop" and kinds["token"] == "drop"
+    assert kinds["amount_paid"] == "numeric"  # before: dropped for a name ending in "id"
+    assert kinds["name"] == "text"
+
+
 def test_digits_pixels_stay_numeric_with_image_shape():
     df = load_table("sklearn:digits")
     assert df.shape == (1797, 65)

@@ -150,15 +150,20 @@ def test_auto_method_picks_the_best_cross_fitted_score(binary_run, binary_ensemb
     ens = build_ensemble([binary_run], trees=("rf", "hgb"), top_k=5, name="auto")  # spec default
     info = ens.info
     assert info["requested_method"] == "auto"
-    cross = {
-        m: s["cross_fitted"] for m, s in info["scores"].items() if s["cross_fitted"] is not None
-    }
+    methods = {m: s for m, s in info["scores"].items() if m != "auto"}
+    cross = {m: s["cross_fitted"] for m, s in methods.items() if s["cross_fitted"] is not None}
     assert info["method"] == min(cross, key=cross.get)  # log loss: lower is better
     # the saved blend is the chosen method's, and the report says why it was chosen
     assert info["blend"]["method"] == info["method"]
     assert "auto: the best cross-fitted score" in ens.summary_text()
     # same members and scores as the explicit build: only the choice differs
-    assert info["scores"] == binary_ensemble.info["scores"]
+    assert methods == binary_ensemble.info["scores"]
+    # the honest score of choosing: nested cross-fitting, never the winner's own score
+    auto = info["scores"]["auto"]
+    assert auto["chosen"] == info["method"] and len(auto["chosen_per_fold"]) == info["folds"]
+    assert auto["fitted"] == methods[info["method"]]["fitted"]
+    assert math.isfinite(auto["cross_fitted"])
+    assert "| auto |" in (ens.out_dir / "report.md").read_text()
 
 
 def test_cross_fitted_scores_differ_from_fitted(binary_ensemble):
@@ -374,7 +379,10 @@ def test_trees_are_reused_on_a_second_build(binary_ensemble, binary_run):
     ids = {m["tree"]: m["fit_id"] for m in binary_ensemble.info["members"] if m["kind"] == "tree"}
     ids2 = {m["tree"]: m["fit_id"] for m in again.info["members"] if m["kind"] == "tree"}
     assert ids == ids2
-    assert again.info["scores"] == binary_ensemble.info["scores"]
+    # the same candidates: every method scores the same (an auto build adds its `auto` row)
+    assert {m: v for m, v in again.info["scores"].items() if m != "auto"} == (
+        binary_ensemble.info["scores"]
+    )
 
 
 def test_stale_tree_is_fitted_again(binary_run, tmp_path):
@@ -487,6 +495,19 @@ def test_submission_layouts_follow_the_sample():
         ["no", "yes"],
     )
     np.testing.assert_allclose(frame[["no", "yes"]].to_numpy(), [[0.8, 0.2], [0.1, 0.9]])
+    # a 0 placeholder in the sample: labels for accuracy, probabilities for log_loss/roc_auc
+    zeros = pd.DataFrame({"id": [1, 2], "y": [0, 0]})
+    assert submission_layout("binary", "y", ["no", "yes"], "id", zeros)["kind"] == "label"
+    for metric in ("log_loss", "roc_auc"):
+        layout = submission_layout("binary", "y", ["no", "yes"], "id", zeros, metric)
+        assert layout["kind"] == "probability"
+    assert submission_layout("binary", "y", [0, 1], "id", zeros, "accuracy")["kind"] == "label"
+    # RMSLE: values clipped at 0; RMSE: kept
+    reg = pd.DataFrame({"id": [1, 2], "y": [0.0, 0.0]})
+    rmsle = submission_layout("regression", "y", None, "id", reg, "rmsle")
+    assert submission_frame(rmsle, ids, np.array([-0.3, 2.0]), None)["y"].tolist() == [0.0, 2.0]
+    rmse = submission_layout("regression", "y", None, "id", reg, "rmse")
+    assert submission_frame(rmse, ids, np.array([-0.3, 2.0]), None)["y"].tolist() == [-0.3, 2.0]
     with pytest.raises(UserError, match=r"sample submission columns \['id', 'a', 'b'\]"):
         submission_layout(
             "binary", "y", ["no", "yes"], "id", pd.DataFrame(columns=["id", "a", "b"])

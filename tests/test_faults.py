@@ -795,4 +795,47 @@ def test_existing_run_from_a_different_spec_is_refused(ray_session, tmp_path, ca
         f"error: run directory {run_dir} already holds run 'bc-test' (2 trials recorded). "
         "Fix: add --resume to continue it, or set `output` to a new directory.\n"
     )
+    # every setting that shapes the data, the split or the score is compared, each named
+    changes = {
+        "split.seed 1": ({"split": {"seed": 1}}, "split {'valid': 0.2, 'holdout': 0.2, 'seed': 1} differs from the stored {'valid': 0.2, 'holdout': 0.2, 'seed': 0}"),
+        "metric": ({"metric": "roc_auc"}, "metric 'roc_auc' differs from the stored 'log_loss'"),
+        "data.columns": ({"data": {"columns": {"mean radius": "drop"}}}, "data.columns {'mean radius': 'drop'} differs from the stored {} (spec.yaml)"),
+        "data.id": ({"data": {"id": "mean area"}}, "data.id 'mean area' differs from the stored None (spec.yaml)"),
+    }  # fmt: skip
+    for what, (override, diff) in changes.items():
+        changed = write_spec(other, output=str(run_dir), **override)
+        for resume in ([], ["--resume"]):
+            assert main(["run", str(changed), "--quiet", "--trial-fn", INSTANT, *resume]) == 2
+            err = capsys.readouterr().err
+            assert diff in err, (what, err)
+            assert "made from a different spec" in err if not resume else "cannot resume" in err
     assert _snapshot(run_dir) == before
+
+
+def test_a_new_run_may_not_adopt_another_runs_study_on_a_shared_storage(
+    ray_session, tmp_path, capsys
+):
+    """Two runs with one `name` on one `storage` URL: the second is refused before anything
+    is written, rather than inheriting the first one's trials and budget."""
+    db = tmp_path / "shared.db"
+    first = tmp_path / "a"
+    first.mkdir()
+    spec_a = write_spec(first, budget={"n_trials": 2}, storage=f"sqlite:///{db}")
+    assert main(["run", str(spec_a), "--quiet", "--trial-fn", INSTANT]) == 0
+    capsys.readouterr()
+    second = tmp_path / "b"
+    second.mkdir()
+    spec_b = write_spec(second, storage=f"sqlite:///{db}")
+    assert main(["run", str(spec_b), "--quiet", "--trial-fn", INSTANT]) == 2
+    assert capsys.readouterr().err == (
+        f"error: spec field 'name': the storage 'sqlite:///{db}' already holds a study named "
+        "'bc-test', which belongs to another run. Fix: give this run a new `name`, or continue "
+        "that run with --resume on its own `output`.\n"
+    )
+    assert not (second / "run").exists()
+    spec_b = write_spec(second, name="bc-second", budget={"n_trials": 1}, storage=f"sqlite:///{db}")
+    assert main(["run", str(spec_b), "--quiet", "--trial-fn", INSTANT]) == 0
+    import optuna
+
+    assert sorted(optuna.get_all_study_names(f"sqlite:///{db}")) == ["bc-second", "bc-test"]
+    assert len(optuna.load_study(study_name="bc-test", storage=f"sqlite:///{db}").trials) == 2

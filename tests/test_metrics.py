@@ -40,6 +40,10 @@ def test_log_loss_known_value_and_clipping():
     assert metrics.score("log_loss", [1], [0.0]) == pytest.approx(-math.log(1e-15))
     # an absent class still counts thanks to labels=range(K)
     assert math.isfinite(metrics.score("log_loss", [0, 0], [[0.8, 0.1, 0.1], [0.7, 0.2, 0.1]]))
+    # multiclass rows are clipped then renormalised, as competitions score them
+    rows = np.array([[0.6, 0.3, 0.3], [0.0, 0.5, 0.5]])
+    expected = -np.mean(np.log([0.5, 1e-15 / (1.0 + 1e-15)]))
+    assert metrics.score("log_loss", [0, 0], rows) == pytest.approx(expected, rel=1e-9)
 
 
 def test_binary_prediction_shapes_agree():
@@ -86,9 +90,11 @@ def test_regression_metrics_match_sklearn():
     assert metrics.score("rmse", [1.0, 2.0], [[1.0], [4.0]]) == pytest.approx(math.sqrt(2.0))
 
 
-def test_rmsle_rejects_negatives():
-    with pytest.raises(ValueError, match="negative"):
-        metrics.score("rmsle", [1.0, 2.0], [1.0, -0.5])
+def test_rmsle_clips_negative_predictions_and_rejects_negative_targets():
+    # a negative prediction scores as 0, as the submission writer clips it
+    assert metrics.score("rmsle", [1.0, 2.0], [1.0, -0.5]) == pytest.approx(
+        math.sqrt(skm.mean_squared_log_error([1.0, 2.0], [1.0, 0.0]))
+    )
     with pytest.raises(ValueError, match="negative"):
         metrics.score("rmsle", [-1.0, 2.0], [1.0, 0.5])
 

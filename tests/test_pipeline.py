@@ -87,25 +87,61 @@ def test_pipeline_cli_user_error_exits_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_pipeline_with_real_multi_input_networks(ray_session, tmp_path):
-    """Real Keras trials on every column kind: numeric, categorical embeddings, text, dates."""
+@pytest.mark.parametrize(
+    ("kind", "metric"), [("binary", None), ("multiclass", None), ("regression", "rmsle")]
+)
+def test_pipeline_with_real_multi_input_networks(ray_session, tmp_path, kind, metric):
+    """Real Keras trials on every column kind (numeric, categorical embeddings, text, dates)
+    for each task; the ensemble is networks only, so the submission is theirs. Reloading the
+    saved models and preprocessing (`ensembles predict`) on test.csv gives the submission
+    back, class columns and all, and the rows with an unseen category are encoded as index 0
+    and predicted like any other."""
+    from ensembles.predict import predict_new
+    from hpsearch.data import transform_new
+
+    over = {"metric": metric} if metric else {}
     comp, path = competition(
         tmp_path,
-        "binary",
+        kind,
         budget={"n_trials": 2},
-        training={"max_epochs": 3, "patience": 2},
-        ensemble={"top_k": 2, "trees": ["hgb"], "folds": 3},
+        training={"max_epochs": 2, "patience": 2},
+        ensemble={"top_k": 2, "trees": [], "folds": 3, "method": "mean"},
+        **over,
     )
     spec = load_spec(path)
     result = run_pipeline(spec, progress=False)
     assert result.search.n_complete == 2
-    sub = pd.read_csv(result.submission)
-    assert sub["id"].tolist() == pd.read_csv(comp / "test.csv")["id"].tolist()
-    assert sub["diagnosis"].between(0, 1).all()
-    kinds = {m["kind"] for m in result.ensemble.info["members"]}
-    assert "network" in kinds or any(
-        d.get("kind") == "network" for d in result.ensemble.info.get("dropped", [])
+    info = result.ensemble.info
+    assert [m["kind"] for m in info["members"]] == ["network"] * len(info["members"])
+    assert len(info["members"]) >= 1
+    check_submission_file(
+        str(result.submission),
+        test=str(comp / "test.csv"),
+        sample=str(comp / "sample_submission.csv"),
+        id_col="id",
+        task=kind,
+        classes=info.get("classes"),
+        metric=spec.metric,
     )
+    sub = pd.read_csv(result.submission)
+    test = pd.read_csv(comp / "test.csv")
+    again = predict_new(result.ensemble_dir, comp / "test.csv")
+    assert list(again.columns) == list(sub.columns)
+    np.testing.assert_allclose(again.iloc[:, 1:].to_numpy(float), sub.iloc[:, 1:].to_numpy(float),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    unseen = (test["site"] == "island").to_numpy()
+    assert unseen.sum() == 3
+    assert (transform_new(result.run_dir, test)["cat_site"][unseen] == 0).all()
+    assert np.isfinite(sub.iloc[:, 1:].to_numpy(float)[unseen]).all()
+    if kind == "multiclass":  # the sample's column order; each column its own class
+        sample = pd.read_csv(comp / "sample_submission.csv")
+        assert list(sub.columns) == list(sample.columns)
+        pred = np.load(result.ensemble_dir / "test_pred.npy")
+        for col in sub.columns[1:]:
+            k = [str(c) for c in info["classes"]].index(col)
+            np.testing.assert_allclose(sub[col], pred[:, k], rtol=1e-5, atol=1e-7)
+    if metric == "rmsle":
+        assert (sub.iloc[:, 1] >= 0).all()
 
 
 @pytest.mark.slow

@@ -41,9 +41,10 @@ def test_small_search_each_sampler(ray_session, tmp_path, sampler):
     rd = RunDir(spec.output)
     recs = rd.trials("COMPLETE")
     assert [r.number for r in recs] == list(range(6))
+    split = json.loads((rd.path / "data" / "split.json").read_text())
     for rec in recs:
-        assert rec.predictions("valid").shape == (len(np.load(rec.path / "valid_pred.npy")),)
-        assert rec.has_predictions("holdout")
+        assert rec.predictions("valid").shape == (len(split["ids"]["valid"]),)
+        assert rec.predictions("holdout").shape == (len(split["ids"]["holdout"]),)
         assert (rec.path / "history.csv").exists()
         assert rec.info["sampler"] == sampler
     study = _study(spec.output)
@@ -58,6 +59,74 @@ def test_small_search_each_sampler(ray_session, tmp_path, sampler):
         "data/preprocessor.json",
     ):
         assert (rd.path / name).exists(), name
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_a_pruner_stops_hopeless_trials_from_their_reported_epochs(ray_session, tmp_path, pruner):
+    """Each epoch's validation value reaches the study while the trial runs; the pruner's
+    answer stops the trial, which is recorded PRUNED with its history."""
+    spec = load_spec(
+        make_spec_dict(
+            tmp_path,
+            sampler={"name": "random", "seed": 3},
+            budget={"n_trials": 10},
+            resources={"max_concurrent": 1},
+            training={"max_epochs": 6},
+            pruner=pruner,
+        )
+    )
+    # epochs of 0.2 s: the driver reads the reports twice a second, as it would real epochs
+    options = {"fake_epochs": 6, "fake_sleep_s": 1.2}
+    summary = run_search(spec, trial_fn=ORACLE, progress=False, trial_options=options)
+    study = _study(spec.output)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert any(len(t.intermediate_values) < 6 for t in pruned)  # stopped before the end
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned and complete and summary.n_complete == len(complete)
+    for t in study.trials:  # every epoch the trial ran was reported to the study
+        assert sorted(t.intermediate_values) == list(range(len(t.intermediate_values)))
+    for t in pruned:
+        assert len(t.intermediate_values) <= 6
+        rec = RunDir(spec.output).read_trial(t.number)
+        history = (rec.path / "history.csv").read_text().splitlines()
+        # the trial stops at its next report after the pruner's answer: it may log one more
+        assert rec.state == "PRUNED" and len(t.intermediate_values) <= len(history) - 1 <= 6
+    for t in complete:
+        assert len(t.intermediate_values) == 6
+
+
+def test_parallel_samplers_account_for_trials_in_flight():
+    """TPE runs with constant liar when trials run in parallel; Hyperopt's TPE sees a RUNNING
+    trial as the worst loss so far, and without the liar not at all."""
+    from hpsearch.samplers import HyperoptTPE, make_optuna_sampler
+    from search_spaces import load_space
+
+    assert make_optuna_sampler("tpe", 0, 2)._constant_liar is True
+    assert make_optuna_sampler("tpe", 0, 1)._constant_liar is False
+    space = load_space("tabular_mlp")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for value in (0.3, 0.5, 0.9):
+        trial = study.ask()
+        space.sample_optuna(trial)
+        study.tell(trial, value)
+    running = study.ask()
+    space.sample_optuna(running)
+    seen: list = []
+
+    import hyperopt
+
+    def spy(new_ids, domain, trials, seed, **kw):
+        seen.append(sorted(d["result"]["loss"] for d in trials.trials))
+        return hyperopt.rand.suggest(new_ids, domain, trials, seed)
+
+    orig = hyperopt.tpe.suggest
+    hyperopt.tpe.suggest = spy
+    try:
+        HyperoptTPE(space, 0).suggest(study)
+        HyperoptTPE(space, 0, liar=False).suggest(study)
+    finally:
+        hyperopt.tpe.suggest = orig
+    assert seen == [[0.3, 0.5, 0.9, 0.9], [0.3, 0.5, 0.9]]
 
 
 def test_fractional_gpus_put_four_trials_in_flight(ray_session, tmp_path):

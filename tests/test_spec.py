@@ -155,6 +155,14 @@ def test_wrong_type_names_value_and_expected():
             {"data": {"columns": {"x": "words"}}},
             "spec field 'data.columns.x': unknown column kind 'words'. Fix: use one of: numeric, categorical, text, datetime, drop",
         ),
+        (
+            {"sampler": {"seed": -1}},
+            "spec field 'sampler.seed': must be at least 0, got -1. Fix: use a seed from 0 to 4294967295 (numpy's range), or null for a random one",
+        ),
+        (
+            {"split": {"seed": 2**32}},
+            "spec field 'split.seed': must be at most 4294967295, got 4294967296. Fix: use a seed from 0 to 4294967295, for example `seed: 0`",
+        ),
     ],
 )
 def test_each_validation_message(section, expected):
@@ -256,3 +264,28 @@ output: runs/breast-cancer-mlp
 storage: null
 ensemble: {top_k: 5, max_corr: 0.95, trees: [rf, et, hgb], method: nelder-mead, folds: 5}
 """
+
+
+def test_a_relative_sqlite_storage_is_relative_to_the_spec_file(tmp_path):
+    """Resuming from another working directory must open the same database."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec(storage="sqlite:///db/study.db")))
+    assert load_spec(path).storage == f"sqlite:///{tmp_path / 'db' / 'study.db'}"
+    path.write_text(yaml.safe_dump(spec(storage="sqlite:////abs/study.db")))
+    assert load_spec(path).storage == "sqlite:////abs/study.db"
+    path.write_text(yaml.safe_dump(spec(storage="postgresql://u@h/db")))
+    assert load_spec(path).storage == "postgresql://u@h/db"
+
+
+def test_tree_models_of_optional_packages_are_accepted_when_installed(monkeypatch):
+    import importlib.util
+
+    d = spec(ensemble={"trees": ["rf", "lgbm"]})
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert one_error(d) == (
+        "spec field 'ensemble.trees': tree model 'lgbm' needs the lightgbm package, which is "
+        "not installed. Fix: `pip install lightgbm`, or leave lgbm out of the list"
+    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    loaded = load_spec(d)
+    assert loaded.ensemble.trees == ("rf", "lgbm") and loaded.name == d["name"]
