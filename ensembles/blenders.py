@@ -547,29 +547,34 @@ def cross_fit_predict(blender, P, y, metric: str | None = None, folds: int = 5, 
     return oof
 
 
+def best_method(scores: dict[str, float | None], direction: str) -> str | None:
+    """The name with the best finite score; ties go to the earlier (simpler) name."""
+    best = None
+    for m, v in scores.items():
+        if v is None or not np.isfinite(v):
+            continue
+        if best is None or (
+            v > scores[best] + 1e-12 if direction == "maximize" else v < scores[best] - 1e-12
+        ):
+            best = m
+    return best
+
+
 def pick_by_cross_fit(
     P, y, metric: str, methods, folds: int = 5, seed: int = 0
 ) -> tuple[str, dict[str, float]]:
     """The method (a BLENDERS name) whose cross-fitted score on ``(P, y)`` is best, and every
     method's score; ties go to the earlier (simpler) method. Methods that cannot be fitted
     are left out."""
-    direction = _metrics.get_metric(metric).direction
     scores: dict[str, float] = {}
     for m in methods:
         try:
-            v = cross_fit_score(get_blender(m, metric=metric), P, y, metric, folds, seed)
+            scores[m] = cross_fit_score(get_blender(m, metric=metric), P, y, metric, folds, seed)
         except ValueError:
             continue
-        if np.isfinite(v):
-            scores[m] = v
-    if not scores:
+    best = best_method(scores, _metrics.get_metric(metric).direction)
+    if best is None:
         raise ValueError("no blend method could be cross-fitted")
-    best = None
-    for m, v in scores.items():
-        if best is None or (
-            v > scores[best] + 1e-12 if direction == "maximize" else v < scores[best] - 1e-12
-        ):
-            best = m
     return best, scores
 
 

@@ -414,17 +414,10 @@ AUTO = "auto"  # the method with the best cross-fitted score
 def _pick_auto(scores: dict[str, dict[str, Any]], direction: str) -> str:
     """The blender whose cross-fitted score is best; ties go to the simpler method
     (BLENDERS order: best, mean, greedy, nelder-mead, stack)."""
-    best_m, best_v = None, None
-    for m, entry in scores.items():
-        v = entry.get("cross_fitted")
-        if v is None or not np.isfinite(v):
-            continue
-        better = best_v is None or (
-            v > best_v + 1e-12 if direction == "maximize" else v < best_v - 1e-12
-        )
-        if better:
-            best_m, best_v = m, v
-    return best_m or "nelder-mead"
+    from ensembles.blenders import best_method
+
+    cross = {m: e.get("cross_fitted") for m, e in scores.items()}
+    return best_method(cross, direction) or "nelder-mead"
 
 
 def _options(ens: Any, top_k, max_corr, trees, method, folds) -> _Options:

@@ -27,14 +27,16 @@ def _umask() -> int:
 _MODE = 0o666 & ~_umask()
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
+@contextlib.contextmanager
+def _replacing(path: Path):
+    """A binary file handle on a temporary sibling of ``path``; on a clean exit it is
+    flushed, fsynced and renamed over ``path``, on an error removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, _MODE)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -42,6 +44,12 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    with _replacing(path) as fh:
+        fh.write(data)
     return path
 
 
@@ -50,19 +58,8 @@ def copy_file(src: str | Path, path: str | Path) -> Path:
     import shutil
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _MODE)
-        with os.fdopen(fd, "wb") as fh, open(src, "rb") as fin:
-            shutil.copyfileobj(fin, fh, 1 << 20)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _replacing(path) as fh, open(src, "rb") as fin:
+        shutil.copyfileobj(fin, fh, 1 << 20)
     return path
 
 
