@@ -22,10 +22,13 @@ study, then its ``trial.json``), so the run at the URI resumes the same way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import math
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -65,6 +68,33 @@ class Interrupted(KeyboardInterrupt):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (a batch scheduler's or a container's stop) interrupts the loop like
+    Ctrl-C, so the trials in flight are cancelled, recorded and queued for --resume.
+
+    ``ray.init`` turns SIGTERM into ``sys.exit``, which skips that bookkeeping. A second
+    SIGTERM during the cleanup is ignored; SIGKILL still ends the process. Only the main
+    thread can set handlers, elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def handler(signum, frame):
+        if fired:
+            return
+        fired.append(signum)
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _direction(metric: str) -> str:
@@ -606,52 +636,54 @@ def _search(
             payloads.append(None)
         return len(payloads)
 
-    try:
-        while True:
-            done, failed, pruned, best = counts()
-            finished = done + failed + pruned
-            timed_out = (
-                spec.budget.timeout_s is not None and time.time() - t0 > spec.budget.timeout_s
-            )
-            if consecutive_failures >= max_failures:
-                cancel_in_flight("interrupted")
-                summary.stopped = (
-                    f"stopped after {consecutive_failures} consecutive failed trials "
-                    f"(resources.max_failures = {max_failures}); last error: {last_error}"
+    # SIGTERM interrupts like Ctrl-C, from the first ask to the end of the bookkeeping
+    with _sigterm_interrupts():
+        try:
+            while True:
+                done, failed, pruned, best = counts()
+                finished = done + failed + pruned
+                timed_out = (
+                    spec.budget.timeout_s is not None and time.time() - t0 > spec.budget.timeout_s
                 )
-                break
-            while not timed_out and runner.free_slots() > 0 and finished + len(live) < total:
-                launch()
-            prog.show(prog.line(done, failed, pruned, len(live), best, finished_now))
-            if not live:
-                if timed_out and finished < total:
-                    summary.stopped = f"time budget of {spec.budget.timeout_s} s spent"
-                break
-            results = runner.wait(timeout=0.5)
-            # a trial's reports reach the mailbox before its result: drained here, a finished
-            # trial's last epochs are recorded before it is told
-            for number, step, value in runner.drain_reports():
-                trial = live.get(number)
-                if trial is None or not math.isfinite(value):
-                    continue
-                trial.report(value, step)
-                if trial.should_prune():
-                    runner.request_stop(number)
-            for payload, result in results:
-                finish(payload, result)
-                d, f, p, b = counts()
-                prog.show(prog.line(d, f, p, len(live), b, finished_now), force=True)
-    except KeyboardInterrupt:
-        n = cancel_in_flight("interrupted")
-        runner.shutdown()
-        prog.close()
-        _fill_summary(summary, study, t0)
-        _update_meta(rd, summary)
-        sync.finished(strict=False)
-        raise Interrupted(summary, n) from None
-    finally:
-        if runner.mailbox is not None:
+                if consecutive_failures >= max_failures:
+                    cancel_in_flight("interrupted")
+                    summary.stopped = (
+                        f"stopped after {consecutive_failures} consecutive failed trials "
+                        f"(resources.max_failures = {max_failures}); last error: {last_error}"
+                    )
+                    break
+                while not timed_out and runner.free_slots() > 0 and finished + len(live) < total:
+                    launch()
+                prog.show(prog.line(done, failed, pruned, len(live), best, finished_now))
+                if not live:
+                    if timed_out and finished < total:
+                        summary.stopped = f"time budget of {spec.budget.timeout_s} s spent"
+                    break
+                results = runner.wait(timeout=0.5)
+                # a trial's reports reach the mailbox before its result: drained here, a finished
+                # trial's last epochs are recorded before it is told
+                for number, step, value in runner.drain_reports():
+                    trial = live.get(number)
+                    if trial is None or not math.isfinite(value):
+                        continue
+                    trial.report(value, step)
+                    if trial.should_prune():
+                        runner.request_stop(number)
+                for payload, result in results:
+                    finish(payload, result)
+                    d, f, p, b = counts()
+                    prog.show(prog.line(d, f, p, len(live), b, finished_now), force=True)
+        except KeyboardInterrupt:
+            n = cancel_in_flight("interrupted")
             runner.shutdown()
+            prog.close()
+            _fill_summary(summary, study, t0)
+            _update_meta(rd, summary)
+            sync.finished(strict=False)
+            raise Interrupted(summary, n) from None
+        finally:
+            if runner.mailbox is not None:
+                runner.shutdown()
     prog.close()
     _fill_summary(summary, study, t0)
     _update_meta(rd, summary)

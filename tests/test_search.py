@@ -350,9 +350,11 @@ def _valid_inputs(spec):
     return prepare(spec).x["valid"]
 
 
-def test_ctrl_c_cancels_records_and_requeues_trials_in_flight(ray_session, tmp_path):
-    """SIGINT (Ctrl-C, `hpsearch stop`): exit 130, no trial left RUNNING, interrupted
-    trials queued again, and --resume finishes the budget without re-running a finished one."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_cancels_records_and_requeues_trials_in_flight(ray_session, tmp_path, sig):
+    """SIGINT (Ctrl-C, `hpsearch stop`) or SIGTERM (a scheduler's stop): exit 130, no trial
+    left RUNNING, interrupted trials queued again, and --resume finishes the budget without
+    re-running a finished one."""
     spec_path = write_spec(tmp_path, budget={"n_trials": 6}, resources={"max_concurrent": 2})
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet"]
@@ -364,7 +366,7 @@ def test_ctrl_c_cancels_records_and_requeues_trials_in_flight(ray_session, tmp_p
             pytest.fail(f"driver exited early: {proc.stdout.read().decode()[-2000:]}")
         time.sleep(0.1)
     time.sleep(0.5)  # trials are in flight now
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 130, out[-2000:]
     assert "cancelled and recorded" in out and "--resume" in out
