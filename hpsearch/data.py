@@ -51,7 +51,8 @@ _SKLEARN = {
     "iris": "load_iris",
     "diabetes": "load_diabetes",
 }
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+# letters and digits of any script (not only ASCII), with inner apostrophes
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 _DATE_RE = re.compile(
     r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
     r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?\s*$"

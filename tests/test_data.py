@@ -170,6 +170,15 @@ def test_text_tokenization_oov_and_padding():
     assert out[0, :3].tolist() == [2, 1, 3] and out[1].tolist() == [0] * pre.seq_len
 
 
+def test_text_tokens_in_any_script():
+    df = pd.DataFrame({"t": ["Café crème, s'il vous plaît", "Привет мир привет", "日本 東京 日本"]})
+    pre = Preprocessor().fit(df, {"t": "text"})
+    assert {"café", "crème", "s'il", "plaît", "привет", "мир", "日本", "東京"} <= set(pre.vocab)
+    out = pre.transform(pd.DataFrame({"t": ["ПРИВЕТ мир"]}))["text"]
+    ids = {tok: i + 2 for i, tok in enumerate(pre.vocab)}  # 0 padding, 1 out of vocabulary
+    assert out[0, :2].tolist() == [ids["привет"], ids["мир"]]
+
+
 def test_trees_see_text_as_lengths_and_token_counts():
     df = pd.DataFrame({"t": ["good good film", "bad film", "good", None]})
     pre = Preprocessor().fit(df, {"t": "text"})
