@@ -12,7 +12,9 @@ build time, so ``ensembles predict`` writes exactly the same shape later:
 
 Without a sample submission: regression -> ``value``, binary -> ``probability``,
 multiclass -> ``class_probabilities`` in class order. With one, its columns are
-followed: class-named columns -> ``class_probabilities`` in the sample's order;
+followed: one column per class -> ``class_probabilities`` in the sample's order
+(columns named by the classes, up to case and a prefix or suffix they all share:
+``Class_1``, ``proba_cat``);
 a single column -> ``value`` (regression), ``probability`` for a binary task
 scored on probabilities (log_loss, roc_auc) whatever placeholder the sample
 holds, else ``label`` when the sample's values are not floats, else
@@ -68,12 +70,13 @@ def _layout(task, target, classes, id_column, sample, metric) -> dict[str, Any]:
     id_col = id_column if id_column in sample_cols else sample_cols[0]
     rest = [c for c in sample_cols if c != id_col]
     names = [str(c) for c in classes or []]
-    if task != "regression" and rest and sorted(rest) == sorted(names):
+    class_index = _class_columns(rest, names) if task != "regression" else None
+    if class_index is not None:
         return {
             "id_column": id_col,
             "kind": "class_probabilities",
             "columns": rest,
-            "class_index": [names.index(c) for c in rest],
+            "class_index": class_index,
         }
     if len(rest) == 1:
         col = rest[0]
@@ -86,12 +89,43 @@ def _layout(task, target, classes, id_column, sample, metric) -> dict[str, Any]:
         else:
             kind = "probability" if task == "binary" else "label"
         return {"id_column": id_col, "kind": kind, "columns": [col]}
-    expected = f"the class names {names}" if task != "regression" else "one value column"
+    expected = (
+        f"one column per class named {names} (up to case and a prefix or suffix shared by "
+        "all, such as Class_<name>)"
+        if task != "regression"
+        else "one value column"
+    )
     raise UserError(
         f"sample submission columns {sample_cols} do not fit a {task} submission: after the id "
         f"column {id_col!r} expected {expected} or a single column. "
         "Fix: check `data.sample_submission` in the spec."
     )
+
+
+def _class_columns(columns: list[str], names: list[str]) -> list[int] | None:
+    """The class index of each column when the columns are the class names, up to case
+    and a prefix or suffix they all share (``Class_1``.., ``proba_cat``..); else None."""
+    if len(names) < 2 or len(columns) != len(names):
+        return None
+    lower = [n.lower() for n in names]
+    if len(set(lower)) != len(lower):  # classes that differ only by case: exact names only
+        return [names.index(c) for c in columns] if sorted(columns) == sorted(names) else None
+    cols = [c.lower() for c in columns]
+    # every way the first column splits into prefix + class name + suffix
+    for name in lower:
+        start = cols[0].find(name)
+        while start >= 0:
+            pre, suf = cols[0][:start], cols[0][start + len(name) :]
+            cores = [
+                c[len(pre) : len(c) - len(suf)]
+                if c.startswith(pre) and c.endswith(suf) and len(c) >= len(pre) + len(suf)
+                else None
+                for c in cols
+            ]
+            if sorted(x for x in cores if x is not None) == sorted(lower) and None not in cores:
+                return [lower.index(x) for x in cores]
+            start = cols[0].find(name, start + 1)
+    return None
 
 
 def submission_frame(

@@ -852,7 +852,7 @@ def _fingerprint(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _load_test(spec: Any, train: pd.DataFrame) -> pd.DataFrame | None:
+def _load_test(spec: Any, train: pd.DataFrame, target: Target) -> pd.DataFrame | None:
     d = spec.data
     if not d.test:
         return None
@@ -866,6 +866,12 @@ def _load_test(spec: Any, train: pd.DataFrame) -> pd.DataFrame | None:
                 f"has {len(sub)} rows but the test table has {len(test)}",
                 "use the sample submission that belongs to this test file",
             )
+        # the submission's columns are fixed by the sample: refused now, not after the search
+        from ensembles.submission import submission_layout
+
+        submission_layout(
+            target.task, target.name, target.classes, d.id, sub, getattr(spec, "metric", None)
+        )
     return test
 
 
@@ -924,7 +930,7 @@ def prepare(spec: Any, run_dir: str | Path | None = None) -> PreparedData:
             "set `data.id` to an existing column or null",
         )
     target = Target.fit(train[d.target], task=d.task, metric=getattr(spec, "metric", None))
-    test = _load_test(spec, train)
+    test = _load_test(spec, train, target)
     columns = infer_columns(train, d.target, d.id, d.columns, d.image_shape)
     y_codes = target.encode(train[d.target]) if target.task != "regression" else None
     s = spec.split
@@ -995,7 +1001,7 @@ def load_prepared(run_dir: str | Path, spec: Any) -> PreparedData:
             f"{split_info['n_rows']} then; content hash differs)",
             "restore the original file, or start a new run with a different `output`",
         )
-    test = _load_test(spec, train)
+    test = _load_test(spec, train, target)
     test_hash = data_hash(test) if test is not None else None
     if test_hash != split_info.get("test_hash"):
         raise _fail(

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ensembles.blenders import BLENDERS, StackingBlender
 from ensembles.build import ENSEMBLE_JSON, apply_blend, build_ensemble, load_ensemble
@@ -512,6 +513,55 @@ def test_submission_layouts_follow_the_sample():
         submission_layout(
             "binary", "y", ["no", "yes"], "id", pd.DataFrame(columns=["id", "a", "b"])
         )
+
+
+def test_class_columns_match_up_to_case_and_a_shared_prefix_or_suffix():
+    pred = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    ids = np.array([5, 6])
+    # integer labels under "Class_<label>" (the Otto layout), in the sample's own order
+    classes = [1, 2, 10]
+    sample = pd.DataFrame(columns=["id", "Class_10", "Class_1", "Class_2"])
+    layout = submission_layout("multiclass", "y", classes, "id", sample)
+    assert layout["kind"] == "class_probabilities" and layout["class_index"] == [2, 0, 1]
+    frame = submission_frame(layout, ids, pred, classes)
+    np.testing.assert_allclose(frame["Class_10"], [0.1, 0.6])
+    # a suffix and another case
+    sample = pd.DataFrame(columns=["id", "No_prob", "Yes_prob"])
+    layout = submission_layout("binary", "y", ["no", "yes"], "id", sample)
+    frame = submission_frame(layout, ids, np.array([0.2, 0.9]), ["no", "yes"])
+    np.testing.assert_allclose(frame["Yes_prob"], [0.2, 0.9])
+    # columns that are not the classes under one shared affix are refused, naming the fix
+    for cols in (["id", "Class_1", "Class_2", "Type_10"], ["id", "p_1", "p_2", "p_3"]):
+        with pytest.raises(UserError, match="prefix or suffix"):
+            submission_layout("multiclass", "y", classes, "id", pd.DataFrame(columns=cols))
+
+
+def test_a_sample_submission_that_fits_no_layout_is_refused_before_the_search(tmp_path):
+    from hpsearch.cli import main as hp_main
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"id": range(60), "x": rng.normal(size=60), "y": [1, 2, 3] * 20})
+    test = pd.DataFrame({"id": range(60, 70), "x": rng.normal(size=10)})
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    sample = pd.DataFrame({"id": test["id"], "a": 0.0, "b": 0.0, "c": 0.0})
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    spec = {
+        "name": "bad-sample",
+        "data": {
+            "train": "train.csv",
+            "test": "test.csv",
+            "sample_submission": "sample.csv",
+            "target": "y",
+            "id": "id",
+        },
+        "space": "tabular_mlp",
+        "budget": {"n_trials": 1},
+        "output": "run",
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert hp_main(["run", str(tmp_path / "spec.yaml"), "--quiet"]) == 2
+    assert not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- cli
