@@ -574,6 +574,28 @@ def test_cli_build_on_a_non_run_dir_exits_2(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_cli_build_with_defaults_blends_networks_and_trees_with_report_and_submission(
+    test_set_run, tmp_path, capsys
+):
+    """The ensembles issue's done-when: `ensembles build` on a finished run with a test set
+    and default options blends at least three networks and one tree model, and writes its
+    report and submission."""
+    run = _copy_run(test_set_run, tmp_path / "run")
+    assert main(["build", str(run), "--name", "defaults", "--quiet"]) == 0
+    out = run / "ensembles" / "defaults"
+    info = json.loads((out / ENSEMBLE_JSON).read_text())
+    kinds = [m["kind"] for m in info["members"] if m["weight"] != 0]  # in the blend
+    assert kinds.count("network") >= 3 and kinds.count("tree") >= 1, info["members"]
+    assert info["method"] in BLENDERS and info["scores"][info["method"]]["cross_fitted"] == min(
+        s["cross_fitted"] for m, s in info["scores"].items() if m in BLENDERS
+    )  # auto kept the best cross-fitted log loss
+    report = (out / "report.md").read_text()
+    assert all(f"({name})" in report for name in ("weights.png", "correlation.png"))
+    sub = pd.read_csv(out / "submission.csv")
+    test = pd.read_csv(test_set_run.parent / "data" / "test.csv")
+    assert sub["id"].tolist() == test["id"].tolist() and not sub.isna().any().any()
+
+
 def test_cli_build_list_and_report(binary_run, binary_ensemble, tmp_path, capsys):
     run = _copy_run(binary_run, tmp_path / "run")
     assert main(["list", str(run)]) == 0
