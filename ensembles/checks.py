@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ensembles.submission import PROBABILITY_METRICS
 from hpsearch.errors import UserError
 
 PROB_SUM_TOL = 1e-4
@@ -113,8 +114,8 @@ def check_submission(
                 f"{where}: non-numeric predictions for a regression target. "
                 "Fix: write one number per row."
             )
-        if metric == "rmsle" and (pred.to_numpy(dtype=float) < 0).any():
-            n_neg = int((pred.to_numpy(dtype=float) < 0).sum())
+        n_neg = int((pred.to_numpy(dtype=float) < 0).sum()) if metric == "rmsle" else 0
+        if n_neg:
             raise SubmissionError(
                 f"{where}: {n_neg} negative value(s); RMSLE cannot score them. "
                 "Fix: clip the predictions at 0."
@@ -124,7 +125,7 @@ def check_submission(
     if len(columns) == 1 and not (
         numeric and pd.api.types.is_float_dtype(pred[columns[0]])
     ):  # labels
-        if metric in ("log_loss", "roc_auc"):
+        if metric in PROBABILITY_METRICS:
             raise SubmissionError(
                 f"{where}: column {columns[0]!r} holds labels, but {metric} scores "
                 "probabilities. Fix: write the probability of the positive class (a float in "

@@ -45,6 +45,7 @@ __all__ = [
     "load_tree",
     "load_tree_model",
     "make_tree",
+    "missing_package",
     "predict_tree",
     "tree_params",
 ]
@@ -61,6 +62,12 @@ def _n_jobs() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def missing_package(name: str) -> str | None:
+    """The package a tree model needs and this Python lacks (lightgbm, xgboost), else None."""
+    package = _PACKAGES.get(name)
+    return package if package and importlib.util.find_spec(package) is None else None
+
+
 def check_tree_names(names: Iterable[str] | str | None) -> tuple[str, ...]:
     """Validated tree names (a comma-separated string is split); UserError on unknown or
     uninstalled ones."""
@@ -74,8 +81,8 @@ def check_tree_names(names: Iterable[str] | str | None) -> tuple[str, ...]:
             raise UserError(
                 f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}."
             )
-        package = _PACKAGES.get(name)
-        if package and importlib.util.find_spec(package) is None:
+        package = missing_package(name)
+        if package:
             raise UserError(
                 f"tree model {name!r} needs the {package} package, which is not installed. "
                 f"Fix: `pip install {package}`, or leave {name} out of the tree models."

@@ -378,7 +378,9 @@ def cmd_best(args: argparse.Namespace) -> int:
         )
     b = best[0]
     model = f"{args.run_dir}/trials/{b['number']:05d}/model.keras"
-    if "://" not in str(args.run_dir) and not Path(model).is_file():
+    from hpsearch.remote import is_uri
+
+    if not is_uri(str(args.run_dir)) and not Path(model).is_file():
         model = None  # a trial function that saves no model
     print(
         json.dumps(

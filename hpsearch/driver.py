@@ -250,8 +250,10 @@ def _check_study_name_free(spec: Any) -> None:
     if not spec.storage:
         return  # the default SQLite file lives in the new run directory
     if spec.storage.startswith("sqlite:///"):
-        db = spec.storage[len("sqlite:///") :]
-        if db == ":memory:" or not Path(db).is_file():
+        from hpsearch.spec import sqlite_file
+
+        db = sqlite_file(spec.storage)
+        if db is None or not Path(db).is_file():
             return  # connecting would create the file
     import optuna
 

@@ -50,7 +50,7 @@ SEED_MAX = 2**32 - 1  # numpy and scikit-learn seeds
 PRUNERS = ("median", "hyperband")
 COLUMN_KINDS = ("numeric", "categorical", "text", "datetime", "drop")
 SKLEARN_DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
-TREE_MODELS = ("rf", "et", "hgb")
+DEFAULT_TREES = ("rf", "et", "hgb")  # ensembles.trees.TREE_MODELS lists every one
 BLEND_METHODS = ("auto", "best", "mean", "greedy", "nelder-mead", "stack")
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
@@ -125,7 +125,7 @@ class TrainingSpec:
 class EnsembleSpec:
     top_k: int = 5
     max_corr: float = 0.95
-    trees: tuple[str, ...] = TREE_MODELS
+    trees: tuple[str, ...] = DEFAULT_TREES
     method: str = "auto"  # the blender with the best cross-fitted score
     folds: int = 5
 
@@ -373,6 +373,14 @@ def _apply_overrides(raw: dict[str, Any], overrides: Any) -> dict[str, Any]:
         else:
             node[parts[-1]] = _parse_override_value(value)
     return raw
+
+
+def sqlite_file(url: str | None) -> str | None:
+    """The file of a ``sqlite:///PATH`` storage URL; None for other URLs and in-memory ones."""
+    if not url or not url.startswith("sqlite:///"):
+        return None
+    db = url[len("sqlite:///") :]
+    return db if db and db != ":memory:" else None
 
 
 def _resolve_path(p: str, base: Path) -> str:
@@ -670,11 +678,9 @@ def load_spec(
             f"{storage!r} is not an SQLAlchemy URL",
             "write e.g. `storage: sqlite:///runs/study.db` or postgresql://user@host/db, or null",
         )
-    elif storage is not None and storage.startswith("sqlite:///"):
+    elif (db := sqlite_file(storage)) and not db.startswith("/"):
         # a relative SQLite path means the same file from any working directory
-        db = storage[len("sqlite:///") :]
-        if db and db != ":memory:" and not db.startswith("/"):
-            storage = "sqlite:///" + _resolve_path(db, base)
+        storage = "sqlite:///" + _resolve_path(db, base)
 
     # ensemble
     e = c.section("ensemble", raw.get("ensemble"))
@@ -684,24 +690,21 @@ def load_spec(
             "ensemble.max_corr", f"must be in (0, 1], got {max_corr}", "use e.g. 0.95 (1 keeps all)"
         )
         max_corr = 0.95
-    trees_raw = e.get("trees", list(TREE_MODELS))
-    trees: tuple[str, ...] = TREE_MODELS
+    trees_raw = e.get("trees", list(DEFAULT_TREES))
+    trees: tuple[str, ...] = DEFAULT_TREES
     if trees_raw is None:
         trees = ()
     elif not isinstance(trees_raw, list | tuple):
         c.wrong_type("ensemble.trees", trees_raw, "a list", "[rf, et, hgb]")
     else:
-        import importlib.util
-
-        from ensembles.trees import _PACKAGES
-        from ensembles.trees import TREE_MODELS as ALL_TREES  # lgbm, xgb when installed
+        from ensembles.trees import TREE_MODELS, missing_package  # lgbm, xgb when installed
 
         good = [
-            c.choice("ensemble.trees", t_, ALL_TREES, None, what="tree model") for t_ in trees_raw
+            c.choice("ensemble.trees", t_, TREE_MODELS, None, what="tree model") for t_ in trees_raw
         ]
         for tree in good:
-            package = _PACKAGES.get(tree or "")
-            if package and importlib.util.find_spec(package) is None:
+            package = missing_package(tree) if tree else None
+            if package:
                 c.err(
                     "ensemble.trees",
                     f"tree model {tree!r} needs the {package} package, which is not installed",
