@@ -38,7 +38,7 @@ from ensembles.blenders import (  # noqa: E402
     NelderMeadBlender,
     cross_fit_score,
 )
-from hpsearch import metrics  # noqa: E402
+from hpsearch.core import metrics  # noqa: E402
 
 BLENDER_ORDER = ["best", "mean", "greedy", "nelder-mead", "stack"]
 

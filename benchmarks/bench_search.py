@@ -4,7 +4,7 @@
 
 Every number is a ratio against a baseline measured in the same run:
 
-1. **Overhead per trial** with instant trials (``hpsearch.testing:instant``) at
+1. **Overhead per trial** with instant trials (``hpsearch.search.testing:instant``) at
    100 and 1,000 trials, one in flight: ``run_search`` (Ray task per trial, run
    directory writes, progress bookkeeping) against a bare Optuna ask/tell loop
    with the same sampler and the same kind of storage (SQLite file).
@@ -40,11 +40,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hpsearch.driver import run_search  # noqa: E402
-from hpsearch.samplers import HyperoptTPE, make_optuna_sampler  # noqa: E402
-from hpsearch.spec import load_spec  # noqa: E402
-from hpsearch.testing import _objective  # noqa: E402
-from hpsearch.trial import DEFAULT_TRIAL_FN  # noqa: E402
+from hpsearch.core.spec import load_spec  # noqa: E402
+from hpsearch.search.driver import run_search  # noqa: E402
+from hpsearch.search.samplers import HyperoptTPE, make_optuna_sampler  # noqa: E402
+from hpsearch.search.testing import _objective  # noqa: E402
+from hpsearch.search.trial import DEFAULT_TRIAL_FN  # noqa: E402
 from search_spaces import load_space  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -106,7 +106,7 @@ def overhead(tmp: Path, sizes: list[int], samplers: list[str]) -> list[dict]:
             _, s = run(
                 tmp,
                 f"ovh-{sampler}-{n}",
-                "hpsearch.testing:instant",
+                "hpsearch.search.testing:instant",
                 sampler={"name": sampler, "seed": 0},
                 budget={"n_trials": n},
             )
@@ -125,7 +125,7 @@ def overhead(tmp: Path, sizes: list[int], samplers: list[str]) -> list[dict]:
 
 # --------------------------------------------------------------------------- 2. warm vs fresh
 def trial_durations(run_dir: Path) -> list[float]:
-    from hpsearch.store import RunDir
+    from hpsearch.core.store import RunDir
 
     return [t.info.get("duration_s", 0.0) for t in RunDir(run_dir).trials()]
 
@@ -159,7 +159,7 @@ def warm_vs_fresh(tmp: Path, n: int) -> list[dict]:
 def throughput(tmp: Path, n_sleep: int, n_real: int) -> list[dict]:
     rows = []
     for kind, fn, opts, n, training in (
-        ("sleep 1 s", "hpsearch.testing:instant", {"fake_sleep_s": 1.0}, n_sleep, {}),
+        ("sleep 1 s", "hpsearch.search.testing:instant", {"fake_sleep_s": 1.0}, n_sleep, {}),
         ("keras, 5 epochs", DEFAULT_TRIAL_FN, None, n_real, {"max_epochs": 5, "patience": 10}),
     ):
         base = None

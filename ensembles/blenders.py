@@ -4,20 +4,20 @@ Every blender follows the scikit-learn estimator contract: ``__init__`` stores i
 parameters untouched, ``fit`` validates and learns ``weights_``; ``get_params`` /
 ``set_params`` / ``sklearn.base.clone`` come from ``BaseEstimator``.
 
-Input conventions (shared with ``hpsearch.metrics``):
+Input conventions (shared with ``hpsearch.core.metrics``):
 
 - ``P``: member predictions on the same rows, shape ``(n_members, n_rows)`` for
   binary (probability of class 1) and regression, ``(n_members, n_rows, K)`` for
   multiclass probabilities. ``(m, n, 1)`` is read as ``(m, n)``; ``(m, n, 2)`` as
   binary (the class-1 column), so ``predict`` then returns ``(n,)``.
 - ``y``: class indices ``0..K-1`` (binary 0/1) or floats for regression.
-- ``metric``: a name from ``hpsearch.metrics.METRICS``. ``None`` infers the
+- ``metric``: a name from ``hpsearch.core.metrics.METRICS``. ``None`` infers the
   default: ``log_loss`` when ``P`` is 3-D or ``y`` is 0/1 with ``P`` in [0, 1],
   else ``rmse``.
 
 ``score(P, y)`` returns the metric in its NATURAL units (lower is better for
 losses), unlike scikit-learn's greater-is-better ``score`` convention; use
-``hpsearch.metrics.is_better`` to compare.
+``hpsearch.core.metrics.is_better`` to compare.
 
 Weighted blenders (best, mean, greedy, nelder-mead) keep non-negative
 ``weights_`` summing to one and predict ``sum_j weights_[j] * P[j]``; the stacking
@@ -35,7 +35,7 @@ from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from hpsearch import metrics as _metrics
+from hpsearch.core import metrics as _metrics
 
 __all__ = [
     "BLENDERS",

@@ -5,7 +5,7 @@
 1. reads every run's ``run.json`` and refuses runs that cannot be blended
    (different data fingerprint, split, task, metric or classes), and runs with
    no complete trial;
-2. loads the first run's data (``hpsearch.data.load_prepared``) for the
+2. loads the first run's data (``hpsearch.core.data.load_prepared``) for the
    holdout targets, the test ids and, when a tree must be fitted, the tree
    matrix;
 3. gathers candidates: every complete trial of every run (kind ``network``)
@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from ensembles import report as _report
-from hpsearch import atomic
-from hpsearch import metrics as _metrics
-from hpsearch.errors import RunDirError, UserError
-from hpsearch.store import RunDir
+from hpsearch.core import atomic
+from hpsearch.core import metrics as _metrics
+from hpsearch.core.errors import RunDirError, UserError
+from hpsearch.core.store import RunDir
 
 __all__ = [
     "ENSEMBLE_JSON",
@@ -502,8 +502,8 @@ def _labeller(runs: list[RunDir], metas: list[dict[str, Any]]) -> list[str]:
 
 
 def _test_layout(spec: Any, prepared: Any, id_column: str | None):
-    from ensembles.submission import submission_layout
-    from hpsearch.data import load_table
+    from hpsearch.core.data import load_table
+    from hpsearch.core.submission import submission_layout
 
     sample = None
     if spec.data.sample_submission:
@@ -563,9 +563,9 @@ def build_ensemble(
     from ensembles.blenders import BLENDERS, cross_fit_score, get_blender, nested_auto_score
     from ensembles.selection import correlation_matrix, select_diverse
     from ensembles.trees import ensure_trees
-    from hpsearch.data import load_prepared
-    from hpsearch.remote import is_uri
-    from hpsearch.spec import load_spec
+    from hpsearch.core.data import load_prepared
+    from hpsearch.core.remote import is_uri
+    from hpsearch.core.spec import load_spec
 
     if isinstance(run_dirs, str | Path):
         run_dirs = [run_dirs]
@@ -763,7 +763,7 @@ def _build_at_uris(
     an ensemble written into it are pushed back to its URI (``ensemble.json`` last);
     ``ensemble.json`` names each run by its URI."""
     from ensembles.trees import TREE_JSON, TREES_DIR
-    from hpsearch.remote import HEAVY, is_uri, local_copy
+    from hpsearch.core.remote import HEAVY, is_uri, local_copy
 
     if out is not None and is_uri(str(out)):
         raise UserError(
@@ -823,7 +823,7 @@ def _write(
     ids: np.ndarray | None,
     log: Callable[[str], None],
 ) -> Path:
-    from ensembles.submission import submission_frame
+    from hpsearch.core.submission import submission_frame
 
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)

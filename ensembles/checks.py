@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensembles.submission import PROBABILITY_METRICS
-from hpsearch.errors import UserError
+from hpsearch.core.errors import UserError
+from hpsearch.core.submission import PROBABILITY_METRICS
 
 PROB_SUM_TOL = 1e-4
 
@@ -171,7 +171,7 @@ def check_submission_file(
     metric: str | None = None,
 ) -> pd.DataFrame:
     """Load ``path`` and check it against the test file (and the sample submission)."""
-    from hpsearch.data import load_table
+    from hpsearch.core.data import load_table
 
     try:
         sub = pd.read_csv(path)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpsearch.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR  # noqa: F401
+from hpsearch.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR  # noqa: F401
 
 METHODS = ("auto", "best", "mean", "greedy", "nelder-mead", "stack")
 
@@ -37,7 +37,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ensembles.predict import predict_new
-    from hpsearch import atomic
+    from hpsearch.core import atomic
 
     frame = predict_new(args.ens_dir, args.data)
     atomic.write_text(args.output, frame.to_csv(index=False))
@@ -48,8 +48,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ensembles.build import load_ensemble
     from ensembles.checks import check_submission_file
-    from hpsearch.errors import UserError
-    from hpsearch.spec import load_spec
+    from hpsearch.core.errors import UserError
+    from hpsearch.core.spec import load_spec
 
     ens = load_ensemble(args.ens_dir)
     info = ens.info
@@ -59,7 +59,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"ensemble {ens.out_dir} was built from a run without a test set, so it has no "
             "submission layout. Fix: check a submission of an ensemble whose run has `data.test`."
         )
-    from hpsearch.remote import is_uri
+    from hpsearch.core.remote import is_uri
 
     test, sample = args.test, args.sample
     if not test:
@@ -106,8 +106,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from hpsearch.remote import local_copy
-    from hpsearch.store import RUN_JSON
+    from hpsearch.core.remote import local_copy
+    from hpsearch.core.store import RUN_JSON
 
     # a run at a URI: its run.json and ensemble.json files are all this reads
     with local_copy(args.run_dir, include=(RUN_JSON, "ensembles/*/ensemble.json")) as (path, _):
@@ -116,8 +116,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _list(path: Path, where: str) -> int:
     from ensembles.build import ENSEMBLE_JSON, load_ensemble
-    from hpsearch.errors import UserError
-    from hpsearch.store import RunDir
+    from hpsearch.core.errors import UserError
+    from hpsearch.core.store import RunDir
 
     rd = RunDir(path)
     rd.read_meta()  # a clear error for a directory that holds no run
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hpsearch.errors import run_cli
+    from hpsearch.core.errors import run_cli
 
     return run_cli(build_parser(), argv)
 

@@ -2,10 +2,10 @@
 
 Each member is rebuilt from its run directory only: networks from
 ``trials/<n>/model.keras`` (Keras ``safe_mode=True``) fed by the run's saved
-preprocessor (``hpsearch.data.transform_new``), trees from
+preprocessor (``hpsearch.core.data.transform_new``), trees from
 ``trees/<name>/model.joblib`` fed by the run's tree matrix
-(``hpsearch.data.tree_matrix_new``). Predictions follow the training
-conventions (``hpsearch.training``): the head's output, binary as P(class 1),
+(``hpsearch.core.data.tree_matrix_new``). Predictions follow the training
+conventions (``hpsearch.search.training``): the head's output, binary as P(class 1),
 regression in natural units. The blend is the ``blend`` entry of
 ``ensemble.json``, so the run's test file reproduces ``test_pred.npy``.
 """
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ensembles.build import EnsembleResult, apply_blend, load_ensemble
-from hpsearch.errors import RunDirError, UserError
-from hpsearch.store import RunDir
+from hpsearch.core.errors import RunDirError, UserError
+from hpsearch.core.store import RunDir
 
 __all__ = ["predict_array", "predict_members", "predict_new"]
 
@@ -52,7 +52,7 @@ def _run_paths(ens: EnsembleResult) -> dict[str, Path]:
 
 
 def _as_frame(data: str | Path | pd.DataFrame) -> pd.DataFrame:
-    from hpsearch.data import load_table
+    from hpsearch.core.data import load_table
 
     if isinstance(data, pd.DataFrame):
         return data.reset_index(drop=True)
@@ -72,14 +72,14 @@ class _Members:
         self.k = len(ens.info.get("classes") or [])
 
     def inputs(self, run: Path) -> dict[str, np.ndarray]:
-        from hpsearch.data import transform_new
+        from hpsearch.core.data import transform_new
 
         if run not in self._inputs:
             self._inputs[run] = transform_new(run, self.df)
         return self._inputs[run]
 
     def tree_x(self, run: Path) -> np.ndarray:
-        from hpsearch.data import tree_matrix_new
+        from hpsearch.core.data import tree_matrix_new
 
         if run not in self._tree_x:
             self._tree_x[run] = tree_matrix_new(run, self.df)
@@ -102,7 +102,7 @@ class _Members:
             )
         import keras
 
-        from hpsearch.training import _head_prediction, _model_inputs
+        from hpsearch.search.training import _head_prediction, _model_inputs
 
         model = keras.saving.load_model(rec.model_path, compile=False, safe_mode=True)
         heads = rd.read_meta().get("output_spec", {}).get("heads") or [{"name": "output"}]
@@ -163,7 +163,7 @@ def predict_array(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> np.nd
 
 def predict_new(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> pd.DataFrame:
     """The submission-shaped table for new rows (a CSV/Parquet path or a DataFrame)."""
-    from ensembles.submission import submission_frame, submission_layout
+    from hpsearch.core.submission import submission_frame, submission_layout
 
     ens = load_ensemble(ens_dir)
     info = ens.info

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hpsearch import atomic
+from hpsearch.core import atomic
 
 __all__ = ["PLOTS", "REPORT_MD", "report_markdown", "summary_text", "write_report"]
 

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from hpsearch import metrics as _metrics
+from hpsearch.core import metrics as _metrics
 
 __all__ = ["Selection", "correlation_matrix", "error_matrix", "select_diverse"]
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import importlib.util
 import os
 import shutil
 import time
@@ -31,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from hpsearch import atomic
-from hpsearch import metrics as _metrics
-from hpsearch.errors import RunDirError, UserError
+from hpsearch.core import atomic
+from hpsearch.core import metrics as _metrics
+from hpsearch.core.errors import RunDirError, UserError
+from hpsearch.core.registry import TREE_MODELS as _TREE_REGISTRY
+from hpsearch.core.registry import missing_package
 
 __all__ = [
     "TREES_DIR",
@@ -53,19 +54,12 @@ __all__ = [
 TREES_DIR = "trees"
 TREE_JSON = "tree.json"
 MODEL_FILE = "model.joblib"
-TREE_MODELS = ("rf", "et", "hgb", "lgbm", "xgb")
-_PACKAGES = {"lgbm": "lightgbm", "xgb": "xgboost"}
+TREE_MODELS = _TREE_REGISTRY.names()
 _SPLITS = ("valid", "holdout", "test")
 
 
 def _n_jobs() -> int:
     return max(1, min(4, os.cpu_count() or 1))
-
-
-def missing_package(name: str) -> str | None:
-    """The package a tree model needs and this Python lacks (lightgbm, xgboost), else None."""
-    package = _PACKAGES.get(name)
-    return package if package and importlib.util.find_spec(package) is None else None
 
 
 def check_tree_names(names: Iterable[str] | str | None) -> tuple[str, ...]:

@@ -73,6 +73,21 @@ from typing import Any
 import yaml
 
 FAMILY_NAMES = ("dense", "cnn", "text", "multi_input", "wide_deep", "multi_output")
+
+
+def _family_names() -> tuple[str, ...]:
+    from search_spaces.families import FAMILY_REGISTRY
+
+    return FAMILY_REGISTRY.names()
+
+
+def _family_known(family: str) -> bool:
+    """A registered family, or a user's ``module:build`` function."""
+    from search_spaces.families import FAMILY_REGISTRY
+
+    return FAMILY_REGISTRY.problem(family) is None
+
+
 PARAM_TYPES = ("float", "int", "categorical", "bool", "const")
 LIBRARY_DIR = Path(__file__).resolve().parent / "library"
 MAX_PER_COUNT = 16  # highest value of a `per` count parameter
@@ -553,10 +568,10 @@ class Space:
             raise SpaceError(f"space name must be a non-empty string, got {_fmt(self.name)}.")
         if not isinstance(self.description, str):
             raise SpaceError(f"space description must be a string, got {_fmt(self.description)}.")
-        if not isinstance(self.family, str) or self.family not in FAMILY_NAMES:
+        if not isinstance(self.family, str) or not _family_known(self.family):
             raise SpaceError(
                 f"family {_fmt(self.family)} does not exist; valid families: "
-                f"{', '.join(FAMILY_NAMES)}.{_did_you_mean(self.family, FAMILY_NAMES)}"
+                f"{', '.join(_family_names())}.{_did_you_mean(self.family, _family_names())}"
             )
         if isinstance(self.params, (str, bytes, Mapping)) or not isinstance(self.params, Iterable):
             raise SpaceError(f"params must be a list of Param, got {_fmt(self.params)}.")

@@ -19,7 +19,7 @@ from ensembles.blenders import (
     nested_auto_score,
     pick_by_cross_fit,
 )
-from hpsearch import metrics
+from hpsearch.core import metrics
 
 WEIGHTED = ("best", "mean", "greedy", "nelder-mead")
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from ensembles.checks import SubmissionError, check_submission, check_submission_file
-from hpsearch.competition import make_competition, write_competition
-from hpsearch.data import infer_columns
+from hpsearch.core.data import infer_columns
+from hpsearch.pipeline.competition import make_competition, write_competition
 from tests.conftest import ROOT
 
 IDS = [7, 3, 9, 1]

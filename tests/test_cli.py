@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hpsearch.cli import main
+from hpsearch.cli.app import main
 from search_spaces import list_library
 
 
@@ -106,7 +106,7 @@ def test_space_sample_bad_input_exits_2_without_traceback(tmp_path, capsys, args
 def test_help_answers_without_importing_tensorflow_or_ray():
     code = (
         "import sys, contextlib, io\n"
-        "from hpsearch.cli import main\n"
+        "from hpsearch.cli.app import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'ray', 'optuna') if m in sys.modules))\n"
@@ -123,7 +123,7 @@ def test_trials_lists_the_run_as_table_csv_and_json(ray_session, tmp_path, capsy
     from tests.conftest import write_spec
 
     spec = write_spec(tmp_path, budget={"n_trials": 5}, sampler={"name": "random", "seed": 0})
-    argv = ["run", str(spec), "--quiet", "--trial-fn", "hpsearch.testing:instant"]
+    argv = ["run", str(spec), "--quiet", "--trial-fn", "hpsearch.search.testing:instant"]
     assert main([*argv, "--trial-option", "fake_fail_every=4"]) == 0
     capsys.readouterr()
     run = str(tmp_path / "run")

@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpsearch import jobs
-from hpsearch.errors import UserError
+from hpsearch.cluster import jobs
+from hpsearch.core.errors import UserError
 from tests.conftest import ROOT, make_spec_dict
 
 LOCAL_SH = ROOT / "cluster" / "local.sh"
-ORACLE = "hpsearch.testing:oracle"
-HPSEARCH = [sys.executable, "-m", "hpsearch.cli"]
+ORACLE = "hpsearch.search.testing:oracle"
+HPSEARCH = [sys.executable, "-m", "hpsearch.cli.app"]
 
 
 def _free_port() -> int:
@@ -128,7 +128,7 @@ def test_kuberay_raycluster_has_a_gpu_worker_group_and_a_volume_for_runs():
 
 
 def test_kuberay_rayjob_runs_hpsearch_on_a_valid_spec():
-    from hpsearch.spec import load_spec
+    from hpsearch.core.spec import load_spec
 
     docs = _kuberay("rayjob.yaml")
     job = docs["RayJob"]
@@ -155,7 +155,7 @@ def test_the_node_image_installs_the_project_on_the_ray_version_in_use():
 def test_the_documented_cluster_example_asks_for_gpus():
     """`examples/cluster.yaml` is what the docs submit to `cluster/local.sh`'s cluster: its
     trials must need a GPU, so that they can only run on the GPU worker."""
-    from hpsearch.spec import load_spec
+    from hpsearch.core.spec import load_spec
 
     spec = load_spec(ROOT / "examples" / "cluster.yaml")
     assert 0 < spec.resources.gpus_per_trial < 1 and spec.resources.max_concurrent == 4
@@ -173,7 +173,7 @@ def test_local_sh_is_valid_bash_and_explains_its_usage():
 
 
 def test_stage_uploads_data_with_relative_paths_and_keeps_output_absolute(tmp_path):
-    from hpsearch.spec import load_spec
+    from hpsearch.core.spec import load_spec
 
     spec_path = _csv_spec(tmp_path / "project")
     staging = tmp_path / "staging"
@@ -200,7 +200,7 @@ def test_stage_uploads_data_with_relative_paths_and_keeps_output_absolute(tmp_pa
 
 
 def test_stage_uploads_test_and_sample_submission_too(tmp_path):
-    from hpsearch.spec import load_spec
+    from hpsearch.core.spec import load_spec
 
     staged = jobs.stage(ROOT / "examples/competition/spec.yaml", tmp_path)
     assert sorted(staged.uploaded) == ["data.sample_submission", "data.test", "data.train"]
@@ -223,7 +223,7 @@ def test_stage_refuses_an_upload_over_the_cap(tmp_path, monkeypatch):
 
 
 def test_entrypoint_runs_the_staged_spec_against_the_cluster():
-    assert jobs.entrypoint() == "python -m hpsearch.jobs spec.yaml --address auto"
+    assert jobs.entrypoint() == "python -m hpsearch.cluster.jobs spec.yaml --address auto"
     cmd = jobs.entrypoint(n_trials=7, resume=True, trial_options=["fake_sleep_s=2", "x=a b"])
     assert cmd.endswith(
         "--n-trials 7 --resume --trial-option fake_sleep_s=2 --trial-option 'x=a b'"
@@ -276,7 +276,7 @@ def test_auth_token_follows_rays_order(tmp_path, monkeypatch):
 
 def test_cli_help_does_not_import_ray():
     code = (
-        "import sys, hpsearch.cli as c; p = c.build_parser(); "
+        "import sys, hpsearch.cli.app as c; p = c.build_parser(); "
         "p.parse_args(['submit', 'x.yaml']); print('ray' in sys.modules)"
     )
     out = _run([sys.executable, "-c", code], dict(os.environ), cwd=ROOT)
@@ -321,7 +321,7 @@ def test_pull_copies_a_run_directory(tmp_path, as_uri):
 
 def test_pull_reads_a_run_at_an_fsspec_only_uri(tmp_path):
     """A scheme pyarrow does not know (fsspec's memory://) is pulled like run output is
-    written: through ``hpsearch.remote.open_filesystem``."""
+    written: through ``hpsearch.core.remote.open_filesystem``."""
     fsspec = pytest.importorskip("fsspec")
     src = _fake_run(tmp_path / "run")
     mem = fsspec.filesystem("memory")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpsearch.data import (
+from hpsearch.core.data import (
     DataError,
     Preprocessor,
     Target,
@@ -17,7 +17,7 @@ from hpsearch.data import (
     prepare,
     transform_new,
 )
-from hpsearch.spec import load_spec
+from hpsearch.core.spec import load_spec
 
 
 def make_frame(n: int = 120, seed: int = 0) -> pd.DataFrame:

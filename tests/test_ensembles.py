@@ -19,16 +19,16 @@ import yaml
 from ensembles.blenders import BLENDERS, StackingBlender
 from ensembles.build import ENSEMBLE_JSON, apply_blend, build_ensemble, load_ensemble
 from ensembles.cli import main
-from ensembles.submission import submission_frame, submission_layout
-from hpsearch import metrics
-from hpsearch.data import load_table
-from hpsearch.driver import run_search
-from hpsearch.errors import RunDirError, UserError
-from hpsearch.spec import load_spec
-from hpsearch.store import RunDir
+from hpsearch.core import metrics
+from hpsearch.core.data import load_table
+from hpsearch.core.errors import RunDirError, UserError
+from hpsearch.core.spec import load_spec
+from hpsearch.core.store import RunDir
+from hpsearch.core.submission import submission_frame, submission_layout
+from hpsearch.search.driver import run_search
 from tests.conftest import ROOT, make_spec_dict
 
-ORACLE = "hpsearch.testing:oracle"
+ORACLE = "hpsearch.search.testing:oracle"
 FILES = ("ensemble.json", "holdout_pred.npy", "report.md", "weights.png", "correlation.png")
 
 
@@ -537,7 +537,7 @@ def test_class_columns_match_up_to_case_and_a_shared_prefix_or_suffix():
 
 
 def test_a_sample_submission_that_fits_no_layout_is_refused_before_the_search(tmp_path):
-    from hpsearch.cli import main as hp_main
+    from hpsearch.cli.app import main as hp_main
 
     rng = np.random.default_rng(0)
     train = pd.DataFrame({"id": range(60), "x": rng.normal(size=60), "y": [1, 2, 3] * 20})
@@ -658,7 +658,7 @@ def test_cli_help_imports_no_heavy_library():
 
 
 def _holdout_y(run: Path) -> np.ndarray:
-    from hpsearch.data import load_prepared
+    from hpsearch.core.data import load_prepared
 
     return load_prepared(run, load_spec(run / "spec.yaml")).y["holdout"]
 

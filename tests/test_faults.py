@@ -1,7 +1,7 @@
 """Fault drills: the service broken on purpose.
 
 The driver is SIGKILLed at exact points of its write order (``HPSEARCH_FAULT``,
-see ``hpsearch.store.fault_point``) and resumed; a Ray worker kills itself
+see ``hpsearch.core.store.fault_point``) and resumed; a Ray worker kills itself
 mid-trial; trials fail in every way a trial can; two ensemble builds race for
 one name; and bad input of every kind is refused with exit status 2, a message
 that names the problem and the fix, and the run directory untouched.
@@ -29,15 +29,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from hpsearch.cli import main
-from hpsearch.driver import run_search
-from hpsearch.spec import load_spec
-from hpsearch.store import FAULT_ENV, RunDir
+from hpsearch.cli.app import main
+from hpsearch.core.spec import load_spec
+from hpsearch.core.store import FAULT_ENV, RunDir
+from hpsearch.search.driver import run_search
 from tests.conftest import ROOT, make_spec_dict, write_spec
 
-ORACLE = "hpsearch.testing:oracle"
-INSTANT = "hpsearch.testing:instant"
-CRASH = "hpsearch.testing:crash_worker"
+ORACLE = "hpsearch.search.testing:oracle"
+INSTANT = "hpsearch.search.testing:instant"
+CRASH = "hpsearch.search.testing:crash_worker"
 Snapshot = dict[str, tuple[int, int]] | None
 
 
@@ -75,7 +75,7 @@ def _snapshot(path: Path) -> Snapshot:
 
 
 def _driver(spec_path: Path, address: str, *args: str, env: dict[str, str] | None = None):
-    cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet"]
+    cmd = [sys.executable, "-m", "hpsearch.cli.app", "run", str(spec_path), "--quiet"]
     cmd += ["--address", address, *args]
     return subprocess.Popen(
         cmd,
@@ -360,8 +360,8 @@ def _real_invalid_graph(payload, data, reporter):
 
 
 def test_a_real_keras_invalid_graph_is_classified():
-    from hpsearch.runner import NullReporter
-    from hpsearch.trial import TrialPayload, run_guarded
+    from hpsearch.search.runner import NullReporter
+    from hpsearch.search.trial import TrialPayload, run_guarded
 
     payload = TrialPayload(
         number=0, params={}, family="dense", metric="log_loss", task="binary", seed=0,
@@ -759,7 +759,7 @@ def test_bad_input_exit_status_of_the_process(tmp_path, name):
     else:
         spec_path, extra, expected = _case(name, tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet", *extra],
+        [sys.executable, "-m", "hpsearch.cli.app", "run", str(spec_path), "--quiet", *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""hpsearch.metrics: values against scikit-learn, directions, input handling, errors."""
+"""hpsearch.core.metrics: values against scikit-learn, directions, input handling, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from hpsearch import metrics
+from hpsearch.core import metrics
 
 RNG = np.random.default_rng(0)
 N = 200

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from ensembles.checks import check_submission_file
-from hpsearch.competition import write_competition
-from hpsearch.pipeline import run_pipeline
-from hpsearch.spec import load_spec
+from hpsearch.core.spec import load_spec
+from hpsearch.pipeline.competition import write_competition
+from hpsearch.pipeline.run import run_pipeline
 from tests.conftest import ROOT
 
-ORACLE = "hpsearch.testing:oracle"
+ORACLE = "hpsearch.search.testing:oracle"
 
 
 def competition(tmp_path, kind, **over):
@@ -80,7 +80,7 @@ def test_pipeline_cli_user_error_exits_2(tmp_path):
     spec["data"]["target"] = "diagnosys"
     path.write_text(yaml.safe_dump(spec))
     proc = subprocess.run(
-        [sys.executable, "-m", "hpsearch.cli", "pipeline", str(path)],
+        [sys.executable, "-m", "hpsearch.cli.app", "pipeline", str(path)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -102,7 +102,7 @@ def test_pipeline_with_real_multi_input_networks(ray_session, tmp_path, kind, me
     back, class columns and all, and the rows with an unseen category are encoded as index 0
     and predicted like any other."""
     from ensembles.predict import predict_new
-    from hpsearch.data import transform_new
+    from hpsearch.core.data import transform_new
 
     over = {"metric": metric} if metric else {}
     comp, path = competition(
@@ -146,7 +146,7 @@ def test_demo_command_runs_the_shipped_competition(tmp_path):
     """`make demo` runs `hpsearch demo`: the README's first command, end to end (quick mode)."""
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "hpsearch.cli", "demo", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "hpsearch.cli.app", "demo", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=ROOT,

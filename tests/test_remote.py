@@ -22,10 +22,9 @@ import pytest
 import yaml
 
 from ensembles import cli as ensembles_cli
-from hpsearch import cli as hpsearch_cli
-from hpsearch.driver import run_search
-from hpsearch.errors import RunDirError, UserError
-from hpsearch.remote import (
+from hpsearch.cli import app as hpsearch_cli
+from hpsearch.core.errors import RunDirError, UserError
+from hpsearch.core.remote import (
     UNPUSHED,
     RemoteRun,
     RemoteSync,
@@ -34,11 +33,12 @@ from hpsearch.remote import (
     is_uri,
     markers_last,
 )
-from hpsearch.spec import load_spec
-from hpsearch.store import FAULT_ENV
+from hpsearch.core.spec import load_spec
+from hpsearch.core.store import FAULT_ENV
+from hpsearch.search.driver import run_search
 from tests.conftest import ROOT, make_spec_dict, write_spec
 
-ORACLE = "hpsearch.testing:oracle"
+ORACLE = "hpsearch.search.testing:oracle"
 
 
 @pytest.fixture(autouse=True)
@@ -156,7 +156,7 @@ def test_driver_killed_after_a_commit_resumes_from_the_remote(ray_session, tmp_p
         resources={"max_concurrent": 1},
         sampler={"name": "random", "seed": 0},
     )
-    cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet"]
+    cmd = [sys.executable, "-m", "hpsearch.cli.app", "run", str(spec_path), "--quiet"]
     cmd += ["--address", ray_session, "--trial-fn", ORACLE]
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, timeout=180,
@@ -347,9 +347,9 @@ def test_bad_scheme_is_a_user_error():
 
 
 def test_a_submitted_job_keeps_its_inputs_in_the_run_at_the_uri(tmp_path):
-    """The job's last step (``hpsearch.jobs.keep_inputs``) edits the driver's staging copy
+    """The job's last step (``hpsearch.cluster.jobs.keep_inputs``) edits the driver's staging copy
     on the head node and pushes ``inputs/`` and the rewritten ``spec.yaml``."""
-    from hpsearch import jobs
+    from hpsearch.cluster import jobs
 
     train = tmp_path / "train.csv"
     train.write_text("a,target\n1,0\n2,1\n3,0\n4,1\n")

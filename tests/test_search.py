@@ -15,14 +15,14 @@ import numpy as np
 import optuna
 import pytest
 
-from hpsearch.driver import run_search
-from hpsearch.errors import RunDirError, StudyStopped
-from hpsearch.spec import load_spec
-from hpsearch.store import RunDir
+from hpsearch.core.errors import RunDirError, StudyStopped
+from hpsearch.core.spec import load_spec
+from hpsearch.core.store import RunDir
+from hpsearch.search.driver import run_search
 from tests.conftest import ROOT, make_spec_dict, write_spec
 
-ORACLE = "hpsearch.testing:oracle"
-INSTANT = "hpsearch.testing:instant"
+ORACLE = "hpsearch.search.testing:oracle"
+INSTANT = "hpsearch.search.testing:instant"
 
 
 def _study(run_dir: Path) -> optuna.Study:
@@ -98,7 +98,7 @@ def test_a_pruner_stops_hopeless_trials_from_their_reported_epochs(ray_session, 
 def test_parallel_samplers_account_for_trials_in_flight():
     """TPE runs with constant liar when trials run in parallel; Hyperopt's TPE sees a RUNNING
     trial as the worst loss so far, and without the liar not at all."""
-    from hpsearch.samplers import HyperoptTPE, make_optuna_sampler
+    from hpsearch.search.samplers import HyperoptTPE, make_optuna_sampler
     from search_spaces import load_space
 
     assert make_optuna_sampler("tpe", 0, 2)._constant_liar is True
@@ -251,7 +251,7 @@ def test_sigkill_then_resume_loses_nothing(ray_session, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "hpsearch.cli",
+        "hpsearch.cli.app",
         "run",
         str(spec_path),
         "--quiet",
@@ -333,19 +333,19 @@ def test_real_keras_trials_write_model_history_and_tensorboard(ray_session, tmp_
 
 
 def _model_inputs(model, x):
-    from hpsearch.training import _model_inputs as pick
+    from hpsearch.search.training import _model_inputs as pick
 
     return pick(model, x)
 
 
 def _head_prediction(raw, head, task):
-    from hpsearch.training import _head_prediction as head_pred
+    from hpsearch.search.training import _head_prediction as head_pred
 
     return head_pred(raw, head, task)
 
 
 def _valid_inputs(spec):
-    from hpsearch.data import prepare
+    from hpsearch.core.data import prepare
 
     return prepare(spec).x["valid"]
 
@@ -357,7 +357,7 @@ def test_ctrl_c_cancels_records_and_requeues_trials_in_flight(ray_session, tmp_p
     re-running a finished one."""
     spec_path = write_spec(tmp_path, budget={"n_trials": 6}, resources={"max_concurrent": 2})
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(spec_path), "--quiet"]
+    cmd = [sys.executable, "-m", "hpsearch.cli.app", "run", str(spec_path), "--quiet"]
     cmd += ["--address", ray_session, "--trial-fn", ORACLE, "--trial-option", "fake_sleep_s=2.0"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from hpsearch.spec import Spec, SpecError, load_spec
+from hpsearch.core.spec import Spec, SpecError, load_spec
 
 BASE = {
     "name": "bc",

@@ -10,24 +10,30 @@ outputs keyed by head name (plus ``"<head>_aux"`` for an auxiliary output when s
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from search_spaces.registry import Registry
 from search_spaces.specs import InputSpec, OutputSpec
 
-_REGISTRY: dict[str, str] = {
-    "dense": "search_spaces.families.dense:build",
-    "cnn": "search_spaces.families.cnn:build",
-    "text": "search_spaces.families.text:build",
-    "multi_input": "search_spaces.families.multi_input:build",
-    "wide_deep": "search_spaces.families.wide_deep:build",
-    "multi_output": "search_spaces.families.multi_output:build",
-}
+# name -> "module:function"; users add theirs with FAMILY_REGISTRY.register(name, build) or
+# name a ``module:build`` function as a space's ``family``
+FAMILY_REGISTRY = Registry(
+    "architecture family",
+    {
+        "dense": "search_spaces.families.dense:build",
+        "cnn": "search_spaces.families.cnn:build",
+        "text": "search_spaces.families.text:build",
+        "multi_input": "search_spaces.families.multi_input:build",
+        "wide_deep": "search_spaces.families.wide_deep:build",
+        "multi_output": "search_spaces.families.multi_output:build",
+    },
+)
 
-FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
+FAMILIES: tuple[str, ...] = FAMILY_REGISTRY.names()  # the built-in families
 
 __all__ = [
     "FAMILIES",
+    "FAMILY_REGISTRY",
     "aux_targets",
     "build_model",
     "compile_model",
@@ -39,13 +45,9 @@ __all__ = [
 
 
 def get_builder(family: str):
-    """The ``build(params, inputs, outputs)`` function of a family; ValueError when unknown."""
-    if family not in _REGISTRY:
-        raise ValueError(
-            f"unknown architecture family {family!r}; expected one of {', '.join(FAMILIES)}."
-        )
-    module_name, func_name = _REGISTRY[family].split(":")
-    return getattr(importlib.import_module(module_name), func_name)
+    """The ``build(params, inputs, outputs)`` function of a family (a registered name or a
+    ``module:function``); ValueError (:class:`PluginError`) when unknown."""
+    return FAMILY_REGISTRY.resolve(family)
 
 
 def build_model(family: str, params: dict[str, Any], inputs: InputSpec, outputs: OutputSpec) -> Any:

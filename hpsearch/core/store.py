@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from hpsearch import atomic
-from hpsearch.errors import RunDirError
+from hpsearch.core import atomic
+from hpsearch.core.errors import RunDirError
 
 RUN_JSON = "run.json"
 SPEC_YAML = "spec.yaml"

@@ -2,7 +2,7 @@
 
 These are plain data, shipped between the driver and Ray workers. The work
 itself is done by a *trial function* ``fn(payload, data, reporter) ->
-TrialResult``; the default trains a Keras model (``hpsearch.training``), and
+TrialResult``; the default trains a Keras model (``hpsearch.search.training``), and
 tests and benchmarks plug in cheap ones.
 """
 
@@ -23,7 +23,7 @@ COMPLETE = "COMPLETE"
 FAIL = "FAIL"
 PRUNED = "PRUNED"
 
-DEFAULT_TRIAL_FN = "hpsearch.training:train_trial"
+DEFAULT_TRIAL_FN = "hpsearch.search.training:train_trial"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras colours parts of its error messages
 
 

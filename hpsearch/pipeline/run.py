@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpsearch.errors import UserError
+from hpsearch.core.errors import UserError
 
 
 @dataclass
@@ -52,8 +52,8 @@ def run_pipeline(
     """Search, ensemble, check and write the submission for ``spec``."""
     from ensembles.build import build_ensemble
     from ensembles.checks import check_submission_file
-    from hpsearch import atomic
-    from hpsearch.driver import run_search
+    from hpsearch.core import atomic
+    from hpsearch.search.driver import run_search
 
     out = sys.stderr if stream is None else stream
     summary = run_search(

@@ -13,10 +13,10 @@ still RUNNING (resume tells the study what the file says).
 While it runs, the driver holds an advisory lock on ``RUN_DIR/.lock``, so a
 second driver on the same run is refused instead of re-queuing live trials.
 ``HPSEARCH_FAULT`` kills the driver at named points of this order for fault
-drills (``hpsearch.store.fault_point``, docs/faults.md).
+drills (``hpsearch.core.store.fault_point``, docs/faults.md).
 
 With an ``output`` URI the run directory is a local staging copy, and
-``hpsearch.remote`` pushes it at each commit point (a trial's files, then the
+``hpsearch.core.remote`` pushes it at each commit point (a trial's files, then the
 study, then its ``trial.json``), so the run at the URI resumes the same way.
 """
 
@@ -36,10 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpsearch import atomic
-from hpsearch.errors import RunDirError, StudyStopped, UserError
-from hpsearch.store import RunDir, fault_point
-from hpsearch.trial import COMPLETE, DEFAULT_TRIAL_FN, FAIL, PRUNED, TrialPayload, TrialResult
+from hpsearch.core import atomic
+from hpsearch.core.errors import RunDirError, StudyStopped, UserError
+from hpsearch.core.store import RunDir, fault_point
+from hpsearch.search.trial import (
+    COMPLETE,
+    DEFAULT_TRIAL_FN,
+    FAIL,
+    PRUNED,
+    TrialPayload,
+    TrialResult,
+)
 
 FAMILY_NEEDS = {"cnn": "image", "text": "text"}
 
@@ -98,7 +105,7 @@ def _sigterm_interrupts():
 
 
 def _direction(metric: str) -> str:
-    from hpsearch.metrics import get_metric
+    from hpsearch.core.metrics import get_metric
 
     return "maximize" if get_metric(metric).greater_is_better else "minimize"
 
@@ -191,7 +198,7 @@ def open_run(
 
     Nothing is written before every check has passed.
     """
-    from hpsearch.data import load_prepared, prepare
+    from hpsearch.core.data import load_prepared, prepare
     from search_spaces import load_space
 
     space = load_space(spec.space)
@@ -250,7 +257,7 @@ def _check_study_name_free(spec: Any) -> None:
     if not spec.storage:
         return  # the default SQLite file lives in the new run directory
     if spec.storage.startswith("sqlite:///"):
-        from hpsearch.spec import sqlite_file
+        from hpsearch.core.spec import sqlite_file
 
         db = sqlite_file(spec.storage)
         if db is None or not Path(db).is_file():
@@ -317,7 +324,7 @@ def _differences(meta: dict[str, Any], spec: Any, space: Any, rd: RunDir) -> lis
 def _init_run_dir(rd: RunDir, spec: Any, space: Any, prepared: Any) -> dict[str, Any]:
     import yaml
 
-    from hpsearch.data import save_prepared
+    from hpsearch.core.data import save_prepared
 
     rd.path.mkdir(parents=True, exist_ok=True)
     save_prepared(prepared, rd.path, spec)
@@ -350,7 +357,7 @@ def _init_run_dir(rd: RunDir, spec: Any, space: Any, prepared: Any) -> dict[str,
 def _open_study(rd: RunDir, spec: Any, space: Any, meta: dict[str, Any], max_concurrent: int):
     import optuna
 
-    from hpsearch.samplers import make_optuna_sampler, make_pruner
+    from hpsearch.search.samplers import make_optuna_sampler, make_pruner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -450,10 +457,10 @@ def run_search(
     """Run (or resume) the study described by ``spec`` until its budget is spent.
 
     An ``output`` URI is run in a local staging copy pushed there at every commit
-    point (``hpsearch.remote.driver_output``).
+    point (``hpsearch.core.remote.driver_output``).
     """
-    from hpsearch.remote import driver_output
-    from hpsearch.runner import ensure_ray
+    from hpsearch.core.remote import driver_output
+    from hpsearch.search.runner import ensure_ray
 
     with driver_output(spec, resume) as (path, sync):
         rd, space, prepared, meta = open_run(spec, resume, path)
@@ -495,13 +502,13 @@ def _search(
 ) -> SearchSummary:
     """The search loop of :func:`run_search`, run while this process holds the run directory.
 
-    ``sync`` (``hpsearch.remote.RunSync``) is told of each commit point; it pushes a run
+    ``sync`` (``hpsearch.core.remote.RunSync``) is told of each commit point; it pushes a run
     whose ``output`` is a URI.
     """
     import optuna
 
-    from hpsearch.runner import TrialRunner
-    from hpsearch.samplers import HyperoptTPE
+    from hpsearch.search.runner import TrialRunner
+    from hpsearch.search.samplers import HyperoptTPE
 
     if not meta:
         meta = _init_run_dir(rd, spec, space, prepared)
@@ -590,7 +597,7 @@ def _search(
             "sampler": spec.sampler.name,
         }
         rd.write_trial(result, payload.params, extra)
-        sync.trial_written(payload.number)  # before the tell: see hpsearch.remote
+        sync.trial_written(payload.number)  # before the tell: see hpsearch.core.remote
         fault_point("kill_after_commit", payload.number)
         for key in ("node_id", "hostname", "reason"):
             if getattr(result, key):

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpsearch.trial import FAIL, TrialPayload, TrialResult, resolve_trial_fn, run_guarded
+from hpsearch.search.trial import FAIL, TrialPayload, TrialResult, resolve_trial_fn, run_guarded
 
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
 
@@ -58,7 +58,7 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> dict[str, Any]
                 raise ConnectionError(problem)
             ray.init(**kwargs)
         except ConnectionError as exc:
-            from hpsearch.errors import UserError
+            from hpsearch.core.errors import UserError
 
             raise UserError(
                 f"cannot connect to the Ray cluster at --address {address!r}: {exc}. "
@@ -162,7 +162,7 @@ class _Worker:
         return result
 
     def info(self) -> dict[str, Any]:
-        from hpsearch.trial import where_am_i
+        from hpsearch.search.trial import where_am_i
 
         return where_am_i()
 
@@ -218,7 +218,7 @@ class TrialRunner:
         cpus_per_trial: float = 1.0,
         gpus_per_trial: float = 0.0,
         max_concurrent: int = 1,
-        trial_fn: str | Callable = "hpsearch.training:train_trial",
+        trial_fn: str | Callable = "hpsearch.search.training:train_trial",
         warm_workers: bool = True,
         max_retries: int = 1,
     ):
@@ -228,7 +228,7 @@ class TrialRunner:
         self.trial_fn = trial_fn
         self.warm = bool(warm_workers)
         self.max_retries = int(max_retries)
-        self.import_keras = trial_fn == "hpsearch.training:train_trial"
+        self.import_keras = trial_fn == "hpsearch.search.training:train_trial"
         self.in_flight: dict[Any, _InFlight] = {}
         self.idle: list[Any] = []
         self.actors: list[Any] = []

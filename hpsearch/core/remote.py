@@ -41,8 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hpsearch.errors import RunDirError, StudyStopped, UserError
-from hpsearch.store import RUN_JSON, SPACE_YAML, SPEC_YAML, STUDY_DB, TRIALS, trial_dirname
+from hpsearch.core.errors import RunDirError, StudyStopped, UserError
+from hpsearch.core.store import RUN_JSON, SPACE_YAML, SPEC_YAML, STUDY_DB, TRIALS, trial_dirname
 
 CACHE_ENV = "HPSEARCH_CACHE"
 # pushed after the other files of their directory: their presence marks the directory complete

@@ -27,8 +27,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [UserError]
     for module, name in (
         ("search_spaces.space", "SpaceError"),
-        ("hpsearch.spec", "SpecError"),
-        ("hpsearch.data", "DataError"),
+        ("hpsearch.core.spec", "SpecError"),
+        ("hpsearch.core.data", "DataError"),
     ):
         mod = sys.modules.get(module)
         if mod is not None and hasattr(mod, name):

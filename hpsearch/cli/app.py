@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpsearch.errors import EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USER_ERROR  # noqa: F401
+from hpsearch.core.errors import EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USER_ERROR  # noqa: F401
 
 # --------------------------------------------------------------------------- space
 
@@ -32,7 +32,7 @@ def cmd_space_list(args: argparse.Namespace) -> int:
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
-    from hpsearch.errors import UserError
+    from hpsearch.core.errors import UserError
 
     try:
         shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
@@ -55,7 +55,7 @@ _SHAPE_DIMS = {"cnn": ((2, 3), "16,16,1")}
 
 def example_io(space: Any, shape: tuple[int, ...] | None, task: str = "binary", n_classes: int = 1):
     """An InputSpec/OutputSpec that suits a space's family, for `space sample --build`."""
-    from hpsearch.errors import UserError
+    from hpsearch.core.errors import UserError
     from search_spaces.specs import Head, InputSpec, OutputSpec, TextInput
 
     family = space.family
@@ -98,7 +98,7 @@ def _first_line(exc: BaseException) -> str:
 def cmd_space_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from hpsearch.errors import UserError
+    from hpsearch.core.errors import UserError
     from search_spaces import load_space
 
     if args.n < 1:
@@ -142,13 +142,13 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
 
 
 def _load_spec(path: str, args: argparse.Namespace | None = None):
-    from hpsearch.spec import load_spec
+    from hpsearch.core.spec import load_spec
 
     return load_spec(path)
 
 
 def _check_n_trials(n: int | None) -> None:
-    from hpsearch.errors import UserError
+    from hpsearch.core.errors import UserError
 
     if n is not None and n < 1:
         raise UserError(
@@ -168,7 +168,7 @@ def _interrupted(exc: Any, where: Any, resume_cmd: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hpsearch.driver import Interrupted, run_search
+    from hpsearch.search.driver import Interrupted, run_search
 
     spec = _load_spec(args.spec)
     _check_n_trials(args.n_trials)
@@ -191,10 +191,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from hpsearch.driver import Interrupted
-    from hpsearch.errors import UserError
-    from hpsearch.pipeline import run_pipeline
-    from hpsearch.remote import is_uri
+    from hpsearch.core.errors import UserError
+    from hpsearch.core.remote import is_uri
+    from hpsearch.pipeline.run import run_pipeline
+    from hpsearch.search.driver import Interrupted
 
     spec = _load_spec(args.spec)
     if is_uri(spec.output):
@@ -245,7 +245,7 @@ def _print_summary(summary: Any, where: str) -> None:
 def _trial_rows(run_dir: str) -> tuple[Any, list[dict[str, Any]]]:
     """The run's metadata and one row per study trial; a run at a URI is read from a
     temporary copy of its run.json, study.db and trial.json files."""
-    from hpsearch.remote import STATUS_FILES, local_copy
+    from hpsearch.core.remote import STATUS_FILES, local_copy
 
     with local_copy(run_dir, include=STATUS_FILES) as (path, _):
         return _read_trial_rows(path)
@@ -254,8 +254,8 @@ def _trial_rows(run_dir: str) -> tuple[Any, list[dict[str, Any]]]:
 def _read_trial_rows(run_dir: str | os.PathLike) -> tuple[Any, list[dict[str, Any]]]:
     import optuna
 
-    from hpsearch.errors import RunDirError
-    from hpsearch.store import RunDir
+    from hpsearch.core.errors import RunDirError
+    from hpsearch.core.store import RunDir
 
     rd = RunDir(run_dir)
     meta = rd.read_meta()
@@ -320,7 +320,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    from hpsearch.errors import UserError
+    from hpsearch.core.errors import UserError
 
     if args.top is not None and args.top < 1:
         raise UserError(
@@ -368,7 +368,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from hpsearch.errors import UserError
+    from hpsearch.core.errors import UserError
 
     meta, rows = _trial_rows(args.run_dir)
     best = _sorted_complete(meta, rows)
@@ -378,7 +378,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         )
     b = best[0]
     model = f"{args.run_dir}/trials/{b['number']:05d}/model.keras"
-    from hpsearch.remote import is_uri
+    from hpsearch.core.remote import is_uri
 
     if not is_uri(str(args.run_dir)) and not Path(model).is_file():
         model = None  # a trial function that saves no model
@@ -401,7 +401,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hpsearch.demo import run_demo
+    from hpsearch.pipeline.demo import run_demo
 
     return run_demo(out=args.out, n_trials=args.n_trials, quick=args.quick)
 
@@ -490,14 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a smaller demo (CI smoke test)")
     demo.set_defaults(func=cmd_demo)
 
-    from hpsearch import jobs_cli
+    from hpsearch.cli import jobs as jobs_cli
 
     jobs_cli.add_commands(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hpsearch.errors import run_cli
+    from hpsearch.core.errors import run_cli
 
     return run_cli(build_parser(), argv)
 

@@ -25,14 +25,14 @@ def _example_dir(out: Path) -> Path:
     if (EXAMPLE / "spec.yaml").exists():
         return EXAMPLE
     # installed without the examples folder: generate the same files next to the run
-    from hpsearch.competition import write_competition
+    from hpsearch.pipeline.competition import write_competition
 
     return write_competition(out.parent / f"{out.name}-competition", "binary")
 
 
 def run_demo(out: str | None = None, n_trials: int | None = None, quick: bool = False) -> int:
-    from hpsearch.pipeline import run_pipeline
-    from hpsearch.spec import load_spec
+    from hpsearch.core.spec import load_spec
+    from hpsearch.pipeline.run import run_pipeline
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_path = Path(out or Path("runs") / f"demo-{stamp}").resolve()

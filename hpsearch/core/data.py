@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpsearch.errors import UserError
+from hpsearch.core.errors import UserError
 from search_spaces.specs import InputSpec, OutputSpec, TextInput
 
 KINDS = ("numeric", "categorical", "text", "datetime", "drop")
@@ -867,7 +867,7 @@ def _load_test(spec: Any, train: pd.DataFrame, target: Target) -> pd.DataFrame |
                 "use the sample submission that belongs to this test file",
             )
         # the submission's columns are fixed by the sample: refused now, not after the search
-        from ensembles.submission import submission_layout
+        from hpsearch.core.submission import submission_layout
 
         submission_layout(
             target.task, target.name, target.classes, d.id, sub, getattr(spec, "metric", None)
@@ -953,7 +953,7 @@ def prepare(spec: Any, run_dir: str | Path | None = None) -> PreparedData:
 
 def save_prepared(prepared: PreparedData, run_dir: str | Path, spec: Any = None) -> Path:
     """Write ``split.json``, ``preprocessor.json``, ``target.json``, ``columns.json`` atomically."""
-    from hpsearch import atomic
+    from hpsearch.core import atomic
 
     out = Path(run_dir) / DATA_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hpsearch.trial import COMPLETE, PRUNED, NonFiniteLossError, TrialPayload, TrialResult
+from hpsearch.search.trial import COMPLETE, PRUNED, NonFiniteLossError, TrialPayload, TrialResult
 
 
 def _objective(params: dict[str, Any]) -> float:
@@ -115,7 +115,7 @@ def oracle(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
     Stands in for a trained network wherever a test needs realistic prediction
     files (ensembles, resume, pipeline) without paying for TensorFlow.
     """
-    from hpsearch import metrics
+    from hpsearch.core import metrics
 
     tr = payload.training
     steps = int(tr.get("fake_epochs", 3))

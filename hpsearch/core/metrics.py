@@ -197,7 +197,7 @@ def rmsle(y_true, pred) -> float:
     """Root mean squared log error, ``log1p`` of both sides.
 
     A negative target is an error (the spec check refuses it up front). Predictions are
-    clipped at 0 first, as every submission under RMSLE is (``ensembles.submission``): a
+    clipped at 0 first, as every submission under RMSLE is (``hpsearch.core.submission``): a
     network trained on a near-zero target predicts slightly negative values, which a
     competition would reject but which mean "0".
     """

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from hpsearch import metrics
-from hpsearch.trial import COMPLETE, PRUNED, NonFiniteLossError, TrialPayload, TrialResult
+from hpsearch.core import metrics
+from hpsearch.search.trial import COMPLETE, PRUNED, NonFiniteLossError, TrialPayload, TrialResult
 
 
 def _model_inputs(model: Any, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,8 +1,8 @@
 """Cluster commands of the ``hpsearch`` CLI (submit, jobs, logs, stop, pull).
 
-Registered by ``hpsearch.cli.build_parser``; Ray is imported only inside the
+Registered by ``hpsearch.cli.app.build_parser``; Ray is imported only inside the
 command functions so that ``hpsearch --help`` stays fast. The work is in
-``hpsearch.jobs``.
+``hpsearch.cluster.jobs``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _tail(text: str, n: int = TAIL_LINES) -> str:
 
 
 def _finish(client, job_id: str, state: str) -> int:
-    from hpsearch import jobs
+    from hpsearch.cluster import jobs
 
     if state == "SUCCEEDED":
         print(f"job {job_id} SUCCEEDED", file=sys.stderr)
@@ -42,8 +42,8 @@ def _finish(client, job_id: str, state: str) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from hpsearch import jobs
-    from hpsearch.spec import load_spec
+    from hpsearch.cluster import jobs
+    from hpsearch.core.spec import load_spec
 
     load_spec(args.spec)  # a mistake in the spec is named before any cluster is contacted
     client = jobs.connect(args.address)
@@ -83,7 +83,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     import json
 
-    from hpsearch import jobs
+    from hpsearch.cluster import jobs
 
     client = jobs.connect(args.address)
     rows = jobs.list_jobs(client)
@@ -95,7 +95,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from hpsearch import jobs
+    from hpsearch.cluster import jobs
 
     client = jobs.connect(args.address)
     if not args.follow:
@@ -110,7 +110,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from hpsearch import jobs
+    from hpsearch.cluster import jobs
 
     client = jobs.connect(args.address)
     was_running, state = jobs.stop(client, args.job_id)
@@ -124,7 +124,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from hpsearch import jobs
+    from hpsearch.cluster import jobs
 
     dest, n_files, n_bytes = jobs.pull(args.run_uri, args.dest)
     print(f"pulled {n_files} file(s), {n_bytes / 2**20:.1f} MiB, from {args.run_uri} into {dest}")

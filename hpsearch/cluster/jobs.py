@@ -11,7 +11,7 @@ search needs from this machine:
 - ``py_modules``: the packages ``search_spaces``, ``hpsearch`` and ``ensembles``
   from this checkout, so the cluster needs only the dependencies installed.
 
-The entrypoint (``python -m hpsearch.jobs spec.yaml --address auto ...``) runs
+The entrypoint (``python -m hpsearch.cluster.jobs spec.yaml --address auto ...``) runs
 ``hpsearch run`` on the cluster, then copies the uploaded data into
 ``RUN_DIR/inputs/`` and points the run's ``spec.yaml`` at it, so the run
 directory stays usable (``ensembles build``) after the job's working directory is
@@ -21,7 +21,7 @@ The run directory is the spec's ``output``: a path resolved on the submitting
 machine, which the job's driver (on the head node) must be able to write (the
 same machine for ``cluster/local.sh``, a shared filesystem mounted at the same
 path on a real cluster), or a URI (``s3://``, ``gs://``) that the driver pushes
-the run to (``hpsearch.remote``). ``hpsearch pull`` copies a run from a path or
+the run to (``hpsearch.core.remote``). ``hpsearch pull`` copies a run from a path or
 URI.
 
 Token authentication: when the cluster has Ray token authentication on, the
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from hpsearch.errors import UserError
+from hpsearch.core.errors import UserError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_ENV = ("HPSEARCH_ADDRESS", "RAY_API_SERVER_ADDRESS")
@@ -241,7 +241,7 @@ def stage(
     """
     import yaml
 
-    from hpsearch.spec import load_spec
+    from hpsearch.core.spec import load_spec
 
     overrides = {"output": output} if output else None
     spec = load_spec(spec_path, overrides=overrides)
@@ -304,7 +304,7 @@ def entrypoint(
     """The job's shell command: ``hpsearch run`` of the staged spec on the cluster."""
     import shlex
 
-    parts = ["python", "-m", "hpsearch.jobs", STAGED_SPEC, "--address", "auto"]
+    parts = ["python", "-m", "hpsearch.cluster.jobs", STAGED_SPEC, "--address", "auto"]
     if n_trials is not None:
         parts += ["--n-trials", str(int(n_trials))]
     if resume:
@@ -455,7 +455,7 @@ def _source_fs(uri: str) -> tuple[Any, str]:
     from pyarrow import fs
 
     if "://" in uri:
-        from hpsearch.remote import open_filesystem
+        from hpsearch.core.remote import open_filesystem
 
         return open_filesystem(uri)  # pyarrow's filesystems, then fsspec's: as run output
     return fs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
@@ -516,8 +516,8 @@ def keep_inputs(spec_path: str | os.PathLike) -> list[str]:
     """
     import yaml
 
-    from hpsearch import atomic
-    from hpsearch.remote import RemoteRun, is_uri
+    from hpsearch.core import atomic
+    from hpsearch.core.remote import RemoteRun, is_uri
 
     staged_spec = Path(spec_path).resolve()
     staged = yaml.safe_load(staged_spec.read_text())
@@ -569,7 +569,7 @@ def job_main(argv: list[str] | None = None) -> int:
     ``hpsearch stop`` sends SIGINT (see ``runtime_env``): ``hpsearch run`` handles it like
     Ctrl-C, recording the trials in flight so that ``--resume`` runs them again.
     """
-    from hpsearch import cli
+    from hpsearch.cli import app as cli
 
     argv = list(sys.argv[1:] if argv is None else argv)
     spec_path = argv[0] if argv else STAGED_SPEC

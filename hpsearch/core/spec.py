@@ -9,7 +9,7 @@ line, each naming the field, the value and the fix::
     spec field 'split.valid': must be between 0 and 1 (exclusive), got 1.5. Fix: ...
 
 Checks that need the data itself (target column present, class counts, test
-columns) live in :mod:`hpsearch.data` and raise ``DataError``. Whether the
+columns) live in :mod:`hpsearch.core.data` and raise ``DataError``. Whether the
 ``space`` exists is checked by the driver.
 
 When ``data.task`` is omitted the task is inferred from the target column
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpsearch.errors import UserError
+from hpsearch.core.errors import UserError
 
 TASKS = ("binary", "multiclass", "regression")
 METRICS = ("log_loss", "roc_auc", "accuracy", "rmse", "rmsle", "mae", "f1_macro")
@@ -641,7 +641,9 @@ def load_spec(
 
     # training
     t = c.section("training", raw.get("training"))
-    trial_fn = c.string("training.trial_fn", t.get("trial_fn"), None, "hpsearch.testing:oracle")
+    trial_fn = c.string(
+        "training.trial_fn", t.get("trial_fn"), None, "hpsearch.search.testing:oracle"
+    )
     if trial_fn is not None and ":" not in trial_fn:
         c.err(
             "training.trial_fn",
@@ -660,7 +662,7 @@ def load_spec(
         pruner = None
     pruner = c.choice("pruner", pruner, PRUNERS, None, nullable=True, what="pruner")
 
-    from hpsearch.remote import is_uri
+    from hpsearch.core.remote import is_uri
 
     output = raw.get("output")
     if output is None:
@@ -697,10 +699,11 @@ def load_spec(
     elif not isinstance(trees_raw, list | tuple):
         c.wrong_type("ensemble.trees", trees_raw, "a list", "[rf, et, hgb]")
     else:
-        from ensembles.trees import TREE_MODELS, missing_package  # lgbm, xgb when installed
+        from hpsearch.core.registry import TREE_MODELS, missing_package  # lgbm, xgb: installed?
 
         good = [
-            c.choice("ensemble.trees", t_, TREE_MODELS, None, what="tree model") for t_ in trees_raw
+            c.choice("ensemble.trees", t_, TREE_MODELS.names(), None, what="tree model")
+            for t_ in trees_raw
         ]
         for tree in good:
             package = missing_package(tree) if tree else None
@@ -727,7 +730,7 @@ def load_spec(
 
     # task: inferred from the target column when omitted (only once all else is valid)
     if task is None:
-        from hpsearch.data import peek_task
+        from hpsearch.core.data import peek_task
 
         task = peek_task(train, target)
     if metric is None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpsearch.errors import UserError
+from hpsearch.core.errors import UserError
 
 __all__ = ["PROBABILITY_METRICS", "submission_frame", "submission_layout"]
 

@@ -1,0 +1,84 @@
+"""The project's plug-in registries, by name, with no import of the layers that fill them.
+
+Each entry is a ``"module:attr"`` string imported on first use (``search_spaces.registry``),
+so the spec can validate a name without importing Optuna, Keras or scikit-learn. Every
+registry also takes ``"module:Name"`` for user code. The architecture families' registry is
+``search_spaces.families.FAMILY_REGISTRY``.
+
+- ``SAMPLERS``: ``optuna.samplers.BaseSampler`` factories ``(space, seed, max_concurrent,
+  n_startup_trials) -> BaseSampler`` (``hpsearch.search.samplers``); a user's ``module:Class``
+  is any ``BaseSampler`` subclass, built as ``Class(seed=seed)`` when it takes a seed.
+- ``TRAINERS``: trial functions ``(payload, arrays, reporter) -> TrialResult``
+  (``hpsearch.search.trial``).
+- ``BLENDERS``: ``ensembles.BaseBlender`` subclasses, restored from ``ensemble.json`` by their
+  own ``from_dict``.
+- ``TREE_MODELS``: tree-model factories ``(task, params) -> estimator`` (``ensembles.trees``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from search_spaces.registry import PluginError, Registry, import_target, is_import_path
+
+__all__ = [
+    "BLENDERS",
+    "SAMPLERS",
+    "TRAINERS",
+    "TREE_MODELS",
+    "TREE_PACKAGES",
+    "PluginError",
+    "Registry",
+    "import_target",
+    "is_import_path",
+    "missing_package",
+]
+
+SAMPLERS = Registry(
+    "sampler",
+    {
+        "tpe": "hpsearch.search.samplers:tpe_sampler",
+        "hyperopt-tpe": "hpsearch.search.samplers:hyperopt_sampler",
+        "random": "hpsearch.search.samplers:random_sampler",
+        "cmaes": "hpsearch.search.samplers:cmaes_sampler",
+        "gp": "hpsearch.search.samplers:gp_sampler",
+    },
+)
+
+TRAINERS = Registry(
+    "trainer",
+    {
+        "keras": "hpsearch.search.training:train_trial",
+    },
+)
+
+BLENDERS = Registry(
+    "blend method",
+    {
+        "best": "ensembles.blenders:BestSingleBlender",
+        "mean": "ensembles.blenders:MeanBlender",
+        "greedy": "ensembles.blenders:GreedyBlender",
+        "nelder-mead": "ensembles.blenders:NelderMeadBlender",
+        "stack": "ensembles.blenders:StackingBlender",
+    },
+)
+
+TREE_MODELS = Registry(
+    "tree model",
+    {
+        "rf": "ensembles.trees:random_forest",
+        "et": "ensembles.trees:extra_trees",
+        "hgb": "ensembles.trees:hist_gradient_boosting",
+        "lgbm": "ensembles.trees:lightgbm",
+        "xgb": "ensembles.trees:xgboost",
+    },
+)
+
+# tree models whose library is optional: name -> the package to install
+TREE_PACKAGES = {"lgbm": "lightgbm", "xgb": "xgboost"}
+
+
+def missing_package(name: str) -> str | None:
+    """The package a tree model needs and this Python lacks (lightgbm, xgboost), else None."""
+    package = TREE_PACKAGES.get(name)
+    return package if package and importlib.util.find_spec(package) is None else None
