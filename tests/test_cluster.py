@@ -223,7 +223,7 @@ def test_stage_refuses_an_upload_over_the_cap(tmp_path, monkeypatch):
 
 
 def test_entrypoint_runs_the_staged_spec_against_the_cluster():
-    assert jobs.entrypoint() == "python -m hpsearch.cluster.jobs spec.yaml --address auto"
+    assert jobs.entrypoint() == "python -m hpsearch.cli.job_entry spec.yaml --address auto"
     cmd = jobs.entrypoint(n_trials=7, resume=True, trial_options=["fake_sleep_s=2", "x=a b"])
     assert cmd.endswith(
         "--n-trials 7 --resume --trial-option fake_sleep_s=2 --trial-option 'x=a b'"

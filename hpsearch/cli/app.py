@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from hpsearch.core.errors import EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USER_ERROR  # noqa: F401
@@ -242,81 +240,26 @@ def _print_summary(summary: Any, where: str) -> None:
         print(f"params: {json.dumps(summary.best_params)}")
 
 
-def _trial_rows(run_dir: str) -> tuple[Any, list[dict[str, Any]]]:
-    """The run's metadata and one row per study trial; a run at a URI is read from a
-    temporary copy of its run.json, study.db and trial.json files."""
-    from hpsearch.core.remote import STATUS_FILES, local_copy
+def _run(run_dir: str) -> Any:
+    from hpsearch.core.runs import load_run
 
-    with local_copy(run_dir, include=STATUS_FILES) as (path, _):
-        return _read_trial_rows(path)
-
-
-def _read_trial_rows(run_dir: str | os.PathLike) -> tuple[Any, list[dict[str, Any]]]:
-    import optuna
-
-    from hpsearch.core.errors import RunDirError
-    from hpsearch.core.store import RunDir
-
-    rd = RunDir(run_dir)
-    meta = rd.read_meta()
-    rd.check_storage()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=meta["study_name"], storage=rd.storage_url())
-    except KeyError:
-        raise RunDirError(
-            f"run directory {rd.path}: its study {meta['study_name']!r} is not in "
-            f"{rd.storage_url()}. Fix: restore the run's study storage, or resume the run "
-            "(`hpsearch run SPEC --resume`) if no trial was recorded yet."
-        ) from None
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        rec = rd.read_trial(t.number)
-        info = rec.info if rec else {}
-        duration = info.get("duration_s")
-        if duration is None and t.datetime_start and t.datetime_complete:
-            duration = (t.datetime_complete - t.datetime_start).total_seconds()
-        rows.append(
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "value": t.value,
-                "params": t.user_attrs.get("config") or info.get("params") or dict(t.params),
-                "duration_s": duration,
-                "epochs": info.get("epochs"),
-                "n_params": info.get("n_params"),
-                "reason": info.get("reason") or t.user_attrs.get("reason"),
-                "hostname": info.get("hostname"),
-                "node_id": info.get("node_id"),
-                "interrupted": bool(
-                    t.user_attrs.get("interrupted") or t.user_attrs.get("requeued")
-                ),
-            }
-        )
-    return meta, rows
-
-
-def _sorted_complete(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    done = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
-    return sorted(done, key=lambda r: r["value"], reverse=meta.get("direction") == "maximize")
+    return load_run(run_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    meta, rows = _trial_rows(args.run_dir)
-    states: dict[str, int] = {}
-    for r in rows:
-        key = r["state"] + (" (interrupted, re-queued)" if r["interrupted"] else "")
-        states[key] = states.get(key, 0) + 1
-    print(f"run: {meta['name']}  ({args.run_dir})")
+    st = _run(args.run_dir).status()
+    print(f"run: {st['name']}  ({args.run_dir})")
     print(
-        f"space: {meta.get('space')} (family {meta.get('family')}), task {meta.get('task')}, "
-        f"metric {meta.get('metric')} ({meta.get('direction')})"
+        f"space: {st['space']} (family {st['family']}), task {st['task']}, "
+        f"metric {st['metric']} ({st['direction']})"
     )
-    print("trials: " + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"))
-    best = _sorted_complete(meta, rows)
-    if best:
-        print(f"best: trial {best[0]['number']}, value {best[0]['value']:.6g}")
+    print("trials: " + (", ".join(f"{k} {v}" for k, v in st["trials"].items()) or "none"))
+    if st["best"]:
+        print(f"best: trial {st['best']['number']}, value {st['best']['value']:.6g}")
     return 0
+
+
+_CSV_COLUMNS = ("number", "state", "value", "duration_s", "epochs", "n_params", "reason", "params")
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
@@ -327,33 +270,24 @@ def cmd_trials(args: argparse.Namespace) -> int:
             f"--top {args.top}: must be at least 1. Fix: give how many of the best complete "
             "trials to list, for example --top 5, or leave it out to list every trial."
         )
-    meta, rows = _trial_rows(args.run_dir)
-    if args.top:
-        rows = _sorted_complete(meta, rows)[: args.top]
+    run = _run(args.run_dir)
+    rows = run.ranked()[: args.top] if args.top else run.trial_rows()
     if args.format == "json":
         print(json.dumps(rows, indent=2, default=str))
-        return 0
-    if args.format == "csv":
+    elif args.format == "csv":
         import csv
 
         writer = csv.writer(sys.stdout)
-        writer.writerow(
-            ["number", "state", "value", "duration_s", "epochs", "n_params", "reason", "params"]
-        )
+        writer.writerow(_CSV_COLUMNS)
         for r in rows:
-            writer.writerow(
-                [
-                    r["number"],
-                    r["state"],
-                    r["value"],
-                    r["duration_s"],
-                    r["epochs"],
-                    r["n_params"],
-                    r["reason"] or "",
-                    json.dumps(r["params"]),
-                ]
-            )
-        return 0
+            cells = {**r, "reason": r["reason"] or "", "params": json.dumps(r["params"])}
+            writer.writerow([cells[c] for c in _CSV_COLUMNS])
+    else:
+        _print_trials_table(rows)
+    return 0
+
+
+def _print_trials_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'#':>5} {'state':<9} {'value':>11} {'time s':>8} {'epochs':>6}  params")
     for r in rows:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
@@ -364,36 +298,10 @@ def cmd_trials(args: argparse.Namespace) -> int:
         print(
             f"{r['number']:>5} {r['state']:<9} {value:>11} {dur:>8} {str(r['epochs'] or '-'):>6}  {params}"
         )
-    return 0
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from hpsearch.core.errors import UserError
-
-    meta, rows = _trial_rows(args.run_dir)
-    best = _sorted_complete(meta, rows)
-    if not best:
-        raise UserError(
-            f"{args.run_dir}: no COMPLETE trial yet. Fix: run or resume the search first."
-        )
-    b = best[0]
-    model = f"{args.run_dir}/trials/{b['number']:05d}/model.keras"
-    from hpsearch.core.remote import is_uri
-
-    if not is_uri(str(args.run_dir)) and not Path(model).is_file():
-        model = None  # a trial function that saves no model
-    print(
-        json.dumps(
-            {
-                "number": b["number"],
-                "value": b["value"],
-                "metric": meta.get("metric"),
-                "params": b["params"],
-                "model": model,
-            },
-            indent=2,
-        )
-    )
+    print(json.dumps(_run(args.run_dir).best(), indent=2))
     return 0
 
 

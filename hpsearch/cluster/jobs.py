@@ -11,7 +11,7 @@ search needs from this machine:
 - ``py_modules``: the packages ``search_spaces``, ``hpsearch`` and ``ensembles``
   from this checkout, so the cluster needs only the dependencies installed.
 
-The entrypoint (``python -m hpsearch.cluster.jobs spec.yaml --address auto ...``) runs
+The entrypoint (``python -m hpsearch.cli.job_entry spec.yaml --address auto ...``) runs
 ``hpsearch run`` on the cluster, then copies the uploaded data into
 ``RUN_DIR/inputs/`` and points the run's ``spec.yaml`` at it, so the run
 directory stays usable (``ensembles build``) after the job's working directory is
@@ -37,7 +37,6 @@ import os
 import secrets
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -304,7 +303,7 @@ def entrypoint(
     """The job's shell command: ``hpsearch run`` of the staged spec on the cluster."""
     import shlex
 
-    parts = ["python", "-m", "hpsearch.cluster.jobs", STAGED_SPEC, "--address", "auto"]
+    parts = ["python", "-m", "hpsearch.cli.job_entry", STAGED_SPEC, "--address", "auto"]
     if n_trials is not None:
         parts += ["--n-trials", str(int(n_trials))]
     if resume:
@@ -561,37 +560,3 @@ def keep_inputs(spec_path: str | os.PathLike) -> list[str]:
             remote.push_tree(INPUTS_DIR)
             remote.push(["spec.yaml"])
     return moved
-
-
-def job_main(argv: list[str] | None = None) -> int:
-    """Entrypoint of a submitted job: ``hpsearch run`` on the staged spec, then keep_inputs.
-
-    ``hpsearch stop`` sends SIGINT (see ``runtime_env``): ``hpsearch run`` handles it like
-    Ctrl-C, recording the trials in flight so that ``--resume`` runs them again.
-    """
-    from hpsearch.cli import app as cli
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    spec_path = argv[0] if argv else STAGED_SPEC
-    try:
-        code = cli.main(["run", *argv])
-        if code == cli.EXIT_INTERRUPTED:
-            print(
-                "(a submitted job continues with `hpsearch submit SPEC --resume` "
-                "from the submitting machine)",
-                file=sys.stderr,
-            )
-        return code
-    finally:
-        try:
-            moved = keep_inputs(spec_path)
-        except Exception as exc:  # the search result matters more than this copy
-            print(f"warning: could not copy the job's input files into the run: {exc}",
-                  file=sys.stderr)  # fmt: skip
-        else:
-            if moved:
-                print(f"inputs kept in the run directory: {', '.join(moved)}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    sys.exit(job_main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from search_spaces.families._names import output_names
 from search_spaces.registry import Registry
 from search_spaces.specs import InputSpec, OutputSpec
 
@@ -75,14 +76,6 @@ def aux_targets(model: Any, y_by_head: dict[str, Any]) -> dict[str, Any]:
             if head in y_by_head:
                 out[name] = y_by_head[head]
     return out
-
-
-def output_names(model: Any) -> list[str]:
-    """Names of a model's outputs (the keys of its output dict)."""
-    out = getattr(model, "output", None)
-    if isinstance(out, dict):
-        return list(out)
-    return list(getattr(model, "output_names", None) or [])
 
 
 def describe_model(model: Any) -> str:

@@ -217,7 +217,7 @@ LOSSES = {
 
 
 def compile_model(model: Any, params: dict[str, Any], outputs: OutputSpec) -> Any:
-    from search_spaces.families import output_names
+    from search_spaces.families._names import output_names
 
     params = params or {}
     heads = {h.name: h for h in outputs.heads}
@@ -309,7 +309,7 @@ def _layer_token(layer: Any) -> str | None:
 
 
 def describe_model(model: Any) -> str:
-    from search_spaces.families import output_names
+    from search_spaces.families._names import output_names
 
     outs = set(output_names(model))
     tokens = []

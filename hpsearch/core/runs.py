@@ -1,0 +1,255 @@
+"""``Run``: a finished or running search read from its run directory (a path or a URI).
+
+``hpsearch.load_run(path)`` returns one; ``hpsearch.run(spec)`` returns one when the search
+ends. Everything here only reads: nothing in the run directory is written, and a run at a
+URI is read from a temporary local copy of the files a call needs.
+
+    run = hpsearch.load_run("runs/breast-cancer-mlp")
+    run.trials().head()                 # one row per trial: number, state, value, params, ...
+    run.best()                          # {"number", "value", "metric", "params", "model"}
+    run.predictions(3, "holdout")       # trial 3's saved holdout predictions (numpy)
+    run.model(3)                        # trial 3's Keras model (safe mode)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.core.errors import RunDirError, UserError
+from hpsearch.core.remote import STATUS_FILES, is_uri, local_copy
+from hpsearch.core.store import PRED_SPLITS, RUN_JSON, SPEC_YAML, RunDir, trial_dirname
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+    import optuna
+    import pandas as pd
+
+    from hpsearch.core.spec import Spec
+
+__all__ = ["TRIAL_COLUMNS", "Run", "load_run", "read_trial_rows"]
+
+TRIAL_COLUMNS = (
+    "number",
+    "state",
+    "value",
+    "params",
+    "duration_s",
+    "epochs",
+    "n_params",
+    "reason",
+    "hostname",
+    "node_id",
+    "interrupted",
+)
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """The run at ``path`` (a run directory or a URI such as ``s3://bucket/runs/x``)."""
+    return Run(path)
+
+
+class Run:
+    """A run directory made by ``hpsearch run``; read-only.
+
+    Args:
+        path: the run directory, or the URI of one (``s3://``, ``gs://``, ``file://``).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path) if is_uri(str(path)) else str(Path(path))
+        self.summary: Any = None  # the search's summary, when returned by ``hpsearch.run``
+        with local_copy(self.path, include=(RUN_JSON,)) as (local, _):
+            self.meta: dict[str, Any] = RunDir(local).read_meta()
+
+    def __repr__(self) -> str:
+        return f"Run({self.path!r}, name={self.name!r})"
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name"))
+
+    @property
+    def metric(self) -> str:
+        return str(self.meta.get("metric"))
+
+    @property
+    def direction(self) -> str:
+        return str(self.meta.get("direction"))
+
+    @property
+    def spec(self) -> Spec:
+        """The frozen spec the run was made from (``spec.yaml``; paths relative to the run)."""
+        from hpsearch.core.spec import load_spec
+
+        with local_copy(self.path, include=(SPEC_YAML,)) as (local, _):
+            return load_spec(Path(local) / SPEC_YAML)
+
+    # -- trials -------------------------------------------------------------------------
+    def trial_rows(self) -> list[dict[str, Any]]:
+        """One dict per study trial (the columns of :data:`TRIAL_COLUMNS`)."""
+        with local_copy(self.path, include=STATUS_FILES) as (local, _):
+            return read_trial_rows(local)[1]
+
+    def trials(self, state: str | None = None) -> pd.DataFrame:
+        """One row per trial, in trial order; ``state`` keeps one state (``"COMPLETE"``,
+        ``"FAIL"``, ``"PRUNED"``, ``"RUNNING"``)."""
+        import pandas as pd
+
+        if state is not None and str(state).upper() not in STATES:
+            raise UserError(
+                f"state {state!r} is not a trial state. Fix: use one of {', '.join(STATES)}, "
+                "or leave it out for every trial."
+            )
+        rows = self.trial_rows()
+        if state is not None:
+            rows = [r for r in rows if r["state"] == str(state).upper()]
+        return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """The COMPLETE trials, best first by the run's metric."""
+        return sorted_complete(self.meta, self.trial_rows())
+
+    def best(self) -> dict[str, Any]:
+        """The best COMPLETE trial: number, value, metric, params, and its model's path (None
+        when its trial function saved no model)."""
+        ranked = self.ranked()
+        if not ranked:
+            raise UserError(
+                f"{self.path}: no COMPLETE trial yet. Fix: run or resume the search first."
+            )
+        top = ranked[0]
+        model: str | None = f"{self.path}/trials/{trial_dirname(top['number'])}/model.keras"
+        if not is_uri(self.path) and not Path(model).is_file():
+            model = None  # a trial function that saves no model
+        return {
+            "number": top["number"],
+            "value": top["value"],
+            "metric": self.metric,
+            "params": top["params"],
+            "model": model,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Name, space, task, metric and direction, trial counts by state, and the best trial."""
+        rows = self.trial_rows()
+        counts: dict[str, int] = {}
+        for r in rows:
+            key = r["state"] + (" (interrupted, re-queued)" if r["interrupted"] else "")
+            counts[key] = counts.get(key, 0) + 1
+        ranked = sorted_complete(self.meta, rows)
+        m = self.meta
+        return {
+            "name": m.get("name"),
+            "path": self.path,
+            "space": m.get("space"),
+            "family": m.get("family"),
+            "task": m.get("task"),
+            "metric": m.get("metric"),
+            "direction": m.get("direction"),
+            "trials": dict(sorted(counts.items())),
+            "best": {"number": ranked[0]["number"], "value": ranked[0]["value"]}
+            if ranked
+            else None,
+        }
+
+    # -- artifacts ----------------------------------------------------------------------
+    def predictions(self, trial: int, split: str) -> np.ndarray:
+        """Trial ``trial``'s saved predictions on ``split`` (valid, holdout or test): class
+        probabilities for classification (binary: of class 1), values for regression."""
+        if split not in PRED_SPLITS:
+            raise UserError(
+                f"split {split!r} has no predictions. Fix: use one of {', '.join(PRED_SPLITS)}."
+            )
+        rel = f"trials/{trial_dirname(int(trial))}"
+        with local_copy(self.path, include=(f"{rel}/trial.json", f"{rel}/{split}_pred.npy")) as (
+            local,
+            _,
+        ):
+            return self._record(local, trial).predictions(split)
+
+    def model(self, trial: int) -> keras.Model:
+        """Trial ``trial``'s Keras model, loaded in safe mode (no code from the file runs)."""
+        import keras
+
+        rel = f"trials/{trial_dirname(int(trial))}"
+        with local_copy(self.path, include=(f"{rel}/trial.json", f"{rel}/model.keras")) as (
+            local,
+            _,
+        ):
+            rec = self._record(local, trial)
+            if not rec.model_path.is_file():
+                raise UserError(
+                    f"trial {trial} of {self.path} has no saved model: its trial function did "
+                    "not save one. Fix: pick a trial trained by the Keras trainer."
+                )
+            return keras.saving.load_model(rec.model_path, compile=False, safe_mode=True)
+
+    def _record(self, local: Path, trial: int) -> Any:
+        rec = RunDir(local).read_trial(int(trial))
+        if rec is None:
+            raise UserError(
+                f"{self.path} has no finished trial {trial}. Fix: pick a number from "
+                "`run.trials()` (or `hpsearch trials RUN_DIR`)."
+            )
+        return rec
+
+
+def read_trial_rows(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run's metadata and one row per study trial, for a local run directory."""
+    rd = RunDir(run_dir)
+    meta = rd.read_meta()
+    study = _load_study(rd, meta)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rec = rd.read_trial(t.number)
+        rows.append(_trial_row(t, rec.info if rec else {}))
+    return meta, rows
+
+
+def _load_study(rd: RunDir, meta: dict[str, Any]) -> optuna.Study:
+    import optuna
+
+    rd.check_storage()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=meta["study_name"], storage=rd.storage_url())
+    except KeyError:
+        raise RunDirError(
+            f"run directory {rd.path}: its study {meta['study_name']!r} is not in "
+            f"{rd.storage_url()}. Fix: restore the run's study storage, or resume the run "
+            "(`hpsearch run SPEC --resume`) if no trial was recorded yet."
+        ) from None
+
+
+def _trial_row(t: optuna.trial.FrozenTrial, info: dict[str, Any]) -> dict[str, Any]:
+    duration = info.get("duration_s")
+    if duration is None and t.datetime_start and t.datetime_complete:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds()
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "value": t.value,
+        "params": t.user_attrs.get("config") or info.get("params") or dict(t.params),
+        "duration_s": duration,
+        "epochs": info.get("epochs"),
+        "n_params": info.get("n_params"),
+        "reason": info.get("reason") or t.user_attrs.get("reason"),
+        "hostname": info.get("hostname"),
+        "node_id": info.get("node_id"),
+        "interrupted": bool(t.user_attrs.get("interrupted") or t.user_attrs.get("requeued")),
+    }
+
+
+def sorted_complete(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The COMPLETE rows, best first by the run's direction."""
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    return sorted(done, key=lambda r: r["value"], reverse=meta.get("direction") == "maximize")
+
+
+def rows_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2, default=str)
