@@ -437,7 +437,6 @@ def test_submit_wait_runs_every_trial_on_the_gpu_worker(local_cluster, cluster_r
 @pytest.mark.slow
 def test_ensembles_build_on_a_cluster_run_and_on_its_pulled_copy(cluster_run, tmp_path):
     assert cluster_run["proc"].returncode == 0
-    pytest.importorskip("ensembles.cli")
     build = [sys.executable, "-m", "ensembles.cli", "build"]
     env = dict(os.environ)
     out = _run([*build, str(cluster_run["run_dir"]), "--trees", "rf", "--quiet"], env)

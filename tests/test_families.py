@@ -112,6 +112,30 @@ def test_unknown_family_raises_clear_error(fam):
         fam.build_model("resnet9000", {}, INPUTS["dense"], OutputSpec.single("binary"))
 
 
+def test_a_user_family_plugs_in_as_module_colon_name(fam):
+    from search_spaces import Param, Space
+
+    space = Space("mine", family="tests.plugin_family:build", params=[Param.int("units", 2, 8)])
+    model = fam.build_model(
+        space.family, {"units": 5}, InputSpec(numeric=3), OutputSpec.single("binary")
+    )
+    assert model.name == "plugin_family"
+    assert [w.shape for w in model.layers[1].weights][0] == (3, 5)
+
+
+def test_a_registered_family_is_accepted_by_the_space_language(fam):
+    from search_spaces import Param, Space, SpaceError
+
+    fam.FAMILY_REGISTRY.register("tiny", "tests.plugin_family:build")
+    try:
+        assert Space("t", family="tiny", params=[Param.bool("a")]).family == "tiny"
+        assert fam.get_builder("tiny").__module__ == "tests.plugin_family"
+    finally:
+        fam.FAMILY_REGISTRY.unregister("tiny")
+    with pytest.raises(SpaceError, match="family 'tiny' does not exist"):
+        Space("t", family="tiny", params=[Param.bool("a")])
+
+
 # --------------------------------------------------------------------------- build + train
 
 

@@ -156,10 +156,14 @@ def test_list_library_lists_every_yaml():
 
 def test_space_language_knows_every_family():
     import search_spaces
+    from search_spaces import Param, Space, SpaceError
     from search_spaces.families import FAMILIES
 
-    names = getattr(search_spaces, "FAMILY_NAMES", FAMILIES)
-    assert tuple(names) == FAMILIES
+    assert search_spaces.FAMILY_NAMES == FAMILIES
+    for family in FAMILIES:  # every registered family is accepted by the space language
+        assert Space("s", family=family, params=[Param.bool("a")]).family == family
+    with pytest.raises(SpaceError, match="family 'dence' does not exist"):
+        Space("s", family="dence", params=[Param.bool("a")])
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -189,8 +193,7 @@ def test_library_space_conformance(name):
         for required in ("optimizer", "learning_rate", "batch_size"):
             assert required in config, (backend, config)
         assert ("momentum" in config) == (config["optimizer"] == "sgd"), (backend, config)
-        if hasattr(space, "validate_config"):
-            space.validate_config(config)
+        space.validate_config(config)
         sampled |= set(config)
         outputs = example_outputs(space, i)
         params = Recorder(config, seen=seen)
