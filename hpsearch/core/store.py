@@ -180,7 +180,7 @@ class RunDir:
                 f"{self.path} is not a run directory (no {RUN_JSON}). "
                 "Fix: pass the `output` directory of a spec that has been run with `hpsearch run`."
             )
-        return atomic.read_json(self.run_json)
+        return read_run_json(self.run_json, "run.json")
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic.write_json(self.run_json, meta)
@@ -194,7 +194,10 @@ class RunDir:
         (opening it would silently start an empty study; other URLs are checked on open)."""
         url = self.storage_url()
         prefix = "sqlite:///"
-        if not url.startswith(prefix) or Path(url[len(prefix) :]).exists():
+        if url.startswith(prefix) and Path(url[len(prefix) :]).exists():
+            _check_sqlite_file(Path(url[len(prefix) :]))
+            return
+        if not url.startswith(prefix):
             return
         n = len(self.trials())
         if n:
@@ -261,7 +264,7 @@ class RunDir:
         path = tdir / TRIAL_JSON
         if not path.exists():
             return None
-        return TrialRecord(tdir, atomic.read_json(path))
+        return TrialRecord(tdir, read_run_json(path, "trial.json"))
 
     def trials(self, state: str | None = None) -> list[TrialRecord]:
         out = []
@@ -271,7 +274,7 @@ class RunDir:
             path = tdir / TRIAL_JSON
             if not path.exists():
                 continue
-            rec = TrialRecord(tdir, atomic.read_json(path))
+            rec = TrialRecord(tdir, read_run_json(path, "trial.json"))
             if state is None or rec.state == state:
                 out.append(rec)
         return out
@@ -287,6 +290,48 @@ class RunDir:
                 with contextlib.suppress(ValueError):
                     removed.append(int(tdir.name))
         return removed
+
+
+def read_run_json(path: Path, what: str) -> Any:
+    """A JSON file of the run directory; a damaged one is a RunDirError naming the file."""
+    try:
+        info = atomic.read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunDirError(
+            f"{path} is damaged ({what} is not valid JSON: {str(exc)[:120]}). Fix: restore it "
+            "from a copy of the run"
+            + (
+                ", or delete its trial directory and --resume to run the trial again."
+                if what == "trial.json"
+                else "."
+            )
+        ) from None
+    if not isinstance(info, dict):
+        raise RunDirError(
+            f"{path} is damaged ({what} holds {type(info).__name__}, not an object). "
+            "Fix: restore it from a copy of the run."
+        )
+    return info
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """A study file that is empty or not SQLite is refused before Optuna opens it (opening
+    would write a fresh schema into it)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise RunDirError(
+            f"{path}: cannot read the study storage ({exc}). Fix: check its permissions."
+        ) from None
+    if head != _SQLITE_HEADER:
+        raise RunDirError(
+            f"{path} is damaged ({'empty' if not head else 'not an SQLite database'}). Fix: "
+            "restore the run's study.db from a copy of the run; hpsearch does not rebuild it."
+        )
 
 
 def _history_csv(history: list[dict[str, float]]) -> str:

@@ -1,0 +1,79 @@
+"""Damaged run files: every reader turns them into exit 2 naming the file; reading never writes."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from hpsearch.cli.app import main
+from hpsearch.core.spec import load_spec
+from hpsearch.search.driver import run_search
+from tests.conftest import make_spec_dict
+
+ORACLE = "hpsearch.search.testing:oracle"
+
+
+@pytest.fixture(scope="module")
+def pristine(ray_session, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("damaged")
+    spec = load_spec(make_spec_dict(tmp, budget={"n_trials": 2}, training={"trial_fn": ORACLE}))
+    run_search(spec, progress=False)
+    return tmp / "run"
+
+
+@pytest.fixture
+def run_dir(pristine, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(pristine, copy)
+    return copy
+
+
+def _exit_and_error(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+@pytest.mark.parametrize("command", ["status", "trials", "best"])
+def test_truncated_trial_json_is_refused_naming_the_file(run_dir, capsys, command):
+    path = run_dir / "trials" / "00001" / "trial.json"
+    path.write_text(path.read_text()[:20])
+    code, err = _exit_and_error([command, str(run_dir)], capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(
+        f"error: {path} is damaged (trial.json is not valid JSON"
+    )
+    assert "Fix: restore it from a copy of the run, or delete its trial directory" in err[0]
+
+
+def test_truncated_run_json_is_refused_naming_the_file(run_dir, capsys):
+    path = run_dir / "run.json"
+    path.write_text('{"name": ')
+    code, err = _exit_and_error(["status", str(run_dir)], capsys)
+    assert code == 2
+    assert err == [
+        f"error: {path} is damaged (run.json is not valid JSON: " + err[0].split("JSON: ", 1)[1]
+    ]
+
+
+@pytest.mark.parametrize("content", [b"", b"this is no database at all"], ids=["empty", "garbage"])
+def test_damaged_study_db_is_refused_and_left_as_it_was(run_dir, capsys, content):
+    db = run_dir / "study.db"
+    db.write_bytes(content)
+    code, err = _exit_and_error(["status", str(run_dir)], capsys)
+    assert code == 2
+    kind = "empty" if not content else "not an SQLite database"
+    assert err == [
+        f"error: {db} is damaged ({kind}). Fix: restore the run's study.db from a copy of the "
+        "run; hpsearch does not rebuild it."
+    ]
+    assert db.read_bytes() == content  # reading never writes
+
+
+def test_a_json_file_holding_no_object_is_refused(run_dir, capsys):
+    path = run_dir / "trials" / "00000" / "trial.json"
+    path.write_text("[1, 2]")
+    code, err = _exit_and_error(["trials", str(run_dir)], capsys)
+    assert code == 2
+    assert err[0].startswith(f"error: {path} is damaged (trial.json holds list, not an object)")
