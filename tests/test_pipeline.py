@@ -74,6 +74,30 @@ def test_pipeline_writes_a_valid_submission(ray_session, tmp_path, kind):
     assert ensembles_main(["check", str(tmp_path / "broken.csv"), str(result.ensemble_dir)]) == 2
 
 
+def test_pipeline_refuses_a_submission_that_fails_its_checks(ray_session, tmp_path, monkeypatch):
+    """The pipeline checks the ensemble's submission itself: a file with a missing row is
+    refused and never copied to OUTPUT/submission.csv."""
+    import ensembles.build
+
+    from hpsearch.core.errors import UserError
+
+    real = ensembles.build.build_ensemble
+
+    def drops_a_row(*args, **kwargs):
+        result = real(*args, **kwargs)
+        produced = result.out_dir / "submission.csv"
+        lines = produced.read_text().splitlines()
+        produced.write_text("\n".join(lines[:-1]) + "\n")
+        return result
+
+    monkeypatch.setattr(ensembles.build, "build_ensemble", drops_a_row)
+    comp, path = competition(tmp_path, "binary")
+    spec = load_spec(path)
+    with pytest.raises(UserError, match=r"rows, the test set has"):
+        run_pipeline(spec, trial_fn=ORACLE, progress=False)
+    assert not (tmp_path / "run" / "submission.csv").exists()
+
+
 def test_pipeline_cli_user_error_exits_2(tmp_path):
     comp, path = competition(tmp_path, "binary")
     spec = yaml.safe_load(path.read_text())
