@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import yaml
 
 from hpsearch.core.registry import SAMPLERS, PluginError
 from hpsearch.search import samplers as samplers_module
@@ -38,6 +41,7 @@ EXPECTED = {
     "gp": optuna.samplers.GPSampler,
 }
 VALID = "tpe, hyperopt-tpe, random, cmaes, gp"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_space() -> Space:
@@ -177,17 +181,29 @@ def test_tpe_keeps_its_settings():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_resumed_study_proposes_no_configuration_it_has_run(name):
-    """A driver killed after a few trials and resumed builds its sampler afresh: the seed is
-    shifted by the trials the study holds, so no draw of the first driver is replayed."""
+def test_a_resumed_study_proposes_no_configuration_it_has_run(name, tmp_path):
+    """The drill of a driver SIGKILLed with a trial in flight, then resumed: the new driver
+    loads the study from its SQLite file with a sampler built afresh, the interrupted trial is
+    failed and re-queued (its configuration runs again, on purpose), then new trials follow.
+    The seed is shifted by the trials the study holds, so no draw of the first driver is
+    replayed."""
     space = small_space()
-    study = optuna.create_study(sampler=sampler(name, space, n_startup_trials=None))
-    before = run(study, space, 4)
-    study.sampler = sampler(
-        name, space, n_startup_trials=None, n_existing_trials=len(study.trials)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, sampler=sampler(name, space, n_startup_trials=None))
+    before = run(study, space, 3)
+    killed = study.ask()
+    before.append(space.sample_optuna(killed))  # in flight when the driver died
+    del study
+
+    resumed = optuna.load_study(study_name=None, storage=url)
+    resumed.tell(killed.number, state=optuna.trial.TrialState.FAIL)
+    resumed.enqueue_trial(dict(killed.params))
+    resumed.sampler = sampler(
+        name, space, n_startup_trials=None, n_existing_trials=len(resumed.trials)
     )
-    after = run(study, space, 6)
-    assert len({key(c) for c in before + after}) == 10
+    after = run(resumed, space, 7)
+    assert after[0] == before[-1]  # the re-queued trial runs its own configuration
+    assert len({key(c) for c in before + after[1:]}) == 10
 
 
 def test_without_the_shift_a_resumed_seeded_sampler_replays_its_draws():
@@ -242,7 +258,9 @@ def test_hyperopt_sees_running_trials_as_the_worst_loss_only_with_the_liar(
 
 
 def test_the_hyperopt_factory_uses_the_liar_and_the_startup_count():
-    built = make_sampler("hyperopt-tpe", small_space(), seed=0, max_concurrent=2, n_startup_trials=None)
+    built = make_sampler(
+        "hyperopt-tpe", small_space(), seed=0, max_concurrent=2, n_startup_trials=None
+    )
     assert (built._liar, built._n_startup) == (True, 10)
 
 
@@ -347,3 +365,43 @@ def test_a_sampler_whose_package_is_missing_says_which_and_how(monkeypatch, name
         f"sampler {name!r} needs the package {package!r}, which is not installed. "
         f"Fix: {fix}, or pick another sampler such as 'tpe'."
     )
+
+
+# --------------------------------------------------------------------------- docs/plugins.md
+
+PLUGINS_DOC = ROOT / "docs" / "plugins.md"
+
+
+def _doc_blocks(lang: str) -> list[str]:
+    text = PLUGINS_DOC.read_text()
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def test_the_documented_user_sampler_runs_as_module_class(tmp_path, monkeypatch):
+    (tmp_path / "my_samplers.py").write_text(_doc_blocks("python")[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yaml_names = [yaml.safe_load(b)["sampler"]["name"] for b in _doc_blocks("yaml")]
+    assert yaml_names == ["optuna.samplers:QMCSampler", "my_samplers:MidpointFirst"]
+    space = small_space()
+    for name in yaml_names:
+        study = optuna.create_study(sampler=sampler(name, space))
+        configs = run(study, space, 3)
+        assert len({key(c) for c in configs}) == 3
+    assert configs[0] == {"n_layers": 1, "units": [8], "lr": pytest.approx(0.05005),
+                          "dropout": pytest.approx(0.2), "opt": "adam"}  # fmt: skip
+
+
+def test_a_factory_registered_under_a_short_name_is_called_with_the_space(monkeypatch):
+    calls: list = []
+
+    def factory(space, *, seed, max_concurrent, n_startup_trials):
+        calls.append((space.name, seed, max_concurrent, n_startup_trials))
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    monkeypatch.setattr(SAMPLERS, "_entries", {**SAMPLERS._entries, "mine": factory})
+    built = make_sampler("mine", small_space(), seed=4, max_concurrent=2, n_startup_trials=5)
+    assert isinstance(built, optuna.samplers.RandomSampler)
+    assert calls == [("small", 4, 2, 5)]
+    monkeypatch.setattr(SAMPLERS, "_entries", {**SAMPLERS._entries, "bad": lambda *a, **k: 3})
+    with pytest.raises(PluginError, match=r"^sampler 'bad' is int, not an optuna.samplers"):
+        make_sampler("bad", small_space(), seed=4, max_concurrent=2, n_startup_trials=5)

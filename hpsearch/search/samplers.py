@@ -185,11 +185,12 @@ def gp_sampler(
 ) -> BaseSampler:
     """Gaussian-process Bayesian optimisation; conditional parameters drawn at random."""
     _require("torch", "gp", "pip install 'hpsearch[gp]' (torch; its CPU build is enough)")
+    quiet = "warn_independent_sampling" in inspect.signature(optuna.samplers.GPSampler).parameters
     return optuna.samplers.GPSampler(
         seed=seed,
         independent_sampler=optuna.samplers.RandomSampler(seed=seed),
         n_startup_trials=_startup(n_startup_trials),
-        warn_independent_sampling=False,
+        **({"warn_independent_sampling": False} if quiet else {}),  # Optuna 4.x lacks it
     )
 
 
