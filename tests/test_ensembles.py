@@ -452,6 +452,31 @@ def test_stale_tree_is_fitted_again(binary_run, tmp_path):
     assert sorted(p.name for p in (run / "trees").iterdir()) == ["hgb"]  # no leftovers
 
 
+def test_tree_models_are_made_by_the_registered_factories():
+    from ensembles.trees import make_tree, tree_params
+    from hpsearch.core.registry import TREE_MODELS
+
+    for name, task, expected in (
+        ("rf", "binary", "RandomForestClassifier"),
+        ("et", "regression", "ExtraTreesRegressor"),
+        ("hgb", "multiclass", "HistGradientBoostingClassifier"),
+    ):
+        est = make_tree(name, task, tree_params(name, task, 3))
+        assert type(est).__name__ == expected and est.get_params()["random_state"] == 3
+    original = TREE_MODELS.target("rf")
+    calls = []
+    TREE_MODELS.register(
+        "rf", lambda task, params: calls.append((task, params)) or "made", replace=True
+    )
+    try:
+        assert make_tree("rf", "binary", {"n_estimators": 7}) == "made"
+    finally:
+        TREE_MODELS.register("rf", original, replace=True)
+    assert calls == [("binary", {"n_estimators": 7})]
+    with pytest.raises(UserError, match="unknown tree model 'gbm'; valid tree models: rf, et"):
+        make_tree("gbm", "binary", {})
+
+
 def test_uninstalled_tree_library_is_a_clear_error(binary_run):
     import importlib.util
 
