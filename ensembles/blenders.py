@@ -1,8 +1,13 @@
 """Blenders: weight the holdout predictions of finished trials into one prediction.
 
-Every blender follows the scikit-learn estimator contract: ``__init__`` stores its
-parameters untouched, ``fit`` validates and learns ``weights_``; ``get_params`` /
-``set_params`` / ``sklearn.base.clone`` come from ``BaseEstimator``.
+Every blender is a :class:`BaseBlender` and follows the scikit-learn estimator
+contract: ``__init__`` stores its parameters untouched, ``fit`` validates and learns
+``weights_`` (learned state ends in ``_``); ``get_params`` / ``set_params`` /
+``sklearn.base.clone`` come from ``BaseEstimator``. ``to_dict()`` gives the fitted
+blender as JSON-able data and ``Class.from_dict(d)`` restores it, which is how a saved
+ensemble is restored: ``BLENDERS.resolve(entry["method"]).from_dict(entry)``
+(``hpsearch.core.registry.BLENDERS``: best, mean, greedy, nelder-mead, stack, or a
+user's ``"module:Class"``).
 
 Input conventions (shared with ``hpsearch.core.metrics``):
 
@@ -21,13 +26,16 @@ losses), unlike scikit-learn's greater-is-better ``score`` convention; use
 
 Weighted blenders (best, mean, greedy, nelder-mead) keep non-negative
 ``weights_`` summing to one and predict ``sum_j weights_[j] * P[j]``; the stacking
-blender fits a meta-model and ``weights_`` are its coefficients.
+blender fits a linear meta-model and ``weights_`` are its coefficients.
+``ensembles.auto.AutoBlender`` fits every method, cross-fits each and keeps the best
+cross-fitted one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -36,18 +44,25 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from hpsearch.core import metrics as _metrics
+from hpsearch.core.registry import BLENDERS as _REGISTRY
+from hpsearch.core.registry import PluginError
 
 __all__ = [
     "BLENDERS",
+    "BaseBlender",
     "BestSingleBlender",
     "GreedyBlender",
     "MeanBlender",
     "NelderMeadBlender",
     "StackingBlender",
+    "best_method",
+    "blender_class",
     "cross_fit_predict",
     "cross_fit_score",
     "get_blender",
     "infer_task",
+    "nested_auto_score",
+    "pick_by_cross_fit",
 ]
 
 _FEATURE_EPS = 1e-6
@@ -190,11 +205,41 @@ def _greedy_weights(
     return best_counts / best_counts.sum(), best_loss
 
 
+# --------------------------------------------------------------------------- serialisation
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars turned into lists and Python numbers."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 # --------------------------------------------------------------------------- blenders
 
 
-class _Blender(BaseEstimator):
-    """Shared validation, prediction and scoring; subclasses implement ``_fit``."""
+class BaseBlender(BaseEstimator):
+    """The base of every blender: validation, prediction, scoring and (de)serialisation.
+
+    A subclass takes ``metric=None`` and its own parameters in ``__init__`` (stored
+    untouched) and implements ``_fit(P, y)``, which sets ``weights_`` (one number per
+    member). ``_predict(P)`` defaults to the weighted sum ``sum_j weights_[j] * P[j]``;
+    override it for another blend. ``fit`` validates ``P`` and ``y`` first and sets
+    ``metric_``, ``task_``, ``n_members_``, ``n_classes_`` (K, 2 for binary, 0 for
+    regression) and, after ``_fit``, ``fitted_score_``.
+
+    ``to_dict()`` writes ``method`` (the registered name, else ``"module:Class"``),
+    ``params``, those attributes and ``weights``; ``from_dict(d)`` reads them back. A
+    blender with more learned state extends both (call ``super()``).
+    """
+
+    # ----------------------------------------------------------------- fitting
 
     def fit(self, P, y):
         P, y, metric, task = _prepare(P, y, self.metric)
@@ -205,6 +250,12 @@ class _Blender(BaseEstimator):
         self._fit(P, y)
         self.fitted_score_ = float(_metrics.score(metric, y, self._predict(P)))
         return self
+
+    def _fit(self, P: np.ndarray, y: np.ndarray) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _fit(P, y)")
+
+    def _predict(self, P: np.ndarray) -> np.ndarray:
+        return _blend(self.weights_, P)
 
     def _check_P(self, P) -> np.ndarray:
         check_is_fitted(self, "weights_")
@@ -218,9 +269,6 @@ class _Blender(BaseEstimator):
             raise ValueError(f"P has shape {P.shape}; the blender was fitted on another layout")
         return P
 
-    def _predict(self, P: np.ndarray) -> np.ndarray:
-        return _blend(self.weights_, P)
-
     def predict(self, P) -> np.ndarray:
         """Blended predictions: ``(n,)`` for binary/regression, ``(n, K)`` for multiclass."""
         return self._predict(self._check_P(P))
@@ -229,6 +277,15 @@ class _Blender(BaseEstimator):
         """The metric of the blend on ``(P, y)``, in natural units (see the module docstring)."""
         P = self._check_P(P)
         return float(_metrics.score(self.metric_, y, self._predict(P)))
+
+    def member_weights(self) -> list[float]:
+        """One number per member: its blend weight (for ``stack``, see ``StackingBlender``)."""
+        check_is_fitted(self, "weights_")
+        return [float(w) for w in np.ravel(self.weights_)]
+
+    def members_used(self) -> np.ndarray:
+        """Per member, whether ``predict`` reads its predictions (a zero weight is not read)."""
+        return np.asarray(self.member_weights()) != 0.0
 
     def _single_scores(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.array([_metrics.score(self.metric_, y, P[j]) for j in range(P.shape[0])])
@@ -240,8 +297,65 @@ class _Blender(BaseEstimator):
                 best = j
         return best
 
+    # ----------------------------------------------------------------- saving
 
-class BestSingleBlender(_Blender):
+    @classmethod
+    def method_name(cls) -> str:
+        """The name ``BLENDERS`` knows this class by, else its ``"module:Class"`` path."""
+        path = f"{cls.__module__}:{cls.__qualname__}"
+        for name in _REGISTRY:
+            if _REGISTRY.target(name) in (cls, path):
+                return name
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted blender as JSON-able data; ``from_dict`` restores it."""
+        check_is_fitted(self, "weights_")
+        return {
+            "method": self.method_name(),
+            "params": _jsonable(self.get_params()),
+            "metric": self.metric_,
+            "task": self.task_,
+            "n_members": int(self.n_members_),
+            "n_classes": int(self.n_classes_),
+            "fitted_score": _jsonable(getattr(self, "fitted_score_", None)),
+            "weights": _jsonable(np.asarray(self.weights_, dtype=np.float64)),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BaseBlender:
+        """A fitted blender from ``to_dict()``'s data (ValueError when it is another's)."""
+        method = d.get("method")
+        if method is not None and method != cls.method_name():
+            try:
+                other = _REGISTRY.resolve(method)
+            except PluginError:
+                other = None
+            if other is not cls:
+                raise ValueError(
+                    f"{cls.__name__}.from_dict: the data is of blend method {method!r}. "
+                    "Fix: restore it with BLENDERS.resolve(d['method']).from_dict(d)."
+                )
+        params = dict(d.get("params") or {})
+        blender = cls(**params)
+        metric = d.get("metric") or params.get("metric")
+        if metric is None or "task" not in d:
+            raise ValueError(
+                f"{cls.__name__}.from_dict: the data names no metric or task. "
+                "Fix: pass what to_dict() wrote."
+            )
+        blender.metric_ = _metrics.get_metric(metric).name
+        blender.task_ = str(d["task"])
+        if "weights" in d:
+            blender.weights_ = np.asarray(d["weights"], dtype=np.float64)
+        blender.n_members_ = int(d.get("n_members", np.shape(d.get("weights", []))[0]))
+        blender.n_classes_ = int(d.get("n_classes", 2 if blender.task_ == "binary" else 0))
+        if d.get("fitted_score") is not None:
+            blender.fitted_score_ = float(d["fitted_score"])
+        return blender
+
+
+class BestSingleBlender(BaseBlender):
     """All weight on the member with the best metric on the fitting rows."""
 
     def __init__(self, metric: str | None = None):
@@ -255,7 +369,7 @@ class BestSingleBlender(_Blender):
         self.weights_[self.best_member_] = 1.0
 
 
-class MeanBlender(_Blender):
+class MeanBlender(BaseBlender):
     """Uniform weights."""
 
     def __init__(self, metric: str | None = None):
@@ -265,7 +379,7 @@ class MeanBlender(_Blender):
         self.weights_ = np.full(P.shape[0], 1.0 / P.shape[0])
 
 
-class GreedyBlender(_Blender):
+class GreedyBlender(BaseBlender):
     """Greedy forward selection with replacement (Caruana et al., 2004).
 
     Starts from the ``n_init`` best single members (equal counts), then adds, ``n_iter``
@@ -298,7 +412,7 @@ class _BudgetSpent(Exception):
     """Raised inside the objective to stop Nelder-Mead exactly at its budget."""
 
 
-class NelderMeadBlender(_Blender):
+class NelderMeadBlender(BaseBlender):
     """Weights on the simplex found by Nelder-Mead on the metric loss.
 
     Weights are ``|z| / sum|z|`` (abs-normalize, so a weight can reach exactly 0).
@@ -370,8 +484,7 @@ class NelderMeadBlender(_Blender):
             )
         return best[0], float(best[1])
 
-    def _fit(self, P, y):
-        m = P.shape[0]
+    def _budget(self, m: int) -> int:
         if int(self.restarts) < 0 or float(self.init_step) <= 0:
             raise ValueError("restarts must be >= 0 and init_step > 0")
         budget = (
@@ -379,64 +492,95 @@ class NelderMeadBlender(_Blender):
         )
         if budget < 1:
             raise ValueError(f"the Nelder-Mead budget must be positive; got {budget}")
-        obj = _Objective(P, y, self.metric_)
+        return budget
+
+    def _starts(self, obj: _Objective) -> list[tuple[str, np.ndarray, float]]:
+        """(name, weights, loss) of the greedy solution, the best member and uniform weights."""
+        m = obj.rep.shape[0]
         singles = obj.single_losses()
         best_j = int(np.argmin(singles))
         one_hot = np.zeros(m)
         one_hot[best_j] = 1.0
         w_greedy, l_greedy = _greedy_weights(obj, self.greedy_iter, 1, True)
-        uniform = np.full(m, 1.0 / m)
         starts = [("greedy", w_greedy, l_greedy), ("best", one_hot, float(singles[best_j]))]
         if m > 1:
+            uniform = np.full(m, 1.0 / m)
             starts.append(("uniform", uniform, obj(uniform)))
+        return starts
+
+    def _search(self, obj: _Objective, starts, budget: int) -> tuple[str, np.ndarray]:
+        """Half the budget probes the starts, the rest refines the best point found."""
+        m = obj.rep.shape[0]
         best_name, best_w, best_l = min(starts, key=lambda s: s[2])
         obj.n_fev = 0
         self.n_restarts_ = 0
-        if m > 1:
-            # half the budget probes the starts, the rest refines the best point found
-            per_start = max(m + 2, budget // (2 * len(starts)))
-            for name, w0, _ in starts:
-                if budget - obj.n_fev < m + 2:
-                    break
-                w, loss = self._run(obj, w0, self.init_step, min(per_start, budget - obj.n_fev))
-                if loss < best_l:
-                    best_name, best_w, best_l = f"nm-from-{name}", w, loss
-            step = float(self.init_step) / 2
-            for _ in range(int(self.restarts)):
-                if budget - obj.n_fev < m + 2:
-                    break
-                w, loss = self._run(obj, best_w, step, budget - obj.n_fev)
-                self.n_restarts_ += 1
-                improved = best_l - loss
-                if loss < best_l:
-                    best_w, best_l = w, loss
-                    if not best_name.endswith("+restart"):
-                        best_name += "+restart"
-                if improved <= float(self.tol):
-                    break
-                step /= 2
+        if m == 1:
+            return best_name, best_w
+        per_start = max(m + 2, budget // (2 * len(starts)))
+        for name, w0, _ in starts:
+            if budget - obj.n_fev < m + 2:
+                break
+            w, loss = self._run(obj, w0, self.init_step, min(per_start, budget - obj.n_fev))
+            if loss < best_l:
+                best_name, best_w, best_l = f"nm-from-{name}", w, loss
+        step = float(self.init_step) / 2
+        for _ in range(int(self.restarts)):
+            if budget - obj.n_fev < m + 2:
+                break
+            w, loss = self._run(obj, best_w, step, budget - obj.n_fev)
+            self.n_restarts_ += 1
+            improved = best_l - loss
+            if loss < best_l:
+                best_w, best_l = w, loss
+                if not best_name.endswith("+restart"):
+                    best_name += "+restart"
+            if improved <= float(self.tol):
+                break
+            step /= 2
+        return best_name, best_w
+
+    def _fit(self, P, y):
+        budget = self._budget(P.shape[0])
+        obj = _Objective(P, y, self.metric_)
+        starts = self._starts(obj)
+        self.start_, self.weights_ = self._search(obj, starts, budget)
         self.n_fev_ = obj.n_fev
-        self.start_ = best_name
-        self.weights_ = best_w
         # The guarantee, checked with the metric itself (not the fast objective).
-        best_single = float(_metrics.score(self.metric_, y, P[best_j]))
+        one_hot = next(w for name, w, _ in starts if name == "best")
+        best_single = float(_metrics.score(self.metric_, y, P[int(np.argmax(one_hot))]))
         fitted = float(_metrics.score(self.metric_, y, self._predict(P)))
         self.fell_back_ = bool(_metrics.is_better(self.metric_, best_single, fitted))
         if self.fell_back_:
             self.weights_ = one_hot
             self.start_ = "best"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "start": self.start_, "fell_back": bool(self.fell_back_)}
 
-class StackingBlender(_Blender):
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NelderMeadBlender:
+        blender = super().from_dict(d)
+        if "start" in d:
+            blender.start_ = d["start"]
+        if "fell_back" in d:
+            blender.fell_back_ = bool(d["fell_back"])
+        return blender
+
+
+class StackingBlender(BaseBlender):
     """A linear meta-model on the members' predictions.
 
     Classification: ``LogisticRegression(C=C)`` on the members' logits (binary) or
     log-probabilities (multiclass, ``n_members * K`` features), probabilities
     clipped at 1e-6; regression: ``Ridge(alpha=alpha)`` (``alpha=0`` is plain least
-    squares). ``weights_`` are the meta-model's coefficients (``coef_``, not
-    normalized; ``(n_members,)``, or ``(K, n_members * K)`` for multiclass) and
-    ``intercept_`` its intercept. The meta-model always fits its own loss (log
-    loss / squared error); ``metric`` is used for scoring.
+    squares). The learned state is the meta-model's ``coef_``, ``intercept_`` and
+    (classification) ``classes_``; ``predict`` applies them itself (sigmoid or
+    softmax of the linear scores), so a restored blender needs no scikit-learn model.
+    ``weights_`` are the coefficients (``(n_members,)``, or ``(K, n_members * K)`` for
+    multiclass; ``member_weights()`` then gives each member's share of the absolute
+    coefficients). ``meta_`` is the fitted scikit-learn model, on a blender fitted in
+    this process only. The meta-model fits its own loss (log loss / squared error);
+    ``metric`` is used for scoring.
     """
 
     def __init__(self, metric: str | None = None, C: float = 1.0, alpha: float = 1.0):
@@ -459,7 +603,7 @@ class StackingBlender(_Blender):
         if self.task_ == "regression":
             meta = Ridge(alpha=float(self.alpha))
             meta.fit(X, y)
-            self.weights_ = np.asarray(meta.coef_, dtype=np.float64).ravel()
+            self.coef_ = np.asarray(meta.coef_, dtype=np.float64).ravel()
             self.intercept_ = float(meta.intercept_)
         else:
             if np.unique(y).size < 2:
@@ -468,46 +612,124 @@ class StackingBlender(_Blender):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 meta.fit(X, y)
-            coef = np.asarray(meta.coef_, dtype=np.float64)
-            self.weights_ = coef.ravel() if self.task_ == "binary" else coef
-            self.intercept_ = np.asarray(meta.intercept_, dtype=np.float64)
+            self.coef_ = np.array(meta.coef_, dtype=np.float64, order="C")
+            self.intercept_ = np.array(meta.intercept_, dtype=np.float64)
+            self.classes_ = np.asarray(meta.classes_, dtype=np.int64)
+        self.weights_ = self._coef_weights()
         self.meta_ = meta
+
+    def _coef_weights(self) -> np.ndarray:
+        if self.task_ == "multiclass":
+            return self.coef_
+        return np.asarray(self.coef_, dtype=np.float64).ravel()
+
+    def _proba(self, X: np.ndarray) -> np.ndarray:
+        """The meta-model's class probabilities, columns in ``classes_`` order."""
+        from scipy.special import expit, softmax
+
+        z = X @ self.coef_.T + self.intercept_
+        if self.coef_.shape[0] == 1:  # two classes: one logit
+            p = expit(z[:, 0])
+            return np.column_stack([1.0 - p, p])
+        return softmax(z, axis=1)
 
     def _predict(self, P: np.ndarray) -> np.ndarray:
         X = self._features(P)
         if self.task_ == "regression":
-            return self.meta_.predict(X)
-        proba = self.meta_.predict_proba(X)
-        classes = self.meta_.classes_
+            return X @ self.coef_ + self.intercept_
+        proba = self._proba(X)
+        classes = list(self.classes_)
         if self.task_ == "binary":
             if 1 in classes:
-                return proba[:, list(classes).index(1)]
+                return proba[:, classes.index(1)]
             return np.zeros(P.shape[1])
         out = np.zeros((P.shape[1], self.n_classes_))
-        out[:, classes] = proba
+        out[:, self.classes_] = proba
         if len(classes) < self.n_classes_:
             out = (out + _FEATURE_EPS) / (1.0 + _FEATURE_EPS * self.n_classes_)
         return out
 
+    def member_weights(self) -> list[float]:
+        """The coefficient on each member's logit (binary) or value (regression); for
+        multiclass each member's share of the absolute coefficients."""
+        check_is_fitted(self, "coef_")
+        if self.task_ != "multiclass":
+            return [float(c) for c in np.ravel(self.coef_)]
+        k = int(self.n_classes_)
+        coef = np.abs(np.asarray(self.coef_))
+        per = np.array([coef[:, j * k : (j + 1) * k].sum() for j in range(self.n_members_)])
+        total = per.sum()
+        return [float(v) for v in (per / total if total > 0 else per)]
 
-BLENDERS: dict[str, type[_Blender]] = {
-    "best": BestSingleBlender,
-    "mean": MeanBlender,
-    "greedy": GreedyBlender,
-    "nelder-mead": NelderMeadBlender,
-    "stack": StackingBlender,
-}
+    def members_used(self) -> np.ndarray:
+        return np.ones(self.n_members_, dtype=bool)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["coef"] = _jsonable(self.coef_)
+        out["intercept"] = _jsonable(self.intercept_)
+        if self.task_ != "regression":
+            out["classes"] = [int(c) for c in self.classes_]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StackingBlender:
+        blender = super().from_dict(d)
+        if blender.task_ == "regression":
+            blender.coef_ = np.asarray(d["coef"], dtype=np.float64).ravel()
+            blender.intercept_ = float(d["intercept"])
+        else:
+            blender.coef_ = np.atleast_2d(np.asarray(d["coef"], dtype=np.float64))
+            blender.intercept_ = np.asarray(d["intercept"], dtype=np.float64).ravel()
+            blender.classes_ = np.asarray(d["classes"], dtype=np.int64)
+        blender.weights_ = blender._coef_weights()
+        if "n_members" not in d:  # written before n_members was saved
+            k = blender.n_classes_ if blender.task_ == "multiclass" else 1
+            blender.n_members_ = int(np.shape(blender.coef_)[-1]) // k
+        return blender
 
 
-def get_blender(name: str, **params: Any) -> _Blender:
-    """A new blender by name; ValueError listing the valid names."""
-    try:
-        cls = BLENDERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown blender {name!r}; valid blenders: {', '.join(BLENDERS)}"
-        ) from None
-    return cls(**params)
+# --------------------------------------------------------------------------- the registry
+
+
+class _RegisteredBlenders(Mapping):
+    """``hpsearch.core.registry.BLENDERS`` as a read-only ``name -> class`` mapping."""
+
+    def __getitem__(self, name: str) -> type[BaseBlender]:
+        if name not in _REGISTRY:
+            raise KeyError(name)
+        return blender_class(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+    def __repr__(self) -> str:
+        return f"BLENDERS({', '.join(_REGISTRY)})"
+
+
+BLENDERS: Mapping[str, type[BaseBlender]] = _RegisteredBlenders()
+
+
+def blender_class(name: str) -> type[BaseBlender]:
+    """The blender class for a registered name or a ``"module:Class"`` path.
+
+    ValueError (``PluginError``) naming the valid methods, with did-you-mean, when the
+    name is unknown, and when the class is not a ``BaseBlender``."""
+    cls = _REGISTRY.resolve(name)
+    if not (isinstance(cls, type) and issubclass(cls, BaseBlender)):
+        raise PluginError(
+            f"blend method {name!r} is {cls!r}, not a BaseBlender subclass. "
+            "Fix: subclass ensembles.BaseBlender (see docs/plugins.md)."
+        )
+    return cls
+
+
+def get_blender(name: str, **params: Any) -> BaseBlender:
+    """A new blender by name (or ``"module:Class"``); ValueError listing the valid names."""
+    return blender_class(name)(**params)
 
 
 # --------------------------------------------------------------------------- cross-fitting
@@ -547,7 +769,17 @@ def cross_fit_predict(blender, P, y, metric: str | None = None, folds: int = 5, 
     return oof
 
 
-def best_method(scores: dict[str, float | None], direction: str) -> str | None:
+def cross_fit_score(
+    blender, P, y, metric: str | None = None, folds: int = 5, seed: int = 0
+) -> float:
+    """The metric (natural units) of the out-of-fold blended predictions (``cross_fit_predict``)."""
+    metric = metric if metric is not None else blender.get_params().get("metric")
+    P, y, name, _ = _prepare(P, y, metric)
+    oof = cross_fit_predict(blender, P, y, name, folds=folds, seed=seed)
+    return float(_metrics.score(name, y, oof))
+
+
+def best_method(scores: Mapping[str, float | None], direction: str) -> str | None:
     """The name with the best finite score; ties go to the earlier (simpler) name."""
     best = None
     for m, v in scores.items():
@@ -597,13 +829,3 @@ def nested_auto_score(
         oof[test] = est.predict(P[:, test])
         chosen.append(m)
     return float(_metrics.score(name, y, oof)), chosen
-
-
-def cross_fit_score(
-    blender, P, y, metric: str | None = None, folds: int = 5, seed: int = 0
-) -> float:
-    """The metric (natural units) of the out-of-fold blended predictions (``cross_fit_predict``)."""
-    metric = metric if metric is not None else blender.get_params().get("metric")
-    P, y, name, _ = _prepare(P, y, metric)
-    oof = cross_fit_predict(blender, P, y, name, folds=folds, seed=seed)
-    return float(_metrics.score(name, y, oof))

@@ -17,6 +17,7 @@ run on any file (``ensembles check SUBMISSION --test test.csv
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,22 +57,41 @@ def check_submission(
     either probabilities (float) or labels (when ``columns`` is the target alone
     and the values are class labels).
     """
+    _check_columns(sub, id_col, columns, where)
+    sub_ids = _check_ids(sub, ids, id_col, where)
+    pred = sub[list(columns)]
+    numeric = _check_finite(pred, where)
+    if task == "regression":
+        _check_regression(pred, numeric, metric, where)
+    elif len(columns) == 1 and not (numeric and pd.api.types.is_float_dtype(pred[columns[0]])):
+        _check_labels(pred[columns[0]], classes, metric, where)
+    else:
+        _check_probabilities(pred, numeric, task, sub_ids, where)
+
+
+def _check_columns(sub: pd.DataFrame, id_col: str, columns: Sequence[str], where: str) -> None:
+    """The id column first, then exactly ``columns``, in order."""
     expected = [id_col, *columns]
     got = [str(c) for c in sub.columns]
-    if got != expected:
-        missing = [c for c in expected if c not in got]
-        extra = [c for c in got if c not in expected]
-        detail = []
-        if missing:
-            detail.append(f"missing {_head(missing)}")
-        if extra:
-            detail.append(f"unexpected {_head(extra)}")
-        if not detail:
-            detail.append(f"order {_head(got)}")
-        raise SubmissionError(
-            f"{where}: columns {'; '.join(detail)}; expected {_head(expected, 12)}. "
-            "Fix: write the columns of sample_submission.csv, in its order."
-        )
+    if got == expected:
+        return
+    missing = [c for c in expected if c not in got]
+    extra = [c for c in got if c not in expected]
+    detail = []
+    if missing:
+        detail.append(f"missing {_head(missing)}")
+    if extra:
+        detail.append(f"unexpected {_head(extra)}")
+    if not detail:
+        detail.append(f"order {_head(got)}")
+    raise SubmissionError(
+        f"{where}: columns {'; '.join(detail)}; expected {_head(expected, 12)}. "
+        "Fix: write the columns of sample_submission.csv, in its order."
+    )
+
+
+def _check_ids(sub: pd.DataFrame, ids: Sequence[Any], id_col: str, where: str) -> list[Any]:
+    """One row per expected id, in the expected order; the submission's ids."""
     ids = list(ids)
     if len(sub) != len(ids):
         raise SubmissionError(
@@ -94,7 +114,11 @@ def check_submission(
             f"{where}: {problem}. Fix: keep the ids and row order of test.csv "
             "(or sample_submission.csv)."
         )
-    pred = sub[list(columns)]
+    return sub_ids
+
+
+def _check_finite(pred: pd.DataFrame, where: str) -> bool:
+    """No NaN, and no infinity in numeric predictions; whether every column is numeric."""
     if pred.isna().to_numpy().any():
         bad = pred.columns[pred.isna().any()].tolist()
         raise SubmissionError(
@@ -102,43 +126,50 @@ def check_submission(
             "prediction; check the test rows the models could not score."
         )
     numeric = all(pd.api.types.is_numeric_dtype(pred[c]) for c in pred.columns)
-    if numeric:
-        arr = pred.to_numpy(dtype=float)
-        if not np.isfinite(arr).all():
-            raise SubmissionError(
-                f"{where}: infinite values in the predictions. Fix: clip or replace them."
-            )
-    if task == "regression":
-        if not numeric:
-            raise SubmissionError(
-                f"{where}: non-numeric predictions for a regression target. "
-                "Fix: write one number per row."
-            )
-        n_neg = int((pred.to_numpy(dtype=float) < 0).sum()) if metric == "rmsle" else 0
-        if n_neg:
-            raise SubmissionError(
-                f"{where}: {n_neg} negative value(s); RMSLE cannot score them. "
-                "Fix: clip the predictions at 0."
-            )
-        return
+    if numeric and not np.isfinite(pred.to_numpy(dtype=float)).all():
+        raise SubmissionError(
+            f"{where}: infinite values in the predictions. Fix: clip or replace them."
+        )
+    return numeric
+
+
+def _check_regression(pred: pd.DataFrame, numeric: bool, metric: str | None, where: str) -> None:
+    if not numeric:
+        raise SubmissionError(
+            f"{where}: non-numeric predictions for a regression target. "
+            "Fix: write one number per row."
+        )
+    n_neg = int((pred.to_numpy(dtype=float) < 0).sum()) if metric == "rmsle" else 0
+    if n_neg:
+        raise SubmissionError(
+            f"{where}: {n_neg} negative value(s); RMSLE cannot score them. "
+            "Fix: clip the predictions at 0."
+        )
+
+
+def _check_labels(
+    column: pd.Series, classes: Sequence[Any] | None, metric: str | None, where: str
+) -> None:
+    """A single label column: allowed by the metric, every label a known class."""
+    if metric in PROBABILITY_METRICS:
+        raise SubmissionError(
+            f"{where}: column {column.name!r} holds labels, but {metric} scores "
+            "probabilities. Fix: write the probability of the positive class (a float in "
+            "[0, 1]) per row."
+        )
     label_classes = {str(c) for c in (classes or [])}
-    if len(columns) == 1 and not (
-        numeric and pd.api.types.is_float_dtype(pred[columns[0]])
-    ):  # labels
-        if metric in PROBABILITY_METRICS:
-            raise SubmissionError(
-                f"{where}: column {columns[0]!r} holds labels, but {metric} scores "
-                "probabilities. Fix: write the probability of the positive class (a float in "
-                "[0, 1]) per row."
-            )
-        values = pred[columns[0]].astype(str)
-        unknown = sorted(set(values) - label_classes) if label_classes else []
-        if unknown:
-            raise SubmissionError(
-                f"{where}: labels {_head(unknown)} are not classes of the target "
-                f"({_head(sorted(label_classes))}). Fix: predict one of the training labels."
-            )
-        return
+    unknown = sorted(set(column.astype(str)) - label_classes) if label_classes else []
+    if unknown:
+        raise SubmissionError(
+            f"{where}: labels {_head(unknown)} are not classes of the target "
+            f"({_head(sorted(label_classes))}). Fix: predict one of the training labels."
+        )
+
+
+def _check_probabilities(
+    pred: pd.DataFrame, numeric: bool, task: str, sub_ids: list[Any], where: str
+) -> None:
+    """Numbers in [0, 1]; multiclass rows summing to one."""
     if not numeric:
         raise SubmissionError(
             f"{where}: non-numeric probabilities. Fix: write one probability per class column."
@@ -199,3 +230,42 @@ def check_submission_file(
         metric=metric,
     )
     return sub
+
+
+def check_ensemble_submission(
+    path: str, ens: Any, *, test: str | None = None, sample: str | None = None
+) -> tuple[pd.DataFrame, str]:
+    """Check the submission file ``path`` against the layout of ensemble ``ens`` (an
+    ``Ensemble``) and the test file (default: the first run's ``data.test`` and
+    ``data.sample_submission``). Returns the submission and the file whose ids it matched."""
+    from hpsearch.core.remote import is_uri
+    from hpsearch.core.spec import load_spec
+
+    info = ens.info
+    layout = info.get("submission")
+    if not layout:
+        raise UserError(
+            f"ensemble {ens.out_dir} was built from a run without a test set, so it has no "
+            "submission layout. Fix: check a submission of an ensemble whose run has `data.test`."
+        )
+    if not test:
+        run = str(info["runs"][0])
+        if is_uri(run):
+            raise UserError(
+                f"the ensemble's run is at {run}; its test file path is not on this machine. "
+                "Fix: give the test file with --test (and --sample for sample_submission.csv)."
+            )
+        spec = load_spec(Path(run) / "spec.yaml")
+        test = spec.data.test
+        sample = sample or spec.data.sample_submission
+    sub = check_submission_file(
+        path,
+        test=test,
+        sample=sample,
+        id_col=layout["id_column"],
+        task=info["task"],
+        columns=layout["columns"],
+        classes=info.get("classes"),
+        metric=info.get("metric"),
+    )
+    return sub, str(sample or test)

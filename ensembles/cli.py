@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from hpsearch.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR  # noqa: F401
+from hpsearch.core.registry import BLENDERS
 
-METHODS = ("auto", "best", "mean", "greedy", "nelder-mead", "stack")
+METHODS = ("auto", *BLENDERS.names())
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ensembles.build import build_ensemble
+    from ensembles.api import build
 
-    result = build_ensemble(
+    ens = build(
         args.run_dirs,
         top_k=args.top_k,
         max_corr=args.max_corr,
@@ -31,72 +31,40 @@ def cmd_build(args: argparse.Namespace) -> int:
         name=args.name,
         progress=not args.quiet,
     )
-    print(result.summary_text())
+    print(ens.summary_text())
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ensembles.predict import predict_new
+    from ensembles.api import load
     from hpsearch.core import atomic
 
-    frame = predict_new(args.ens_dir, args.data)
+    frame = load(args.ens_dir).predict_frame(args.data)
     atomic.write_text(args.output, frame.to_csv(index=False))
     print(f"wrote {len(frame)} row(s) to {args.output}")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ensembles.build import load_ensemble
-    from ensembles.checks import check_submission_file
-    from hpsearch.core.errors import UserError
-    from hpsearch.core.spec import load_spec
+    from ensembles.api import load
+    from ensembles.checks import check_ensemble_submission
 
-    ens = load_ensemble(args.ens_dir)
-    info = ens.info
-    layout = info.get("submission")
-    if not layout:
-        raise UserError(
-            f"ensemble {ens.out_dir} was built from a run without a test set, so it has no "
-            "submission layout. Fix: check a submission of an ensemble whose run has `data.test`."
-        )
-    from hpsearch.core.remote import is_uri
-
-    test, sample = args.test, args.sample
-    if not test:
-        run = str(info["runs"][0])
-        if is_uri(run):
-            raise UserError(
-                f"the ensemble's run is at {run}; its test file path is not on this machine. "
-                "Fix: give the test file with --test (and --sample for sample_submission.csv)."
-            )
-        spec = load_spec(Path(run) / "spec.yaml")
-        test = spec.data.test
-        sample = sample or spec.data.sample_submission
-    sub = check_submission_file(
-        args.submission,
-        test=test,
-        sample=sample,
-        id_col=layout["id_column"],
-        task=info["task"],
-        columns=layout["columns"],
-        classes=info.get("classes"),
-        metric=info.get("metric"),
+    sub, reference = check_ensemble_submission(
+        args.submission, load(args.ens_dir), test=args.test, sample=args.sample
     )
     print(
-        f"ok: {args.submission} has {len(sub)} rows, the ids of {sample or test} in order, "
+        f"ok: {args.submission} has {len(sub)} rows, the ids of {reference} in order, "
         f"columns {', '.join(map(str, sub.columns))}, valid values"
     )
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ensembles.build import load_ensemble
-    from ensembles.report import PLOTS, REPORT_MD, write_report
+    from ensembles.api import load
 
-    ens = load_ensemble(args.ens_dir)
-    path = ens.out_dir / REPORT_MD
-    if not all((ens.out_dir / p).exists() for p in (REPORT_MD, *PLOTS)):
-        path = write_report(ens.out_dir, ens.info)
+    ens = load(args.ens_dir)
+    path, regenerated = ens.ensure_report()
+    if regenerated:
         print(f"report regenerated from ensemble.json: {path}")
     else:
         print(f"report: {path}")
@@ -106,42 +74,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from hpsearch.core.remote import local_copy
-    from hpsearch.core.store import RUN_JSON
+    from ensembles.ensemble import list_ensembles
 
-    # a run at a URI: its run.json and ensemble.json files are all this reads
-    with local_copy(args.run_dir, include=(RUN_JSON, "ensembles/*/ensemble.json")) as (path, _):
-        return _list(path, args.run_dir)
-
-
-def _list(path: Path, where: str) -> int:
-    from ensembles.build import ENSEMBLE_JSON, load_ensemble
-    from hpsearch.core.errors import UserError
-    from hpsearch.core.store import RunDir
-
-    rd = RunDir(path)
-    rd.read_meta()  # a clear error for a directory that holds no run
-    root = rd.ensembles_dir
-    dirs = (
-        sorted(p for p in root.iterdir() if (p / ENSEMBLE_JSON).exists() and p.name[0] != ".")
-        if root.exists()
-        else []
-    )
-    if not dirs:
-        print(f"no ensembles in {where}; build one with: ensembles build {where}")
+    found = list_ensembles(args.run_dir)
+    if not found:
+        print(f"no ensembles in {args.run_dir}; build one with: ensembles build {args.run_dir}")
         return 0
     rows = []
-    for d in dirs:
-        try:
-            info = load_ensemble(d).info
-        except UserError as exc:
-            rows.append((d.name, "?", "?", "-", "-", str(exc)))
+    for name, info in found:
+        if not isinstance(info, dict):  # the error that stopped reading it
+            rows.append((name, "?", "?", "-", "-", str(info)))
             continue
         # an auto build's honest score is the nested one of its `auto` row
         s = info["scores"].get("auto") or info["scores"].get(info["method"], {})
         rows.append(
             (
-                d.name,
+                name,
                 info["method"],
                 str(len(info["members"])),
                 _fmt(s.get("fitted")),
@@ -204,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--method",
-        choices=METHODS,
-        help="the blender that makes the ensemble; auto (the spec's default): the one with the best cross-fitted score",
+        metavar="METHOD",
+        help=f"the blender that makes the ensemble: {', '.join(METHODS)}, or module:Class for "
+        "your own; auto (the spec's default): the one with the best cross-fitted score",
     )
     b.add_argument("--folds", type=int, help="folds for the cross-fitted scores")
     b.add_argument("--out", help="ensemble directory (must not exist)")

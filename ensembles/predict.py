@@ -6,8 +6,9 @@ preprocessor (``hpsearch.core.data.transform_new``), trees from
 ``trees/<name>/model.joblib`` fed by the run's tree matrix
 (``hpsearch.core.data.tree_matrix_new``). Predictions follow the training
 conventions (``hpsearch.search.training``): the head's output, binary as P(class 1),
-regression in natural units. The blend is the ``blend`` entry of
-``ensemble.json``, so the run's test file reproduces ``test_pred.npy``.
+regression in natural units. The blend is the blender restored from the ``blend``
+entry of ``ensemble.json`` (``Ensemble.blender``), so the run's test file reproduces
+``test_pred.npy``. Each function takes an ensemble directory or an ``Ensemble``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensembles.build import EnsembleResult, apply_blend, load_ensemble
+from ensembles.ensemble import Ensemble, load_ensemble
 from hpsearch.core.errors import RunDirError, UserError
 from hpsearch.core.store import RunDir
 
 __all__ = ["predict_array", "predict_members", "predict_new"]
 
 
-def _run_paths(ens: EnsembleResult) -> dict[str, Path]:
+def _run_paths(ens: Ensemble) -> dict[str, Path]:
     """Recorded run path -> where it is now (the recorded path, else the same place
     relative to the ensemble directory, which survives moving both together)."""
     out = {}
@@ -51,6 +52,10 @@ def _run_paths(ens: EnsembleResult) -> dict[str, Path]:
     return out
 
 
+def _ensemble(ens: str | Path | Ensemble) -> Ensemble:
+    return ens if isinstance(ens, Ensemble) else load_ensemble(ens)
+
+
 def _as_frame(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     from hpsearch.core.data import load_table
 
@@ -62,7 +67,7 @@ def _as_frame(data: str | Path | pd.DataFrame) -> pd.DataFrame:
 class _Members:
     """Lazily transformed inputs per run, and the Keras/tree predictions of members."""
 
-    def __init__(self, ens: EnsembleResult, df: pd.DataFrame):
+    def __init__(self, ens: Ensemble, df: pd.DataFrame):
         self.ens = ens
         self.df = df
         self.runs = _run_paths(ens)
@@ -138,16 +143,16 @@ class _Members:
         return pred
 
 
-def predict_members(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> np.ndarray:
+def predict_members(ens: str | Path | Ensemble, data: str | Path | pd.DataFrame) -> np.ndarray:
     """Every member's predictions for new rows: ``(m, n)`` or ``(m, n, K)``, member order of
-    ``ensemble.json``. Members with zero weight in a weighted blend are not loaded (zeros)."""
-    ens = load_ensemble(ens_dir)
+    ``ensemble.json``. Members the blend does not read (zero weight) are not loaded (zeros)."""
+    ens = _ensemble(ens)
     df = _as_frame(data)
     members = _Members(ens, df)
-    blend = ens.info["blend"]
+    used = ens.blender.members_used()
     out = []
     for j, member in enumerate(ens.info["members"]):
-        if blend["method"] != "stack" and float(blend["weights"][j]) == 0.0:
+        if not used[j]:
             shape = (len(df), members.k) if members.task == "multiclass" else (len(df),)
             out.append(np.zeros(shape))
             continue
@@ -155,20 +160,20 @@ def predict_members(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> np.
     return np.stack(out)
 
 
-def predict_array(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> np.ndarray:
+def predict_array(ens: str | Path | Ensemble, data: str | Path | pd.DataFrame) -> np.ndarray:
     """The blended prediction for new rows, in the run's conventions (as ``test_pred.npy``)."""
-    ens = load_ensemble(ens_dir)
-    return apply_blend(ens.info["blend"], predict_members(ens_dir, data))
+    ens = _ensemble(ens)
+    return ens.blender.predict(predict_members(ens, data))
 
 
-def predict_new(ens_dir: str | Path, data: str | Path | pd.DataFrame) -> pd.DataFrame:
+def predict_new(ens: str | Path | Ensemble, data: str | Path | pd.DataFrame) -> pd.DataFrame:
     """The submission-shaped table for new rows (a CSV/Parquet path or a DataFrame)."""
     from hpsearch.core.submission import submission_frame, submission_layout
 
-    ens = load_ensemble(ens_dir)
+    ens = _ensemble(ens)
     info = ens.info
     df = _as_frame(data)
-    pred = apply_blend(info["blend"], predict_members(ens_dir, df))
+    pred = predict_array(ens, df)
     layout = info.get("submission")
     if layout is None:
         layout = submission_layout(

@@ -78,17 +78,37 @@ def summary_text(info: dict[str, Any]) -> str:
 
 def report_markdown(info: dict[str, Any]) -> str:
     """``report.md``: scores, members, dropped candidates and the plots."""
-    method = info["method"]
-    out = [
+    out = _report_header(info) + _report_scores(info) + _report_members(info)
+    out += [
+        "",
+        "## Plots",
+        "",
+        "![weights](weights.png)",
+        "",
+        "![error correlation on the holdout rows](correlation.png)",
+        "",
+        "![scores](scores.png)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _report_header(info: dict[str, Any]) -> list[str]:
+    return [
         f"# Ensemble {info['name']}",
         "",
-        f"- method: **{method}**{_auto_words(info)} ({info['task']}, metric `{info['metric']}`, {_direction_words(info)})",
+        f"- method: **{info['method']}**{_auto_words(info)} ({info['task']}, metric `{info['metric']}`, {_direction_words(info)})",
         f"- runs: {', '.join(f'`{r}`' for r in info['runs'])}",
         f"- holdout rows: {info['n_holdout']}; folds for cross-fitting: {info['folds']}; "
         f"top_k: {info['top_k']}; max_corr: {info['max_corr']}; trees: "
         f"{', '.join(info['trees']) or 'none'}",
         f"- built: {info['created']}",
         "",
+    ]
+
+
+def _report_scores(info: dict[str, Any]) -> list[str]:
+    out = [
         "## Scores",
         "",
         "*Fitted*: the blend fitted and scored on the same holdout rows (optimistic). "
@@ -106,12 +126,16 @@ def report_markdown(info: dict[str, Any]) -> str:
         "|---|---:|---:|",
     ]
     for name, s in info["scores"].items():
-        label = f"**{name}** (chosen)" if name == method else name
+        label = f"**{name}** (chosen)" if name == info["method"] else name
         out.append(f"| {label} | {_fmt(s.get('fitted'))} | {_fmt(s.get('cross_fitted'))} |")
     errors = {n: s["error"] for n, s in info["scores"].items() if s.get("error")}
     if errors:
         out += [""] + [f"- {n}: {e}" for n, e in errors.items()]
-    out += [
+    return out
+
+
+def _report_members(info: dict[str, Any]) -> list[str]:
+    out = [
         "",
         "## Members",
         "",
@@ -123,7 +147,7 @@ def report_markdown(info: dict[str, Any]) -> str:
             f"| {_member_name(m)} | {m['kind']} | `{m['run']}` | {_weight(m.get('weight'))} | "
             f"{_fmt(m.get('valid_score'))} | {_fmt(m.get('holdout_score'))} |"
         )
-    if method == "stack":
+    if info["method"] == "stack":
         out += [
             "",
             "Weights of `stack` are the meta-model's coefficients on the members' logits "
@@ -141,18 +165,7 @@ def report_markdown(info: dict[str, Any]) -> str:
             out.append(
                 f"| {d['label']} | {d['kind']} | {_fmt(d.get('valid_score'))} | {d['reason']} |"
             )
-    out += [
-        "",
-        "## Plots",
-        "",
-        "![weights](weights.png)",
-        "",
-        "![error correlation on the holdout rows](correlation.png)",
-        "",
-        "![scores](scores.png)",
-        "",
-    ]
-    return "\n".join(out)
+    return out
 
 
 def _save(fig: Any, path: Path) -> None:

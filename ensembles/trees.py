@@ -45,10 +45,15 @@ __all__ = [
     "fit_tree",
     "load_tree",
     "load_tree_model",
+    "extra_trees",
+    "hist_gradient_boosting",
+    "lightgbm",
     "make_tree",
     "missing_package",
     "predict_tree",
+    "random_forest",
     "tree_params",
+    "xgboost",
 ]
 
 TREES_DIR = "trees"
@@ -113,35 +118,54 @@ def tree_params(name: str, task: str, seed: int) -> dict[str, Any]:
     raise UserError(f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}.")
 
 
+def random_forest(task: str, params: dict[str, Any]) -> Any:
+    """``rf``: scikit-learn's random forest (classifier or regressor)."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    cls = RandomForestRegressor if task == "regression" else RandomForestClassifier
+    return cls(n_jobs=_n_jobs(), **params)
+
+
+def extra_trees(task: str, params: dict[str, Any]) -> Any:
+    """``et``: scikit-learn's extremely randomized trees."""
+    from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
+
+    cls = ExtraTreesRegressor if task == "regression" else ExtraTreesClassifier
+    return cls(n_jobs=_n_jobs(), **params)
+
+
+def hist_gradient_boosting(task: str, params: dict[str, Any]) -> Any:
+    """``hgb``: scikit-learn's histogram gradient boosting."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+    return cls(**params)
+
+
+def lightgbm(task: str, params: dict[str, Any]) -> Any:
+    """``lgbm``: LightGBM's scikit-learn estimator (needs the lightgbm package)."""
+    import lightgbm as lgb
+
+    cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
+    return cls(n_jobs=_n_jobs(), **params)
+
+
+def xgboost(task: str, params: dict[str, Any]) -> Any:
+    """``xgb``: XGBoost's scikit-learn estimator (needs the xgboost package)."""
+    import xgboost as xgb
+
+    cls = xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier
+    return cls(n_jobs=_n_jobs(), **params)
+
+
 def make_tree(name: str, task: str, params: dict[str, Any]) -> Any:
-    """An unfitted estimator: classifier for binary/multiclass, regressor for regression."""
-    clf = task != "regression"
-    if name == "rf":
-        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-        cls = RandomForestClassifier if clf else RandomForestRegressor
-        return cls(n_jobs=_n_jobs(), **params)
-    if name == "et":
-        from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
-
-        cls = ExtraTreesClassifier if clf else ExtraTreesRegressor
-        return cls(n_jobs=_n_jobs(), **params)
-    if name == "hgb":
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
-        cls = HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor
-        return cls(**params)
-    if name == "lgbm":
-        import lightgbm
-
-        cls = lightgbm.LGBMClassifier if clf else lightgbm.LGBMRegressor
-        return cls(n_jobs=_n_jobs(), **params)
-    if name == "xgb":
-        import xgboost
-
-        cls = xgboost.XGBClassifier if clf else xgboost.XGBRegressor
-        return cls(n_jobs=_n_jobs(), **params)
-    raise UserError(f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}.")
+    """An unfitted estimator: classifier for binary/multiclass, regressor for regression,
+    made by the factory ``hpsearch.core.registry.TREE_MODELS`` names."""
+    if name not in TREE_MODELS:
+        raise UserError(
+            f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}."
+        )
+    return _TREE_REGISTRY.resolve(name)(task, params)
 
 
 def predict_tree(model: Any, X: np.ndarray, task: str, n_classes: int) -> np.ndarray:

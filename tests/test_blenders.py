@@ -1,18 +1,26 @@
-"""ensembles.blenders: every blender on every task, weight recovery, guarantees, contract."""
+"""ensembles.blenders and ensembles.auto on plain arrays (no Ray): every blender on every
+task, weight recovery, guarantees, the estimator contract, to_dict/from_dict, user blenders
+and AutoBlender's choice by the cross-fitted score."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 from scipy.optimize import minimize
 from sklearn.base import clone
 
+from ensembles.auto import AutoBlender
 from ensembles.blenders import (
     BLENDERS,
+    BaseBlender,
+    BestSingleBlender,
     GreedyBlender,
     MeanBlender,
     NelderMeadBlender,
     StackingBlender,
+    blender_class,
     cross_fit_predict,
     cross_fit_score,
     get_blender,
@@ -191,9 +199,12 @@ def test_cross_fit_scores_present_and_differ(task):
     assert oof.shape == P.shape[1:]
     # mean weights do not depend on the fold: out-of-fold equals in-sample
     np.testing.assert_allclose(oof, P.mean(axis=0))
-    assert cross_fit_score(GreedyBlender(metric=metric), P, y, folds=5, seed=0) == pytest.approx(
-        cross_fit_score(GreedyBlender(metric=metric), P, y, folds=5, seed=0)
-    )
+    # the folds are drawn from the seed: another seed, other folds, another score
+    scores = [
+        cross_fit_score(GreedyBlender(metric=metric), P, y, folds=5, seed=s) for s in (0, 1, 0)
+    ]
+    assert scores[0] != pytest.approx(scores[1], rel=1e-9, abs=1e-12)
+    assert scores[2] == scores[0]  # and the same seed, the same folds
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -249,9 +260,14 @@ def test_stacking_weights_are_meta_coefficients():
     P, y = _binary(m=3)
     b = StackingBlender(metric="log_loss", C=10.0).fit(P, y)
     np.testing.assert_allclose(b.weights_, b.meta_.coef_.ravel())
+    # the blender applies the meta-model itself, as scikit-learn would
+    X = np.log(np.clip(P, 1e-6, 1 - 1e-6) / (1 - np.clip(P, 1e-6, 1 - 1e-6))).T
+    np.testing.assert_allclose(b.predict(P), b.meta_.predict_proba(X)[:, 1], atol=1e-12)
     P, y = _multiclass(m=3, k=3)
     b = StackingBlender(metric="log_loss").fit(P, y)
     assert b.weights_.shape == (3, 9)
+    X = np.log(np.clip(P, 1e-6, 1 - 1e-6)).transpose(1, 0, 2).reshape(P.shape[1], -1)
+    np.testing.assert_allclose(b.predict(P), b.meta_.predict_proba(X), atol=1e-12)
     P, y = _regression(m=3)
     b = StackingBlender(metric="rmse", alpha=0.0).fit(P, y)
     np.testing.assert_allclose(b.predict(P), P.T @ b.weights_ + b.intercept_)
@@ -265,7 +281,9 @@ def test_validation_errors():
         MeanBlender(metric="nope").fit(P, y)
     with pytest.raises(ValueError, match="NaN"):
         MeanBlender(metric="log_loss").fit(np.full_like(P, np.nan), y)
-    with pytest.raises(ValueError, match="unknown blender"):
+    with pytest.raises(
+        ValueError, match=r"unknown blend method 'median' \(did you mean 'mean'\?\)"
+    ):
         get_blender("median")
     b = MeanBlender(metric="log_loss").fit(P, y)
     with pytest.raises(ValueError, match="members"):
@@ -282,3 +300,191 @@ def test_binary_two_column_layout_is_accepted():
     b = GreedyBlender(metric="log_loss").fit(P2, y)
     np.testing.assert_allclose(a.weights_, b.weights_)
     np.testing.assert_allclose(a.predict(P), b.predict(P2))
+
+
+# --------------------------------------------------------------------------- to_dict / from_dict
+
+
+def _round_trip(d: dict) -> dict:
+    return json.loads(json.dumps(d))  # what ensemble.json keeps
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("name", list(BLENDERS))
+def test_a_saved_blender_is_restored_by_its_own_class(name, task):
+    make, metric = TASKS[task]
+    P, y = make(n=200, m=4)
+    fitted = get_blender(name, metric=metric).fit(P, y)
+    d = _round_trip(fitted.to_dict())
+    assert d["method"] == name and d["task"] == task and d["metric"] == metric
+    restored = BLENDERS[name].from_dict(d)
+    assert type(restored) is type(fitted) and restored.get_params() == fitted.get_params()
+    assert not hasattr(restored, "meta_")  # no scikit-learn model is rebuilt
+    np.testing.assert_array_equal(restored.predict(P), fitted.predict(P))
+    assert restored.member_weights() == fitted.member_weights()
+    assert restored.score(P, y) == fitted.score(P, y)
+    with pytest.raises(ValueError, match="members"):
+        restored.predict(P[:2])
+
+
+def test_from_dict_refuses_another_methods_data():
+    P, y = _binary()
+    d = GreedyBlender(metric="log_loss").fit(P, y).to_dict()
+    with pytest.raises(ValueError, match="data is of blend method 'greedy'"):
+        StackingBlender.from_dict(d)
+    with pytest.raises(ValueError, match="names no metric or task"):
+        MeanBlender.from_dict({"method": "mean", "weights": [0.5, 0.5]})
+
+
+def _legacy_info(blend: dict, task: str, metric: str, k: int, m: int) -> dict:
+    """The parts of an ensemble.json written before the blend saved metric, task and sizes."""
+    classes = list(range(k)) if task != "regression" else None
+    return {"metric": metric, "task": task, "classes": classes, "members": [{}] * m, "blend": blend}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_blends_saved_in_the_first_format_still_load(task):
+    """ensemble.json files written before the blenders saved themselves: weighted blends kept
+    only their weights, stack its meta-model's coef, intercept, classes."""
+    from ensembles.ensemble import restore_blender
+
+    make, metric = TASKS[task]
+    P, y = make(n=200, m=4)
+    k = P.shape[2] if P.ndim == 3 else (2 if task == "binary" else 0)
+    nm = NelderMeadBlender(metric=metric).fit(P, y)
+    old = {"method": "nelder-mead", "weights": nm.weights_.tolist(), "start": nm.start_,
+           "fell_back": nm.fell_back_}  # fmt: skip
+    restored = restore_blender(_legacy_info(old, task, metric, k, 4))
+    np.testing.assert_array_equal(restored.predict(P), nm.predict(P))
+    assert restored.start_ == nm.start_
+    stack = StackingBlender(metric=metric).fit(P, y)
+    old = {"method": "stack", "task": task, "n_classes": k, "coef": stack.meta_.coef_.tolist()}
+    if task == "regression":
+        old.update(intercept=float(stack.meta_.intercept_), alpha=1.0)
+    else:
+        old.update(intercept=stack.meta_.intercept_.tolist(), classes=[0, 1, 2][:k], C=1.0)
+    restored = restore_blender(_legacy_info(old, task, metric, k, 4))
+    np.testing.assert_allclose(restored.predict(P), stack.predict(P), atol=1e-12)
+    assert restored.member_weights() == stack.member_weights()
+
+
+# --------------------------------------------------------------------------- user blenders
+
+
+def test_a_user_blender_plugs_in_as_module_and_class():
+    from tests.blender_plugins import Memorizer, TopTwoMean
+
+    P, y = _regression(m=5)
+    b = get_blender("tests.blender_plugins:TopTwoMean", metric="rmse").fit(P, y)
+    assert type(b) is TopTwoMean and np.count_nonzero(b.weights_) == 2
+    d = _round_trip(b.to_dict())
+    assert d["method"] == "tests.blender_plugins:TopTwoMean" and d["params"]["k"] == 2
+    restored = blender_class(d["method"]).from_dict(d)
+    assert type(restored) is TopTwoMean
+    np.testing.assert_array_equal(restored.predict(P), b.predict(P))
+    assert np.isfinite(cross_fit_score(TopTwoMean(metric="rmse"), P, y))
+    # extra learned state travels through the blender's own to_dict / from_dict
+    memo = Memorizer(metric="rmse").fit(P, y)
+    again = Memorizer.from_dict(_round_trip(memo.to_dict()))
+    np.testing.assert_array_equal(again.predict(P), y)
+    assert again.predict(P[:, :3] + 1.0).tolist() == [memo.prior_] * 3
+
+
+def test_registered_user_blender_and_bad_plugins():
+    from hpsearch.core.registry import BLENDERS as REGISTRY
+    from tests.blender_plugins import TopTwoMean
+
+    REGISTRY.register("top-two", TopTwoMean)
+    try:
+        assert BLENDERS["top-two"] is TopTwoMean and "top-two" in list(BLENDERS)
+        assert TopTwoMean.method_name() == "top-two"
+        P, y = _binary()
+        assert get_blender("top-two", metric="log_loss").fit(P, y).to_dict()["method"] == "top-two"
+    finally:
+        REGISTRY.unregister("top-two")
+    assert TopTwoMean.method_name() == "tests.blender_plugins:TopTwoMean"
+    with pytest.raises(ValueError, match="is <class 'tests.blender_plugins.NotABlender'>, not a "
+                       "BaseBlender subclass"):  # fmt: skip
+        get_blender("tests.blender_plugins:NotABlender")
+    with pytest.raises(ValueError, match="has no attribute 'Nope'"):
+        get_blender("tests.blender_plugins:Nope")
+    assert issubclass(BLENDERS["best"], BaseBlender) and BLENDERS["best"] is BestSingleBlender
+
+
+# --------------------------------------------------------------------------- AutoBlender
+
+
+def _stack_overfits(n=40, m=8, seed=0):
+    """Members that are pure noise on a tiny holdout: the stacking meta-model fits the noise
+    (the best fitted score) while the plain mean cross-fits best."""
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], n // 2)
+    return rng.uniform(0.25, 0.75, size=(m, n)), y
+
+
+def test_auto_follows_the_cross_fitted_score_where_the_fitted_one_disagrees():
+    P, y = _stack_overfits()
+    auto = AutoBlender(metric="log_loss", folds=5, seed=0).fit(P, y)
+    fitted = {m: s["fitted"] for m, s in auto.scores_.items()}
+    cross = {m: s["cross_fitted"] for m, s in auto.scores_.items()}
+    assert list(auto.scores_) == list(BLENDERS)
+    # the premise: the two choices disagree on these rows
+    assert min(fitted, key=fitted.get) == "stack"
+    assert min(cross, key=cross.get) == "mean"
+    assert auto.method_ == "mean"
+    assert isinstance(auto.blender_, MeanBlender) and auto.blender_ is auto.blenders_["mean"]
+    np.testing.assert_array_equal(auto.predict(P), MeanBlender().fit(P, y).predict(P))
+    assert auto.score(P, y) == fitted["mean"]
+    for name in BLENDERS:  # the scores are each method's own
+        assert cross[name] == cross_fit_score(
+            get_blender(name, metric="log_loss"), P, y, None, 5, 0
+        )
+    # the nested score: each outer fold chose by its own inner cross-fit
+    nested, per_fold = nested_auto_score(P, y, "log_loss", list(BLENDERS), folds=5, seed=0)
+    assert auto.nested_score_ == nested and auto.chosen_per_fold_ == per_fold
+    assert auto.auto_scores() == {"fitted": fitted["mean"], "cross_fitted": nested,
+                                  "chosen": "mean", "chosen_per_fold": per_fold}  # fmt: skip
+
+
+def test_auto_maximizes_a_greater_is_better_metric():
+    P, y = _binary(n=200, m=4, seed=2)
+    auto = AutoBlender(metric="roc_auc", methods=["best", "mean", "greedy"], nested=False)
+    auto.fit(P, y)
+    cross = {m: s["cross_fitted"] for m, s in auto.scores_.items()}
+    assert auto.method_ == max(cross, key=cross.get) and len(set(cross.values())) == 3
+    assert auto.nested_score_ is None and "chosen" not in auto.auto_scores()
+
+
+def test_auto_blender_contract_and_round_trip():
+    P, y = _multiclass(n=200, m=3)
+    auto = AutoBlender(methods=["mean", "stack"], folds=3, nested=False)
+    params = auto.get_params()
+    assert params == {"methods": ["mean", "stack"], "metric": None, "folds": 3, "seed": 0,
+                      "nested": False}  # fmt: skip
+    with pytest.raises(Exception, match="not fitted"):
+        auto.predict(P)
+    auto.fit(P, y)
+    assert auto.get_params() == params and not hasattr(clone(auto), "method_")
+    assert auto.metric_ == "log_loss" and auto.task_ == "multiclass"
+    assert set(auto.scores_) == {"mean", "stack"}
+    again = AutoBlender.from_dict(_round_trip(auto.to_dict()))
+    assert again.method_ == auto.method_ and again.scores_ == auto.scores_
+    np.testing.assert_allclose(again.predict(P), auto.predict(P), atol=1e-12)
+    with pytest.raises(ValueError, match="unknown blend method 'avg'"):
+        AutoBlender(methods=["mean", "avg"]).fit(P, y)
+    with pytest.raises(ValueError, match="methods is empty"):
+        AutoBlender(methods=[]).fit(P, y)
+
+
+def test_auto_keeps_the_methods_that_fit_and_says_why_the_others_did_not():
+    P, y = _binary(n=60, m=3)
+    y = np.zeros_like(y)  # one class: stacking cannot be fitted, weights can
+    auto = AutoBlender(metric="log_loss", methods=["stack", "mean"], nested=False).fit(P, y)
+    assert auto.scores_["stack"] == {
+        "fitted": None,
+        "cross_fitted": None,
+        "error": "StackingBlender needs at least two classes in y",
+    }
+    assert set(auto.blenders_) == {"mean"} and auto.method_ == "mean"
+    with pytest.raises(ValueError, match="no blend method could be fitted"):
+        AutoBlender(metric="log_loss", methods=["stack"]).fit(P, y)

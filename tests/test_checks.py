@@ -128,3 +128,35 @@ def test_generated_competitions_have_every_column_kind(kind):
     assert kinds["source"] == "drop"
     assert train.isna().any().any()  # missing values
     assert set(test["site"]) - set(train["site"]) == {"island"}  # an unseen category
+
+
+def test_non_numeric_predictions_are_rejected():
+    reg = pd.DataFrame({"id": IDS, "y": ["1.5", "x", "3", "0"]})
+    with pytest.raises(SubmissionError, match="non-numeric predictions for a regression target"):
+        check_submission(reg, ids=IDS, id_col="id", columns=["y"], task="regression")
+    text = multi_sub().astype({"b": str})
+    with pytest.raises(SubmissionError, match="non-numeric probabilities"):
+        check_submission(text, ids=IDS, id_col="id", columns=["a", "b", "c"], task="multiclass")
+    # an integer column in a multiclass layout is probabilities, not labels: 0/1 in range
+    ints = multi_sub(np.eye(3)[[0, 1, 2, 0]].astype(int))
+    check_submission(ints, ids=IDS, id_col="id", columns=["a", "b", "c"], task="multiclass")
+
+
+def test_an_ensemble_without_a_test_set_has_no_layout_to_check(tmp_path):
+    from types import SimpleNamespace
+
+    from ensembles.checks import check_ensemble_submission
+    from hpsearch.core.errors import UserError
+
+    ens = SimpleNamespace(out_dir=tmp_path, info={"task": "binary", "runs": [str(tmp_path)]})
+    with pytest.raises(UserError, match="was built from a run without a test set"):
+        check_ensemble_submission(str(tmp_path / "sub.csv"), ens)
+    ens.info.update(submission={"id_column": "id", "columns": ["target"]}, runs=["s3://b/run"])
+    with pytest.raises(UserError, match="its test file path is not on this machine"):
+        check_ensemble_submission(str(tmp_path / "sub.csv"), ens)
+    binary_sub().to_csv(tmp_path / "sub.csv", index=False)
+    pd.DataFrame({"id": IDS}).to_csv(tmp_path / "test.csv", index=False)
+    sub, reference = check_ensemble_submission(
+        str(tmp_path / "sub.csv"), ens, test=str(tmp_path / "test.csv")
+    )
+    assert reference == str(tmp_path / "test.csv") and sub["id"].tolist() == IDS

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from ensembles.blenders import BLENDERS, StackingBlender
-from ensembles.build import ENSEMBLE_JSON, apply_blend, build_ensemble, load_ensemble
+from ensembles.builder import build_ensemble
 from ensembles.cli import main
+from ensembles.ensemble import ENSEMBLE_JSON, Ensemble, load_ensemble, restore_blender
 from hpsearch.core import metrics
 from hpsearch.core.data import load_table
 from hpsearch.core.errors import RunDirError, UserError
@@ -137,7 +138,7 @@ def test_build_writes_every_file_and_score(binary_run, binary_ensemble):
     )
     hold = np.load(ens.out_dir / "holdout_pred.npy")
     assert hold.shape == (info["n_holdout"],)
-    np.testing.assert_allclose(apply_blend(info["blend"], P), hold)
+    np.testing.assert_allclose(restore_blender(info).predict(P), hold)
     C = np.asarray(info["correlation"]["matrix"])
     assert info["correlation"]["labels"] == [m["label"] for m in info["members"]]
     assert C.shape == (len(info["members"]),) * 2 and np.allclose(np.diag(C), 1.0)
@@ -165,6 +166,52 @@ def test_auto_method_picks_the_best_cross_fitted_score(binary_run, binary_ensemb
     assert auto["fitted"] == methods[info["method"]]["fitted"]
     assert math.isfinite(auto["cross_fitted"])
     assert "| auto |" in (ens.out_dir / "report.md").read_text()
+
+
+def test_auto_build_never_takes_the_best_fitted_blend_over_the_best_cross_fitted(binary_run):
+    """A registered blender that memorizes the holdout rows has by far the best fitted score
+    and a poor cross-fitted one: an auto build must choose by the cross-fitted score."""
+    from hpsearch.core.registry import BLENDERS as REGISTRY
+    from tests.blender_plugins import Memorizer
+
+    REGISTRY.register("memorize", Memorizer)
+    try:
+        info = build_ensemble([binary_run], trees=(), top_k=5, name="auto-memo").info
+    finally:
+        REGISTRY.unregister("memorize")
+    scores = {m: s for m, s in info["scores"].items() if m != "auto"}
+    assert list(scores) == [*BLENDERS, "memorize"]
+    fitted = {m: s["fitted"] for m, s in scores.items()}
+    cross = {m: s["cross_fitted"] for m, s in scores.items()}
+    assert min(fitted, key=fitted.get) == "memorize"  # the premise
+    assert max(cross, key=cross.get) == "memorize"
+    assert info["method"] == min(cross, key=cross.get) != "memorize"
+    assert info["blend"]["method"] == info["method"]
+
+
+def test_a_user_blender_given_as_module_and_class_builds_and_restores(binary_run):
+    from tests.blender_plugins import TopTwoMean
+
+    path = "tests.blender_plugins:TopTwoMean"
+    ens = build_ensemble([binary_run], trees=(), top_k=4, method=path)
+    assert ens.out_dir.name.startswith("TopTwoMean-")  # a default name from the class name
+    info = ens.info
+    assert info["method"] == path == info["blend"]["method"]
+    assert list(info["scores"]) == [*BLENDERS, path]
+    assert math.isfinite(info["scores"][path]["cross_fitted"])
+    weights = sorted(m["weight"] for m in info["members"])
+    assert len(weights) > 2 and weights[-2:] == [0.5, 0.5] and not any(weights[:-2])
+    loaded = load_ensemble(ens.out_dir)
+    assert type(loaded.blender) is TopTwoMean and loaded.method == path
+    P = np.stack([_member_holdout(binary_run, m) for m in info["members"]])
+    np.testing.assert_array_equal(
+        loaded.blender.predict(P), np.load(ens.out_dir / "holdout_pred.npy")
+    )
+    # a module that is gone where the ensemble is read: a clear error, not a traceback
+    info["blend"]["method"] = info["method"] = "tests.gone_plugins:TopTwoMean"
+    with pytest.raises(UserError, match=r"its tests.gone_plugins:TopTwoMean blend cannot be "
+                       r"restored: .*cannot import module 'tests.gone_plugins'"):  # fmt: skip
+        _ = Ensemble(ens.out_dir, info).blender
 
 
 def test_cross_fitted_scores_differ_from_fitted(binary_ensemble):
@@ -208,7 +255,7 @@ def test_multiclass_build_and_tree_class_order(multiclass_run):
         ]
     )
     fresh = StackingBlender(metric="log_loss").fit(P, y)
-    np.testing.assert_allclose(apply_blend(info["blend"], P), fresh.predict(P), atol=1e-10)
+    np.testing.assert_allclose(restore_blender(info).predict(P), fresh.predict(P), atol=1e-10)
     np.testing.assert_allclose(hold, fresh.predict(P), atol=1e-10)
     assert sum(m["weight"] for m in info["members"]) == pytest.approx(1.0)  # coefficient shares
 
@@ -233,7 +280,7 @@ def test_regression_build(regression_run):
     assert metrics.rmse(y, hold) == pytest.approx(info["scores"]["stack"]["fitted"])
     assert metrics.rmse(y, hold) < np.std(y)  # better than predicting the mean
     P = np.stack([_member_holdout(regression_run, m) for m in info["members"]])
-    np.testing.assert_allclose(apply_blend(info["blend"], P), hold)
+    np.testing.assert_allclose(restore_blender(info).predict(P), hold)
     nm = build_ensemble([regression_run], trees=("hgb",), name="reg-nm")
     s = nm.info["scores"]
     assert s["nelder-mead"]["fitted"] <= s["best"]["fitted"] + 1e-12
@@ -348,6 +395,11 @@ def test_bad_options_are_refused_before_any_work(binary_run):
         UserError, match="unknown blend method 'nm'; valid methods: auto, best, mean"
     ):
         build_ensemble([binary_run], method="nm")
+    with pytest.raises(UserError, match=r"'module:Class' for your own BaseBlender \(did you mean "
+                       r"'nelder-mead'\?\)\.$"):  # fmt: skip
+        build_ensemble([binary_run], method="nelder_mead")
+    with pytest.raises(UserError, match="not a BaseBlender subclass"):
+        build_ensemble([binary_run], method="tests.blender_plugins:NotABlender")
     with pytest.raises(UserError, match="unknown tree model 'gbm'; valid tree models: rf, et"):
         build_ensemble([binary_run], trees=("gbm",))
     with pytest.raises(UserError, match="folds must be at least 2; got 1"):
@@ -398,6 +450,31 @@ def test_stale_tree_is_fitted_again(binary_run, tmp_path):
     assert fresh["data_fingerprint"] == b.info["data_fingerprint"] != "stale"
     assert fresh["fit_id"] != info["fit_id"]
     assert sorted(p.name for p in (run / "trees").iterdir()) == ["hgb"]  # no leftovers
+
+
+def test_tree_models_are_made_by_the_registered_factories():
+    from ensembles.trees import make_tree, tree_params
+    from hpsearch.core.registry import TREE_MODELS
+
+    for name, task, expected in (
+        ("rf", "binary", "RandomForestClassifier"),
+        ("et", "regression", "ExtraTreesRegressor"),
+        ("hgb", "multiclass", "HistGradientBoostingClassifier"),
+    ):
+        est = make_tree(name, task, tree_params(name, task, 3))
+        assert type(est).__name__ == expected and est.get_params()["random_state"] == 3
+    original = TREE_MODELS.target("rf")
+    calls = []
+    TREE_MODELS.register(
+        "rf", lambda task, params: calls.append((task, params)) or "made", replace=True
+    )
+    try:
+        assert make_tree("rf", "binary", {"n_estimators": 7}) == "made"
+    finally:
+        TREE_MODELS.register("rf", original, replace=True)
+    assert calls == [("binary", {"n_estimators": 7})]
+    with pytest.raises(UserError, match="unknown tree model 'gbm'; valid tree models: rf, et"):
+        make_tree("gbm", "binary", {})
 
 
 def test_uninstalled_tree_library_is_a_clear_error(binary_run):
@@ -564,6 +641,49 @@ def test_a_sample_submission_that_fits_no_layout_is_refused_before_the_search(tm
     assert not (tmp_path / "run").exists()
 
 
+# --------------------------------------------------------------------------- python api
+
+
+def test_python_api_builds_from_run_objects_and_loads(binary_run, binary_ensemble):
+    import types
+
+    import ensembles
+
+    run = types.SimpleNamespace(path=binary_run)  # what hpsearch.load_run gives: a .path
+    ens = ensembles.build(run, name="api", trees=("rf", "hgb"), top_k=5, method="nelder-mead")
+    assert isinstance(ens, ensembles.Ensemble) and ens.path == binary_run / "ensembles" / "api"
+    assert ens.method == "nelder-mead" and ens.scores == binary_ensemble.info["scores"]
+    assert ens.members == ens.info["members"] and ens.members is not ens.info["members"]
+    assert {m["kind"] for m in ens.members} == {"network", "tree"}
+    assert all(("trial" in m) == (m["kind"] == "network") for m in ens.members)
+    assert all(("tree" in m) == (m["kind"] == "tree") for m in ens.members)
+    assert ens.weights == {m["label"]: m["weight"] for m in ens.info["members"]}
+    assert sum(ens.weights.values()) == pytest.approx(1.0)
+    assert isinstance(ens.blender, ensembles.NelderMeadBlender)
+    loaded = ensembles.load(ens.path)
+    assert loaded.info == ens.info and loaded.weights == ens.weights
+    # several runs as a list of paths and objects; a thing that is neither is refused
+    with pytest.raises(UserError, match=r"is not a run directory path, URI or run object"):
+        ensembles.build([run, 42])
+    with pytest.raises(UserError, match="is not an ensemble directory"):
+        ensembles.load(binary_run)
+
+
+def test_import_ensembles_is_light():
+    code = (
+        "import sys, ensembles\n"
+        "assert callable(ensembles.build) and callable(ensembles.load)\n"
+        "heavy = [m for m in ('sklearn', 'scipy', 'tensorflow', 'keras', 'ray') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+        "ensembles.AutoBlender\n"
+        "print('AFTER', 'sklearn' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split("\n")[:2] == ["HEAVY []", "AFTER True"]
+
+
 # --------------------------------------------------------------------------- cli
 
 
@@ -707,10 +827,16 @@ def test_predict_reproduces_test_predictions_with_keras_models(
     assert all(r.model_path.exists() for r in records)
     if task == "regression":  # networks learn a standardized target; predictions are not
         assert all(r.info["target_scaling"] for r in records)
-    ens = build_ensemble([run], trees=("rf",), method="mean", name="keras")
+    import ensembles
+
+    ens = ensembles.build([run], trees=("rf",), method="mean", name="keras")
     saved = np.load(ens.out_dir / "test_pred.npy")
+    np.testing.assert_allclose(ens.predict(test), saved, atol=1e-5)
+    loaded = ensembles.load(ens.path)
+    np.testing.assert_allclose(loaded.predict(pd.read_csv(test)), saved, atol=1e-5)
     np.testing.assert_allclose(predict_array(ens.out_dir, test), saved, atol=1e-5)
-    frame = predict_new(ens.out_dir, test)
+    frame = loaded.predict_frame(test)
+    pd.testing.assert_frame_equal(frame, predict_new(ens.out_dir, test))
     submission = pd.read_csv(ens.out_dir / "submission.csv")
     assert list(frame.columns) == list(submission.columns) == ["id", "target"]
     np.testing.assert_array_equal(frame["id"], submission["id"])

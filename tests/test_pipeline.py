@@ -77,11 +77,11 @@ def test_pipeline_writes_a_valid_submission(ray_session, tmp_path, kind):
 def test_pipeline_refuses_a_submission_that_fails_its_checks(ray_session, tmp_path, monkeypatch):
     """The pipeline checks the ensemble's submission itself: a file with a missing row is
     refused and never copied to OUTPUT/submission.csv."""
-    import ensembles.build
+    import ensembles.builder
 
     from hpsearch.core.errors import UserError
 
-    real = ensembles.build.build_ensemble
+    real = ensembles.builder.build_ensemble
 
     def drops_a_row(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -90,7 +90,7 @@ def test_pipeline_refuses_a_submission_that_fails_its_checks(ray_session, tmp_pa
         produced.write_text("\n".join(lines[:-1]) + "\n")
         return result
 
-    monkeypatch.setattr(ensembles.build, "build_ensemble", drops_a_row)
+    monkeypatch.setattr(ensembles.builder, "build_ensemble", drops_a_row)
     comp, path = competition(tmp_path, "binary")
     spec = load_spec(path)
     with pytest.raises(UserError, match=r"rows, the test set has"):

@@ -50,7 +50,7 @@ def run_pipeline(
     stream: Any = None,
 ) -> PipelineResult:
     """Search, ensemble, check and write the submission for ``spec``."""
-    from ensembles.build import build_ensemble
+    from ensembles.builder import build_ensemble
     from ensembles.checks import check_submission_file
     from hpsearch.core import atomic
     from hpsearch.search.driver import run_search

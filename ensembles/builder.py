@@ -1,0 +1,657 @@
+"""Build an ensemble from one or more run directories.
+
+``build_ensemble(run_dirs, ...)`` (the Python side of ``ensembles build``; the public
+``ensembles.build`` calls it) runs five steps, each a function below:
+
+1. **read runs** (``_read_runs``): every run's ``run.json``; runs that cannot be
+   blended (different data fingerprint, split, task, metric or classes) are refused,
+   then the options are checked and the target directory claimed, and runs with no
+   complete trial are refused;
+2. **candidates** (``_gather_candidates``): the first run's data
+   (``hpsearch.core.data.load_prepared``) gives the holdout targets, the test ids and,
+   when a tree must be fitted, the tree matrix; every complete trial of every run (kind
+   ``network``) and the tree models of the first run (kind ``tree``, fitted or reused by
+   ``ensembles.trees``) are candidates (``ensembles.candidates``);
+3. **select** (``_select``): the best ``top_k`` by validation score whose holdout errors
+   correlate at most ``max_corr`` (``ensembles.selection``; trees are always eligible);
+4. **blend** (``_fit_blend``): ``AutoBlender`` fits EVERY blender on the members'
+   holdout predictions and scores it *fitted* (in-sample) and *cross-fitted*
+   (``folds``-fold out-of-fold); ``auto`` keeps the best cross-fitted, a named
+   ``method`` is kept as asked;
+5. **write** (``_write``): ``ensemble.json``, ``holdout_pred.npy``, ``test_pred.npy`` and
+   ``submission.csv`` (with a test set), ``report.md`` and plots into a temporary
+   sibling directory, then renamed into place. An existing target is never
+   overwritten: of two builds with the same name one wins, the other gets a
+   UserError, and no reader ever sees a half-written ensemble.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import difflib
+import math
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensembles import report as _report
+from ensembles.candidates import Candidate, network_candidates, run_labels, tree_candidates
+from ensembles.ensemble import ENSEMBLE_JSON, FORMAT, Ensemble, EnsembleResult, load_ensemble
+from hpsearch.core import atomic
+from hpsearch.core import metrics as _metrics
+from hpsearch.core.errors import RunDirError, UserError
+from hpsearch.core.registry import BLENDERS as _BLENDERS
+from hpsearch.core.store import RunDir
+
+__all__ = [
+    "AUTO",
+    "ENSEMBLE_JSON",
+    "Ensemble",
+    "EnsembleResult",
+    "build_ensemble",
+    "load_ensemble",
+]
+
+AUTO = "auto"  # the method with the best cross-fitted score
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _as_runs(run_dirs: str | Path | Iterable[str | Path]) -> list[RunDir]:
+    if isinstance(run_dirs, str | Path):
+        run_dirs = [run_dirs]
+    runs = [RunDir(Path(p)) for p in run_dirs]
+    if not runs:
+        raise UserError("no run directory given. Fix: pass at least one RUN_DIR.")
+    seen: dict[Path, Path] = {}
+    for rd in runs:
+        key = rd.path.resolve()
+        if key in seen:
+            raise UserError(f"run directory {rd.path} is given twice. Fix: name each run once.")
+        seen[key] = rd.path
+    return runs
+
+
+def _check_compatible(runs: list[RunDir], metas: list[dict[str, Any]]) -> None:
+    first, m0 = runs[0], metas[0]
+    for rd, m in zip(runs[1:], metas[1:], strict=True):
+        reasons = []
+        if m.get("split") != m0.get("split"):
+            reasons.append(f"their splits differ ({m0.get('split')} vs {m.get('split')})")
+        elif m.get("data_fingerprint") != m0.get("data_fingerprint"):
+            reasons.append(
+                "their data fingerprints differ (different data, target or preprocessing)"
+            )
+        for key in ("task", "metric", "classes"):
+            if m.get(key) != m0.get(key):
+                reasons.append(f"their {key} differs ({m0.get(key)!r} vs {m.get(key)!r})")
+        if bool(m.get("has_test")) != bool(m0.get("has_test")):
+            reasons.append("one has a test set (`data.test`) and the other not")
+        elif _test_hash(rd) != _test_hash(first):
+            reasons.append("their test sets differ")
+        if reasons:
+            raise RunDirError(
+                f"runs {first.path} and {rd.path} cannot be blended: {'; '.join(reasons)}. "
+                "Fix: ensemble only runs made from the same data, split, task and metric."
+            )
+
+
+def _test_hash(run: RunDir) -> str | None:
+    path = run.data_dir / "split.json"
+    return atomic.read_json(path).get("test_hash") if path.exists() else None
+
+
+@dataclass
+class _Options:
+    top_k: int | None
+    max_corr: float
+    trees: tuple[str, ...]
+    method: str
+    folds: int
+
+
+def _check_method(method: Any) -> str:
+    """``auto``, a registered blend method or an importable ``module:Class`` blender."""
+    from ensembles.blenders import blender_class
+
+    if method == AUTO:
+        return AUTO
+    if not isinstance(method, str) or _BLENDERS.problem(method):
+        valid = [AUTO, *_BLENDERS]
+        close = difflib.get_close_matches(str(method), valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(
+            f"unknown blend method {method!r}; valid methods: {', '.join(valid)}, or "
+            f"'module:Class' for your own BaseBlender{hint}."
+        )
+    try:
+        blender_class(method)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return method
+
+
+def _options(ens: Any, top_k, max_corr, trees, method, folds) -> _Options:
+    from ensembles.trees import check_tree_names
+
+    top_k = ens.top_k if top_k is None else top_k
+    max_corr = ens.max_corr if max_corr is None else max_corr
+    trees = ens.trees if trees is None else trees
+    method = _check_method(ens.method if method is None else method)
+    folds = ens.folds if folds is None else folds
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
+        raise UserError(f"top_k must be at least 1; got {top_k!r}.")
+    if not (0.0 < float(max_corr) <= 1.0):
+        raise UserError(f"max_corr must be in (0, 1]; got {max_corr!r}.")
+    if isinstance(folds, bool) or int(folds) < 2:
+        raise UserError(f"folds must be at least 2; got {folds!r}.")
+    return _Options(
+        top_k=None if top_k is None else int(top_k),
+        max_corr=float(max_corr),
+        trees=check_tree_names(trees),
+        method=method,
+        folds=int(folds),
+    )
+
+
+def _check_name(name: str) -> str:
+    if not name or name.startswith(".") or "/" in name or os.sep in name or name in ("..",):
+        raise UserError(
+            f"ensemble name {name!r} is not a plain directory name. "
+            "Fix: use letters, digits, '-' or '_', e.g. --name nm-top5."
+        )
+    return name
+
+
+def _target(run: RunDir, out: str | Path | None, name: str | None, method: str):
+    """(directory, automatic name?)."""
+    if out is not None and name is not None:
+        raise UserError("give an output directory or a name, not both.")
+    if out is not None:
+        return Path(out), False
+    if name is not None:
+        return run.ensembles_dir / _check_name(name), False
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    short = method.rsplit(":", 1)[-1]  # a user's module:Class is named by its class
+    return run.ensembles_dir / f"{short}-{stamp}", True
+
+
+def _exists_error(path: Path) -> UserError:
+    return UserError(
+        f"ensemble directory {path} already exists; ensembles are never overwritten. "
+        "Fix: choose another --name or --out, or remove that directory."
+    )
+
+
+def _free_name(path: Path) -> Path:
+    if not path.exists():
+        return path
+    for i in range(2, 1000):
+        cand = path.with_name(f"{path.name}-{i}")
+        if not cand.exists():
+            return cand
+    raise _exists_error(path)
+
+
+# --------------------------------------------------------------------------- build
+
+
+@dataclass
+class _Runs:
+    """The runs of a build: their directories, ``run.json`` contents and the first spec."""
+
+    dirs: list[RunDir]
+    metas: list[dict[str, Any]]
+    spec: Any
+
+    @property
+    def first(self) -> RunDir:
+        return self.dirs[0]
+
+
+@dataclass
+class _Data:
+    """What the build reads from the first run's data."""
+
+    prepared: Any
+    task: str
+    metric: str
+    classes: list[Any] | None
+    y: np.ndarray
+    n_test: int | None
+
+    @property
+    def n_holdout(self) -> int:
+        return len(self.y)
+
+    @property
+    def has_test(self) -> bool:
+        return self.n_test is not None
+
+
+@dataclass
+class _Blend:
+    """The blend step's outcome: the chosen method, its fitted blender, every score."""
+
+    method: str
+    requested: str
+    entry: dict[str, Any]  # the chosen blender's to_dict(): ensemble.json's `blend`
+    blender: Any
+    scores: dict[str, dict[str, Any]]
+
+
+def _test_layout(spec: Any, prepared: Any, id_column: str | None):
+    from hpsearch.core.data import load_table
+    from hpsearch.core.submission import submission_layout
+
+    sample = None
+    if spec.data.sample_submission:
+        sample = load_table(spec.data.sample_submission)
+    layout = submission_layout(
+        prepared.task, prepared.target.name, prepared.classes, id_column, sample, spec.metric
+    )
+    ids = np.asarray(prepared.ids["test"])
+    if (
+        sample is not None
+        and not (spec.data.id and spec.data.id == layout["id_column"])
+        and layout["id_column"] in sample.columns
+    ):
+        ids = sample[layout["id_column"]].to_numpy()
+    return layout, ids
+
+
+def build_ensemble(
+    run_dirs: str | Path | Sequence[str | Path],
+    top_k: int | None = None,
+    max_corr: float | None = None,
+    trees: Iterable[str] | str | None = None,
+    method: str | None = None,
+    folds: int | None = None,
+    out: str | Path | None = None,
+    name: str | None = None,
+    progress: bool = False,
+    seed: int = 0,
+    run_names: Sequence[str] | None = None,
+) -> Ensemble:
+    """Build an ensemble of the finished trials (and tree models) of ``run_dirs``.
+
+    Args:
+        run_dirs: one or more run directories made from the same data and split,
+            paths or URIs (``s3://...``; see :func:`_build_at_uris`).
+        top_k: at most this many networks (trees do not count); default from the
+            first run's spec (``ensemble.top_k``), as for every option below.
+        max_corr: drop a candidate whose holdout errors correlate above this with a
+            better kept one.
+        trees: tree models to fit (or reuse) and offer as candidates: rf, et, hgb
+            (lgbm, xgb when installed); ``()`` for none.
+        method: the blender that makes the ensemble: auto (the best cross-fitted), best,
+            mean, greedy, nelder-mead, stack, or a ``"module:Class"`` BaseBlender. Every
+            registered blender is fitted and scored anyway.
+        folds: folds for the cross-fitted scores.
+        out: the ensemble directory (default ``RUN_DIR/ensembles/<name>`` of the
+            first run); it must not exist.
+        name: the ensemble's name under ``RUN_DIR/ensembles/`` (default
+            ``<method>-<timestamp>``).
+        progress: progress lines on stderr.
+        seed: seed of the cross-fitting folds.
+        run_names: how ``ensemble.json`` and the report name the runs (default:
+            their absolute paths).
+
+    Returns:
+        The :class:`Ensemble` (``out_dir`` and ``info``, the ``ensemble.json`` content).
+    """
+    from hpsearch.core.remote import is_uri
+
+    run_dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
+    options = dict(top_k=top_k, max_corr=max_corr, trees=trees, method=method, folds=folds)
+    if any(is_uri(str(r)) for r in run_dirs):
+        return _build_at_uris(run_dirs, out=out, name=name, progress=progress, seed=seed, **options)
+    log = _logger(progress)
+    runs = _read_runs(run_dirs)
+    opts = _options(runs.spec.ensemble, **options)
+    target, auto = _claim_target(runs.first, out, name, opts.method)
+    records = _complete_trials(runs)
+    data = _load_data(runs, log)
+    candidates = _gather_candidates(runs, records, data, opts, log)
+    members, dropped = _select(candidates, data, opts, log)
+    P = np.stack([c.holdout for c in members])
+    blend = _fit_blend(P, data, opts, seed, log)
+    info, holdout_pred, test_pred = _ensemble_info(
+        target, runs, data, opts, seed, run_names, members, dropped, blend
+    )
+    layout, ids = (None, None)
+    if data.has_test:
+        layout, ids = _test_layout(runs.spec, data.prepared, _id_column(runs.first))
+        info["submission"] = layout
+    local = [str(rd.path.resolve()) for rd in runs.dirs]
+    out_dir = _write(target, auto, info, local, holdout_pred, test_pred, layout, ids, log)
+    log(f"wrote {out_dir}")
+    return Ensemble(out_dir, info)
+
+
+def _read_runs(run_dirs: list[str | Path]) -> _Runs:
+    """The runs, checked to be blendable together, and the first run's spec."""
+    from hpsearch.core.spec import load_spec
+
+    dirs = _as_runs(run_dirs)
+    metas = [rd.read_meta() for rd in dirs]
+    _check_compatible(dirs, metas)
+    return _Runs(dirs, metas, load_spec(dirs[0].path / "spec.yaml"))
+
+
+def _claim_target(run: RunDir, out, name, method: str) -> tuple[Path, bool]:
+    """(the ensemble directory, whether its name is automatic); an existing named target
+    is refused, a taken automatic name gets a free ``-2`` suffix."""
+    target, auto = _target(run, out, name, method)
+    if auto:
+        target = _free_name(target)
+    elif target.exists():
+        raise _exists_error(target)
+    return target, auto
+
+
+def _complete_trials(runs: _Runs) -> list[list[Any]]:
+    records = []
+    for rd in runs.dirs:
+        done = rd.trials("COMPLETE")
+        if not done:
+            raise RunDirError(
+                f"run {rd.path} has no complete trials; run `hpsearch run SPEC` first "
+                "(or `hpsearch run SPEC --resume` to continue it)."
+            )
+        records.append(done)
+    return records
+
+
+def _load_data(runs: _Runs, log: Callable[[str], None]) -> _Data:
+    from hpsearch.core.data import load_prepared
+
+    log(f"loading the data of {runs.first.path}...")
+    prepared = load_prepared(runs.first.path, runs.spec)
+    meta0 = runs.metas[0]
+    has_test = "test" in prepared.x
+    return _Data(
+        prepared=prepared,
+        task=meta0["task"],
+        metric=meta0["metric"],
+        classes=meta0.get("classes"),
+        y=np.asarray(prepared.y["holdout"]),
+        n_test=len(prepared.ids["test"]) if has_test else None,
+    )
+
+
+def _gather_candidates(
+    runs: _Runs, records: list[list[Any]], data: _Data, opts: _Options, log
+) -> list[Candidate]:
+    """Every complete trial of every run, then the first run's trees (fitted if need be)."""
+    from ensembles.trees import ensure_trees
+
+    shape = (data.task, data.classes, data.n_holdout, data.n_test)
+    candidates: list[Candidate] = []
+    for rd, recs, prefix in zip(runs.dirs, records, run_labels(runs.dirs, runs.metas), strict=True):
+        log(f"reading {len(recs)} complete trial(s) of {rd.path}...")
+        candidates += network_candidates(rd, recs, prefix, *shape)
+    run0 = runs.first.path
+    tree_recs = ensure_trees(
+        run0,
+        opts.trees,
+        fingerprint=data.prepared.fingerprint,
+        task=data.task,
+        metric=data.metric,
+        seed=int(data.prepared.split.get("seed", 0) or 0),
+        has_test=data.has_test,
+        load_prepared=lambda: data.prepared,
+        log=log,
+    )
+    return candidates + tree_candidates(tree_recs, run0.resolve(), *shape)
+
+
+def _select(
+    candidates: list[Candidate], data: _Data, opts: _Options, log
+) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """(the members, best first; the records of the dropped candidates with their reason)."""
+    from ensembles.selection import select_diverse
+
+    selection = select_diverse(
+        [c.label for c in candidates],
+        [c.valid_score for c in candidates],
+        np.stack([c.holdout for c in candidates]),
+        data.y,
+        data.task,
+        data.metric,
+        opts.top_k,
+        opts.max_corr,
+        always=[c.label for c in candidates if c.kind == "tree"],
+    )
+    if not selection.selected:
+        raise UserError(
+            "no candidate is left after selection ("
+            + "; ".join(f"{k}: {v}" for k, v in selection.dropped.items())
+            + "). Fix: raise --top-k or --max-corr."
+        )
+    by_label = {c.label: c for c in candidates}
+    members = [by_label[lb] for lb in selection.selected]
+    log(
+        f"selected {len(members)} of {len(candidates)} candidate(s) "
+        f"(top_k {opts.top_k}, max_corr {opts.max_corr})"
+    )
+    dropped = [
+        {
+            **by_label[lb].record(),
+            "valid_score": _nan_to_none(by_label[lb].valid_score),
+            "reason": reason,
+        }
+        for lb, reason in selection.dropped.items()
+    ]
+    return members, dropped
+
+
+def _fit_blend(P: np.ndarray, data: _Data, opts: _Options, seed: int, log) -> _Blend:
+    """Fit and cross-fit every registered blender (and a user's ``module:Class``); keep the
+    best cross-fitted for ``auto``, else the method asked for."""
+    from ensembles.auto import AutoBlender
+    from ensembles.blenders import blender_class
+
+    requested = opts.method
+    methods = list(_BLENDERS)
+    if requested != AUTO and requested not in methods:
+        methods.append(requested)
+    auto = AutoBlender(
+        methods=methods, metric=data.metric, folds=opts.folds, seed=seed, nested=requested == AUTO
+    )
+    try:
+        auto.fit(P, data.y, log=log)
+    except ValueError as exc:
+        raise UserError(f"no blend method can be fitted here: {exc}") from exc
+    method = auto.method_ if requested == AUTO else requested
+    if method not in auto.blenders_:
+        error = auto.scores_[method]["error"]
+        raise UserError(f"blend method {method!r} cannot be fitted here: {error}")
+    scores = dict(auto.scores_)
+    if requested == AUTO:
+        scores[AUTO] = auto.auto_scores()
+    entry = auto.blenders_[method].to_dict()
+    # predict with the blend as saved: what a loaded ensemble predicts
+    blender = blender_class(entry["method"]).from_dict(entry)
+    return _Blend(method, requested, entry, blender, scores)
+
+
+def _ensemble_info(
+    target: Path,
+    runs: _Runs,
+    data: _Data,
+    opts: _Options,
+    seed: int,
+    run_names: Sequence[str] | None,
+    members: list[Candidate],
+    dropped: list[dict[str, Any]],
+    blend: _Blend,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+    """(the content of ``ensemble.json``, the holdout and the test blend)."""
+    from ensembles.selection import correlation_matrix
+
+    P = np.stack([c.holdout for c in members])
+    holdout_pred = blend.blender.predict(P)
+    test_pred = (
+        blend.blender.predict(np.stack([c.test for c in members])) if data.has_test else None
+    )
+
+    def score(pred: np.ndarray) -> float:
+        return float(_metrics.score(data.metric, data.y, pred))
+
+    weights = blend.blender.member_weights()
+    member_info = [
+        {
+            **c.record(),
+            "weight": w,
+            "valid_score": _nan_to_none(c.valid_score),
+            "holdout_score": score(c.holdout),
+        }
+        for c, w in zip(members, weights, strict=True)
+    ]
+    run0 = runs.first
+    info: dict[str, Any] = {
+        "format": FORMAT,
+        "name": target.name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "method": blend.method,
+        "requested_method": blend.requested,
+        "metric": data.metric,
+        "direction": _metrics.get_metric(data.metric).direction,
+        "task": data.task,
+        "classes": data.classes,
+        "target": data.prepared.target.name,
+        "id_column": _id_column(run0),
+        "runs": list(run_names) if run_names else [str(rd.path.resolve()) for rd in runs.dirs],
+        "data_fingerprint": data.prepared.fingerprint,
+        "n_holdout": data.n_holdout,
+        "n_test": data.n_test,
+        "top_k": opts.top_k,
+        "max_corr": opts.max_corr,
+        "trees": list(opts.trees),
+        "folds": opts.folds,
+        "seed": seed,
+        "members": member_info,
+        "dropped": dropped,
+        "scores": blend.scores,
+        "holdout_score": score(holdout_pred),
+        "blend": blend.entry,
+        "correlation": {
+            "labels": [c.label for c in members],
+            "matrix": correlation_matrix(P, data.y, data.task).tolist(),
+        },
+    }
+    return info, holdout_pred, test_pred
+
+
+def _build_at_uris(
+    run_dirs: list[str | Path], *, out: str | Path | None, **options: Any
+) -> Ensemble:
+    """:func:`build_ensemble` on temporary local copies of the runs at URIs (without their
+    trained networks, which a build does not read). The trees fitted in the first run and
+    an ensemble written into it are pushed back to its URI (``ensemble.json`` last);
+    ``ensemble.json`` names each run by its URI."""
+    from ensembles.trees import TREE_JSON, TREES_DIR
+    from hpsearch.core.remote import HEAVY, is_uri, local_copy
+
+    if out is not None and is_uri(str(out)):
+        raise UserError(
+            f"--out {out}: the ensemble directory must be a local path. Fix: leave --out out "
+            "(give --name instead) to write the ensemble into the run at its URI."
+        )
+
+    def stamps(run: Path) -> dict[str, bytes]:
+        return {p.parent.name: p.read_bytes() for p in (run / TREES_DIR).glob(f"*/{TREE_JSON}")}
+
+    log = _logger(bool(options.get("progress")))
+    with contextlib.ExitStack() as stack:
+        log("copying the runs at URIs to a temporary directory...")
+        copies = [stack.enter_context(local_copy(r, exclude=HEAVY)) for r in run_dirs]
+        run0, remote0 = copies[0]
+        before = stamps(run0)
+        names = [r.uri if r is not None else str(p.resolve()) for p, r in copies]
+        result = build_ensemble([p for p, _ in copies], out=out, run_names=names, **options)
+        if remote0 is None:
+            return result
+        for tree, stamp in stamps(run0).items():
+            if before.get(tree) != stamp:
+                remote0.push_tree(f"{TREES_DIR}/{tree}")
+        try:
+            rel = result.out_dir.resolve().relative_to(run0.resolve()).as_posix()
+        except ValueError:  # --out: the ensemble stays where it was asked to be
+            return result
+        remote0.push_tree(rel)
+        result.uri = f"{remote0.uri}/{rel}"
+        log(f"pushed {result.uri}")
+        return result
+
+
+def _id_column(run: RunDir) -> str | None:
+    path = run.data_dir / "columns.json"
+    if not path.exists():
+        return None
+    return atomic.read_json(path).get("id")
+
+
+def _logger(progress: bool) -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    return log
+
+
+def _write(
+    target: Path,
+    auto: bool,
+    info: dict[str, Any],
+    run_paths: list[str],
+    holdout_pred: np.ndarray,
+    test_pred: np.ndarray | None,
+    layout: dict[str, Any] | None,
+    ids: np.ndarray | None,
+    log: Callable[[str], None],
+) -> Path:
+    from hpsearch.core.submission import submission_frame
+
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        atomic.write_npy(tmp / "holdout_pred.npy", holdout_pred)
+        if test_pred is not None:
+            atomic.write_npy(tmp / "test_pred.npy", test_pred)
+            frame = submission_frame(layout, ids, test_pred, info["classes"])
+            atomic.write_text(tmp / "submission.csv", frame.to_csv(index=False))
+        log("writing the report and plots...")
+        while True:
+            info["runs_relative"] = [os.path.relpath(r, target.resolve()) for r in run_paths]
+            _report.write_report(tmp, info)
+            atomic.write_json(tmp / ENSEMBLE_JSON, info)
+            try:
+                os.rename(tmp, target)
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+                if not auto:
+                    raise _exists_error(target) from None
+                target = _free_name(target)  # a build in the same second took the name
+                info["name"] = target.name
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _nan_to_none(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
