@@ -78,7 +78,6 @@ def test_pipeline_refuses_a_submission_that_fails_its_checks(ray_session, tmp_pa
     """The pipeline checks the ensemble's submission itself: a file with a missing row is
     refused and never copied to OUTPUT/submission.csv."""
     import ensembles.builder
-
     from hpsearch.core.errors import UserError
 
     real = ensembles.builder.build_ensemble
