@@ -14,14 +14,16 @@ entry of ``ensemble.json`` (``Ensemble.blender``), so the run's test file reprod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ensembles.ensemble import Ensemble, load_ensemble
 from hpsearch.core.errors import RunDirError, UserError
 from hpsearch.core.store import RunDir
+
+if TYPE_CHECKING:
+    from ensembles.ensemble import Ensemble
 
 __all__ = ["predict_array", "predict_members", "predict_new"]
 
@@ -53,6 +55,8 @@ def _run_paths(ens: Ensemble) -> dict[str, Path]:
 
 
 def _ensemble(ens: str | Path | Ensemble) -> Ensemble:
+    from ensembles.ensemble import Ensemble, load_ensemble  # the Ensemble calls into this module
+
     return ens if isinstance(ens, Ensemble) else load_ensemble(ens)
 
 
