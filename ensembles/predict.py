@@ -8,7 +8,8 @@ preprocessor (``hpsearch.core.data.transform_new``), trees from
 conventions (``hpsearch.search.training``): the head's output, binary as P(class 1),
 regression in natural units. The blend is the blender restored from the ``blend``
 entry of ``ensemble.json`` (``Ensemble.blender``), so the run's test file reproduces
-``test_pred.npy``. Each function takes an ensemble directory or an ``Ensemble``.
+``test_pred.npy``. Each function takes a loaded ``Ensemble`` (``ensembles.load(path)``), whose
+``predict``/``predict_frame`` call them.
 """
 
 from __future__ import annotations
@@ -52,12 +53,6 @@ def _run_paths(ens: Ensemble) -> dict[str, Path]:
             )
         out[recorded] = path
     return out
-
-
-def _ensemble(ens: str | Path | Ensemble) -> Ensemble:
-    from ensembles.ensemble import Ensemble, load_ensemble  # the Ensemble calls into this module
-
-    return ens if isinstance(ens, Ensemble) else load_ensemble(ens)
 
 
 def _as_frame(data: str | Path | pd.DataFrame) -> pd.DataFrame:
@@ -147,10 +142,9 @@ class _Members:
         return pred
 
 
-def predict_members(ens: str | Path | Ensemble, data: str | Path | pd.DataFrame) -> np.ndarray:
+def predict_members(ens: Ensemble, data: str | Path | pd.DataFrame) -> np.ndarray:
     """Every member's predictions for new rows: ``(m, n)`` or ``(m, n, K)``, member order of
     ``ensemble.json``. Members the blend does not read (zero weight) are not loaded (zeros)."""
-    ens = _ensemble(ens)
     df = _as_frame(data)
     members = _Members(ens, df)
     used = ens.blender.members_used()
@@ -164,17 +158,15 @@ def predict_members(ens: str | Path | Ensemble, data: str | Path | pd.DataFrame)
     return np.stack(out)
 
 
-def predict_array(ens: str | Path | Ensemble, data: str | Path | pd.DataFrame) -> np.ndarray:
+def predict_array(ens: Ensemble, data: str | Path | pd.DataFrame) -> np.ndarray:
     """The blended prediction for new rows, in the run's conventions (as ``test_pred.npy``)."""
-    ens = _ensemble(ens)
     return ens.blender.predict(predict_members(ens, data))
 
 
-def predict_new(ens: str | Path | Ensemble, data: str | Path | pd.DataFrame) -> pd.DataFrame:
+def predict_new(ens: Ensemble, data: str | Path | pd.DataFrame) -> pd.DataFrame:
     """The submission-shaped table for new rows (a CSV/Parquet path or a DataFrame)."""
     from hpsearch.core.submission import submission_frame, submission_layout
 
-    ens = _ensemble(ens)
     info = ens.info
     df = _as_frame(data)
     pred = predict_array(ens, df)

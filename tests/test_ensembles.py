@@ -800,7 +800,6 @@ def _member_holdout(run: Path, member: dict) -> np.ndarray:
 def test_predict_reproduces_test_predictions_with_keras_models(
     ray_session, tmp_path, source, task, metric
 ):
-    from ensembles.predict import predict_array, predict_new
 
     train, test = _write_csvs(tmp_path / "data", n_train=300, source=f"sklearn:{source}")
     spec = load_spec(
@@ -834,9 +833,8 @@ def test_predict_reproduces_test_predictions_with_keras_models(
     np.testing.assert_allclose(ens.predict(test), saved, atol=1e-5)
     loaded = ensembles.load(ens.path)
     np.testing.assert_allclose(loaded.predict(pd.read_csv(test)), saved, atol=1e-5)
-    np.testing.assert_allclose(predict_array(ens.out_dir, test), saved, atol=1e-5)
-    frame = loaded.predict_frame(test)
-    pd.testing.assert_frame_equal(frame, predict_new(ens.out_dir, test))
+    frame = ens.predict_frame(test)
+    pd.testing.assert_frame_equal(frame, ensembles.load(ens.out_dir).predict_frame(test))
     submission = pd.read_csv(ens.out_dir / "submission.csv")
     assert list(frame.columns) == list(submission.columns) == ["id", "target"]
     np.testing.assert_array_equal(frame["id"], submission["id"])

@@ -52,11 +52,22 @@ def layer_of(module: str) -> int | None:
 
 
 def _imports(path: Path, package: str) -> list[tuple[int, str]]:
-    """(line, module) for every import statement anywhere in the file, relative ones made
-    absolute; ``from pkg import name`` counts ``pkg.name`` when that is a module."""
+    """(line, module) for every import statement anywhere in the file but under
+    ``if TYPE_CHECKING:``, relative ones made absolute; ``from pkg import name`` counts
+    ``pkg.name`` when that is a module."""
     modules = _modules()
+    tree = ast.parse(path.read_text())
+    typing_only = {  # `if TYPE_CHECKING:` imports never run
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
     out = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):

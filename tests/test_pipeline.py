@@ -124,7 +124,7 @@ def test_pipeline_with_real_multi_input_networks(ray_session, tmp_path, kind, me
     saved models and preprocessing (`ensembles predict`) on test.csv gives the submission
     back, class columns and all, and the rows with an unseen category are encoded as index 0
     and predicted like any other."""
-    from ensembles.predict import predict_new
+    import ensembles
     from hpsearch.core.data import transform_new
 
     over = {"metric": metric} if metric else {}
@@ -145,7 +145,7 @@ def test_pipeline_with_real_multi_input_networks(ray_session, tmp_path, kind, me
     _check(result, comp, spec)
     sub = pd.read_csv(result.submission)
     test = pd.read_csv(comp / "test.csv")
-    again = predict_new(result.ensemble_dir, comp / "test.csv")
+    again = ensembles.load(result.ensemble_dir).predict_frame(comp / "test.csv")
     assert list(again.columns) == list(sub.columns)
     np.testing.assert_allclose(again.iloc[:, 1:].to_numpy(float), sub.iloc[:, 1:].to_numpy(float),
                                rtol=1e-4, atol=1e-5)  # fmt: skip
