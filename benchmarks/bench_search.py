@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from hpsearch.core.spec import load_spec  # noqa: E402
 from hpsearch.search.driver import run_search  # noqa: E402
-from hpsearch.search.samplers import HyperoptTPE, make_optuna_sampler  # noqa: E402
+from hpsearch.search.samplers import make_sampler  # noqa: E402
 from hpsearch.search.testing import _objective  # noqa: E402
 from hpsearch.search.trial import DEFAULT_TRIAL_FN  # noqa: E402
 from search_spaces import load_space  # noqa: E402
@@ -86,7 +86,7 @@ def bare_optuna(n: int, sampler_name: str, db: Path) -> float:
     space = load_space("tabular_mlp")
     study = optuna.create_study(
         storage=f"sqlite:///{db}",
-        sampler=make_optuna_sampler(sampler_name, 0, 1),
+        sampler=make_sampler(sampler_name, space, seed=0, max_concurrent=1, n_startup_trials=None),
         direction="minimize",
     )
     t0 = time.perf_counter()
@@ -201,17 +201,16 @@ def sampler_curve(sampler: str, seed: int, k: int, liar: bool, n: int) -> list[f
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space("tabular_mlp")
-    base = "random" if sampler == "hyperopt-tpe" else sampler
     study = optuna.create_study(
-        sampler=make_optuna_sampler(base, seed, k if liar else 1), direction="minimize"
+        sampler=make_sampler(
+            sampler, space, seed=seed, max_concurrent=k if liar else 1, n_startup_trials=None
+        ),
+        direction="minimize",
     )
-    hyper = HyperoptTPE(space, seed, liar=liar) if sampler == "hyperopt-tpe" else None
     best, curve = math.inf, []
     while len(curve) < n:
         batch = []
         for _ in range(min(k, n - len(curve) - len(batch))):
-            if hyper is not None:
-                study.enqueue_trial(space.flatten(hyper.suggest(study)))
             trial = study.ask()
             batch.append((trial, space.sample_optuna(trial)))
         for trial, cfg in batch:
