@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,25 @@ from tests.conftest import ROOT, make_spec_dict, write_spec
 
 ORACLE = "hpsearch.search.testing:oracle"
 INSTANT = "hpsearch.search.testing:instant"
+# trial functions that wait on a condition instead of sleeping (tests/trial_fns.py)
+BARRIER = "tests.trial_fns:barrier"
+HOLD = "tests.trial_fns:hold"
+LOCKSTEP = "tests.trial_fns:lockstep"
+
+
+DEADLINE_S = 300  # generous: waiting on a condition, a slow machine only takes longer
+
+
+def _wait_for_driver(proc: subprocess.Popen, condition: Callable[[], bool]) -> None:
+    """Poll until ``condition()`` holds; fail if the driver exits or the deadline passes."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited early: {proc.stdout.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"condition not reached in {DEADLINE_S} s")
+        time.sleep(0.05)
 
 
 def _study(run_dir: Path) -> optuna.Study:
@@ -64,72 +84,69 @@ def test_small_search_each_sampler(ray_session, tmp_path, sampler):
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
 def test_a_pruner_stops_hopeless_trials_from_their_reported_epochs(ray_session, tmp_path, pruner):
     """Each epoch's validation value reaches the study while the trial runs; the pruner's
-    answer stops the trial, which is recorded PRUNED with its history."""
+    answer stops the trial, which is recorded PRUNED with its history. The trial waits for
+    the driver's answer after each report (``reporter.wait_for_answer``), so the pruner sees
+    the same values in the same order on any machine."""
+    epochs = 4
     spec = load_spec(
         make_spec_dict(
             tmp_path,
             sampler={"name": "random", "seed": 3},
-            budget={"n_trials": 10},
+            budget={"n_trials": 6},
             resources={"max_concurrent": 1},
-            training={"max_epochs": 6},
+            training={"max_epochs": epochs},
             pruner=pruner,
         )
     )
-    # epochs of 0.2 s: the driver reads the reports twice a second, as it would real epochs
-    options = {"fake_epochs": 6, "fake_sleep_s": 1.2}
-    summary = run_search(spec, trial_fn=ORACLE, progress=False, trial_options=options)
+    options = {"fake_epochs": epochs}
+    summary = run_search(spec, trial_fn=LOCKSTEP, progress=False, trial_options=options)
     study = _study(spec.output)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
-    assert any(len(t.intermediate_values) < 6 for t in pruned)  # stopped before the end
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert pruned and complete and summary.n_complete == len(complete)
+    assert summary.n_pruned == len(pruned)
+    assert any(len(t.intermediate_values) < epochs for t in pruned)  # stopped before the end
     for t in study.trials:  # every epoch the trial ran was reported to the study
         assert sorted(t.intermediate_values) == list(range(len(t.intermediate_values)))
     for t in pruned:
-        assert len(t.intermediate_values) <= 6
         rec = RunDir(spec.output).read_trial(t.number)
         history = (rec.path / "history.csv").read_text().splitlines()
-        # the trial stops at its next report after the pruner's answer: it may log one more
-        assert rec.state == "PRUNED" and len(t.intermediate_values) <= len(history) - 1 <= 6
+        # the trial stopped at the report the pruner answered: one history row per report
+        assert rec.state == "PRUNED" and len(t.intermediate_values) == len(history) - 1
+        assert rec.value == pytest.approx(t.intermediate_values[len(history) - 2])
     for t in complete:
-        assert len(t.intermediate_values) == 6
+        assert len(t.intermediate_values) == epochs
 
 
-def test_parallel_samplers_account_for_trials_in_flight():
-    """TPE runs with constant liar when trials run in parallel; Hyperopt's TPE sees a RUNNING
-    trial as the worst loss so far, and without the liar not at all."""
-    from hpsearch.search.samplers import HyperoptTPE, make_optuna_sampler
-    from search_spaces import load_space
+@pytest.mark.parametrize("name", ["keras", "hpsearch.search.training:train_trial"])
+def test_the_keras_trainer_by_name_or_path(name):
+    """Trainers resolve through the TRAINERS registry; the Keras one, by its name or its old
+    full path, has its workers import Keras up front."""
+    from hpsearch.search.runner import TrialRunner
+    from hpsearch.search.training import train_trial
+    from hpsearch.search.trial import DEFAULT_TRIAL_FN, resolve_trial_fn
 
-    assert make_optuna_sampler("tpe", 0, 2)._constant_liar is True
-    assert make_optuna_sampler("tpe", 0, 1)._constant_liar is False
-    space = load_space("tabular_mlp")
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for value in (0.3, 0.5, 0.9):
-        trial = study.ask()
-        space.sample_optuna(trial)
-        study.tell(trial, value)
-    running = study.ask()
-    space.sample_optuna(running)
-    seen: list = []
+    assert resolve_trial_fn(name) is train_trial
+    assert TrialRunner(trial_fn=name).import_keras is True
+    assert resolve_trial_fn(DEFAULT_TRIAL_FN) is train_trial
 
-    import hyperopt
 
-    def spy(new_ids, domain, trials, seed, **kw):
-        seen.append(sorted(d["result"]["loss"] for d in trials.trials))
-        return hyperopt.rand.suggest(new_ids, domain, trials, seed)
+def test_other_trainers_resolve_as_module_function_without_keras():
+    from hpsearch.core.registry import PluginError
+    from hpsearch.search.runner import TrialRunner
+    from hpsearch.search.testing import oracle
+    from hpsearch.search.trial import resolve_trial_fn
 
-    orig = hyperopt.tpe.suggest
-    hyperopt.tpe.suggest = spy
-    try:
-        HyperoptTPE(space, 0).suggest(study)
-        HyperoptTPE(space, 0, liar=False).suggest(study)
-    finally:
-        hyperopt.tpe.suggest = orig
-    assert seen == [[0.3, 0.5, 0.9, 0.9], [0.3, 0.5, 0.9]]
+    assert resolve_trial_fn(ORACLE) is oracle
+    assert TrialRunner(trial_fn=ORACLE).import_keras is False
+    assert TrialRunner(trial_fn=oracle).import_keras is False
+    with pytest.raises(PluginError, match=r"unknown trainer 'kras' \(did you mean 'keras'\?\)"):
+        resolve_trial_fn("kras")
 
 
 def test_fractional_gpus_put_four_trials_in_flight(ray_session, tmp_path):
+    """Four 0.5-GPU trials on two logical GPUs run at once: each trial waits until all four
+    have started (``tests.trial_fns:barrier``), which only happens when they share the GPUs."""
     spec = load_spec(
         make_spec_dict(
             tmp_path,
@@ -138,9 +155,12 @@ def test_fractional_gpus_put_four_trials_in_flight(ray_session, tmp_path):
             resources={"cpus_per_trial": 0.5, "gpus_per_trial": 0.5, "max_concurrent": 4},
         )
     )
-    run_search(spec, trial_fn=INSTANT, progress=False, trial_options={"fake_sleep_s": 3.0})
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    options = {"fake_dir": str(gate), "fake_together": 4}
+    summary = run_search(spec, trial_fn=BARRIER, progress=False, trial_options=options)
     recs = RunDir(spec.output).trials("COMPLETE")
-    assert len(recs) == 4
+    assert summary.n_complete == 4 and len(recs) == 4, [r.info.get("error") for r in recs]
     starts = [r.info["started_at"] for r in recs]
     ends = [r.info["finished_at"] for r in recs]
     # all four overlapped: the last one started before the first one ended
@@ -231,6 +251,48 @@ def test_resume_refuses_a_changed_space(ray_session, tmp_path):
         run_search(changed, resume=True, trial_fn=INSTANT, progress=False)
 
 
+def test_recover_tells_committed_trials_and_requeues_the_others(tmp_path):
+    """What a dead driver left RUNNING is settled without Ray: a trial whose trial.json was
+    written is told what the file says; one without (its half-written directory removed) is
+    recorded as re-queued, kept out of the budget, and its parameters are asked again."""
+    from hpsearch.search.driver import counted_trials, recover
+    from hpsearch.search.trial import TrialResult
+    from search_spaces import load_space
+
+    space = load_space("tabular_mlp")
+    rd = RunDir(tmp_path / "run")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    trials = [study.ask() for _ in range(3)]
+    configs = [space.sample_optuna(t) for t in trials]
+    done, failed, lost = (t.number for t in trials)
+    rd.write_trial(TrialResult(done, "COMPLETE", value=0.25, hostname="node-a"), configs[0])
+    crash = TrialResult(failed, "FAIL", error="RuntimeError: boom", reason="exception")
+    rd.write_trial(crash, configs[1])
+    half = rd.trial_path(lost)  # the driver died while writing this trial's files
+    half.mkdir(parents=True)
+    (half / "valid_pred.npy").write_bytes(b"partial")
+
+    assert recover(study, rd, space) == (2, 1)
+
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[done].state == optuna.trial.TrialState.COMPLETE
+    assert by_number[done].value == 0.25 and by_number[done].user_attrs["hostname"] == "node-a"
+    assert by_number[failed].state == optuna.trial.TrialState.FAIL
+    assert by_number[failed].user_attrs["error"] == "RuntimeError: boom"
+    assert by_number[failed].user_attrs["reason"] == "exception"
+    assert by_number[lost].state == optuna.trial.TrialState.FAIL
+    assert by_number[lost].user_attrs["requeued"] is True
+    assert not half.exists()
+    assert sorted(t.number for t in counted_trials(study)) == [done, failed]
+    waiting = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
+    assert [t.user_attrs["requeued_from"] for t in waiting] == [lost]
+    again = study.ask()  # the re-queued parameters come back first
+    assert space.sample_optuna(again) == configs[2]
+    assert again.params == by_number[lost].params
+    assert recover(study, rd, space) == (0, 1)  # only the trial just asked is RUNNING now
+
+
 def test_resume_continues_up_to_budget(ray_session, tmp_path):
     spec = load_spec(make_spec_dict(tmp_path, budget={"n_trials": 3}))
     run_search(spec, trial_fn=ORACLE, progress=False)
@@ -263,13 +325,7 @@ def test_sigkill_then_resume_loses_nothing(ray_session, tmp_path):
         "fake_sleep_s=1.0",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if len(list(run_dir.glob("trials/*/trial.json"))) >= 3:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"driver exited early: {proc.stdout.read().decode()[-2000:]}")
-        time.sleep(0.1)
+    _wait_for_driver(proc, lambda: len(list(run_dir.glob("trials/*/trial.json"))) >= 3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("trials/*/trial.json")}
@@ -290,8 +346,10 @@ def test_sigkill_then_resume_loses_nothing(ray_session, tmp_path):
     told = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.number for t in told) == sorted(r.number for r in complete)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    for rec in complete:
-        rec.predictions("valid"), rec.predictions("holdout")
+    split = json.loads((run_dir / "data" / "split.json").read_text())
+    for rec in complete:  # every finished trial kept readable predictions
+        assert rec.predictions("valid").shape == (len(split["ids"]["valid"]),)
+        assert rec.predictions("holdout").shape == (len(split["ids"]["holdout"]),)
 
 
 @pytest.mark.parametrize("warm", [True, False])
@@ -357,24 +415,29 @@ def test_ctrl_c_cancels_records_and_requeues_trials_in_flight(ray_session, tmp_p
     re-running a finished one."""
     spec_path = write_spec(tmp_path, budget={"n_trials": 6}, resources={"max_concurrent": 2})
     run_dir = tmp_path / "run"
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    # trials 0 and 1 finish; 2 and 3 start and hold until interrupted (tests/trial_fns.py)
     cmd = [sys.executable, "-m", "hpsearch.cli.app", "run", str(spec_path), "--quiet"]
-    cmd += ["--address", ray_session, "--trial-fn", ORACLE, "--trial-option", "fake_sleep_s=2.0"]
+    cmd += ["--address", ray_session, "--trial-fn", HOLD]
+    cmd += ["--trial-option", f"fake_dir={gate}", "--trial-option", "fake_free=2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(run_dir.glob("trials/*/trial.json")):
-        if proc.poll() is not None:
-            pytest.fail(f"driver exited early: {proc.stdout.read().decode()[-2000:]}")
-        time.sleep(0.1)
-    time.sleep(0.5)  # trials are in flight now
-    proc.send_signal(sig)
-    out = proc.communicate(timeout=60)[0].decode()
+    committed = [run_dir / "trials" / f"{n:05d}" / "trial.json" for n in (0, 1)]
+    holding = [gate / f"started-{n}" for n in (2, 3)]
+    _wait_for_driver(proc, lambda: all(p.exists() for p in committed + holding))
+    proc.send_signal(sig)  # trials 2 and 3 are in flight, 0 and 1 told to the study
+    out = proc.communicate(timeout=DEADLINE_S)[0].decode()
     assert proc.returncode == 130, out[-2000:]
     assert "cancelled and recorded" in out and "--resume" in out
     study = _study(run_dir)
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states
     interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
-    assert interrupted, "the trials in flight were not recorded as interrupted"
+    assert sorted(t.number for t in interrupted) == [2, 3], "trials in flight not recorded"
+    assert [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE] == [
+        0,
+        1,
+    ]
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]) == len(
         interrupted
     )

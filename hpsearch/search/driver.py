@@ -1,14 +1,15 @@
 """The search loop: ask the sampler, run the trial on Ray, persist, tell the study.
 
-``run_search(spec)`` is the Python entry point behind ``hpsearch run``. The
-driver process is the only writer of the run directory and of the study
-storage; Ray workers only compute and send results back.
+``run_search(spec)`` is the Python entry point behind ``hpsearch run``; the loop
+itself is :class:`SearchLoop`, whose steps call the hooks of user callbacks
+(``hpsearch.search.callbacks``). The driver process is the only writer of the run
+directory and of the study storage; Ray workers only compute and send results back.
 
 Order of writes for one finished trial (the resume logic depends on it):
 trial files -> ``trials/<n>/trial.json`` (atomic; the commit point) ->
-``study.tell``. A driver killed anywhere in between leaves either no
-``trial.json`` (the trial re-runs) or a ``trial.json`` whose study entry is
-still RUNNING (resume tells the study what the file says).
+``study.tell`` (then the callbacks' ``on_trial_end``). A driver killed anywhere in
+between leaves either no ``trial.json`` (the trial re-runs) or a ``trial.json``
+whose study entry is still RUNNING (resume tells the study what the file says).
 
 While it runs, the driver holds an advisory lock on ``RUN_DIR/.lock``, so a
 second driver on the same run is refused instead of re-queuing live trials.
@@ -31,14 +32,15 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hpsearch.core import atomic
 from hpsearch.core.errors import RunDirError, StudyStopped, UserError
 from hpsearch.core.store import RunDir, fault_point
+from hpsearch.search.callbacks import Callback, Hooks
 from hpsearch.search.trial import (
     COMPLETE,
     DEFAULT_TRIAL_FN,
@@ -48,7 +50,31 @@ from hpsearch.search.trial import (
     TrialResult,
 )
 
+if TYPE_CHECKING:
+    import optuna
+
+    from hpsearch.core.data import PreparedData
+    from hpsearch.core.remote import RunSync
+    from hpsearch.core.spec import Spec
+    from hpsearch.search.runner import TrialRunner
+    from search_spaces import Space
+    from search_spaces.specs import InputSpec
+
+__all__ = [
+    "Callback",
+    "Interrupted",
+    "SearchLoop",
+    "SearchSummary",
+    "counted_trials",
+    "open_run",
+    "recover",
+    "run_search",
+]
+
 FAMILY_NEEDS = {"cnn": "image", "text": "text"}
+
+# trials done, failed and pruned towards the budget, and the best (number, value) or None
+Counts = tuple[int, int, int, tuple[int, float] | None]
 
 
 @dataclass
@@ -110,7 +136,7 @@ def _direction(metric: str) -> str:
     return "maximize" if get_metric(metric).greater_is_better else "minimize"
 
 
-def check_space_fits_data(space: Any, input_spec: Any) -> None:
+def check_space_fits_data(space: Space, input_spec: InputSpec) -> None:
     need = FAMILY_NEEDS.get(space.family)
     if need == "image" and input_spec.image_shape is None:
         raise UserError(
@@ -124,12 +150,12 @@ def check_space_fits_data(space: Any, input_spec: Any) -> None:
         )
 
 
-def _trial_arrays(prepared: Any) -> dict[str, Any]:
+def _trial_arrays(prepared: PreparedData) -> dict[str, Any]:
     return {"x": dict(prepared.x), "y": {k: v for k, v in prepared.y.items() if v is not None}}
 
 
 class _Progress:
-    def __init__(self, total: int, stream: Any = None, enabled: bool = True):
+    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool = True):
         self.total = total
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -138,7 +164,13 @@ class _Progress:
         self.last = 0.0
 
     def line(
-        self, done: int, failed: int, pruned: int, running: int, best: Any, finished_now: int
+        self,
+        done: int,
+        failed: int,
+        pruned: int,
+        running: int,
+        best: tuple[int, float] | None,
+        finished_now: int,
     ) -> str:
         elapsed = time.time() - self.start
         finished = done + failed + pruned
@@ -191,8 +223,8 @@ def _fmt_s(seconds: float) -> str:
 
 
 def open_run(
-    spec: Any, resume: bool, path: str | Path | None = None
-) -> tuple[RunDir, Any, Any, dict[str, Any]]:
+    spec: Spec, resume: bool, path: str | Path | None = None
+) -> tuple[RunDir, Space, PreparedData, dict[str, Any]]:
     """Validate everything against the run directory (``path``, default ``spec.output``)
     and prepare the data.
 
@@ -251,7 +283,7 @@ def open_run(
     return rd, space, prepared, {}
 
 
-def _check_study_name_free(spec: Any) -> None:
+def _check_study_name_free(spec: Spec) -> None:
     """A new run on a shared ``storage`` URL must not adopt another run's study (its trials,
     its budget, its RUNNING trials taken for a dead driver's)."""
     if not spec.storage:
@@ -286,7 +318,7 @@ def _check_study_name_free(spec: Any) -> None:
 _DATA_SETTINGS = ("target", "id", "task", "image_shape", "columns")
 
 
-def _differences(meta: dict[str, Any], spec: Any, space: Any, rd: RunDir) -> list[str]:
+def _differences(meta: dict[str, Any], spec: Spec, space: Space, rd: RunDir) -> list[str]:
     """What in ``spec`` differs from the run it points at (space, split, metric, the data
     settings of the frozen ``spec.yaml``)."""
     import yaml
@@ -321,7 +353,7 @@ def _differences(meta: dict[str, Any], spec: Any, space: Any, rd: RunDir) -> lis
     return diffs
 
 
-def _init_run_dir(rd: RunDir, spec: Any, space: Any, prepared: Any) -> dict[str, Any]:
+def _init_run_dir(rd: RunDir, spec: Spec, space: Space, prepared: PreparedData) -> dict[str, Any]:
     import yaml
 
     from hpsearch.core.data import save_prepared
@@ -354,33 +386,40 @@ def _init_run_dir(rd: RunDir, spec: Any, space: Any, prepared: Any) -> dict[str,
     return meta
 
 
-def _open_study(rd: RunDir, spec: Any, space: Any, meta: dict[str, Any], max_concurrent: int):
+def _open_study(
+    rd: RunDir, spec: Spec, space: Space, meta: dict[str, Any], max_concurrent: int
+) -> optuna.Study:
+    """Create or load the run's study, then give it the spec's sampler (which may learn
+    from the trials the study already holds)."""
     import optuna
 
-    from hpsearch.search.samplers import make_optuna_sampler, make_pruner
+    from hpsearch.search.samplers import make_pruner, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     url = spec.storage or rd.default_storage
+    storage: str | optuna.storages.BaseStorage = url
     if url.startswith("sqlite"):
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    else:
-        storage = url
-    sampler = make_optuna_sampler(
-        spec.sampler.name, spec.sampler.seed, max_concurrent, spec.sampler.n_startup_trials
-    )
-    pruner = make_pruner(spec.pruner, spec.training.max_epochs)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=meta.get("study_name", spec.name),
         storage=storage,
-        sampler=sampler,
-        pruner=pruner,
+        pruner=make_pruner(spec.pruner, spec.training.max_epochs),
         direction=meta.get("direction") or _direction(spec.metric),
         load_if_exists=True,
     )
+    study.sampler = make_sampler(
+        spec.sampler.name,
+        space,
+        seed=spec.sampler.seed,
+        max_concurrent=max_concurrent,
+        n_startup_trials=spec.sampler.n_startup_trials,
+        n_existing_trials=len(study.get_trials(deepcopy=False)),
+    )
+    return study
 
 
-def _check_study_knows_trials(study: Any, rd: RunDir) -> None:
+def _check_study_knows_trials(study: optuna.Study, rd: RunDir) -> None:
     """Every recorded trial must be in the study: new trials would take their numbers and
     overwrite their directories."""
     known = {t.number for t in study.get_trials(deepcopy=False)}
@@ -395,7 +434,7 @@ def _check_study_knows_trials(study: Any, rd: RunDir) -> None:
         )
 
 
-def recover(study: Any, rd: RunDir, space: Any) -> tuple[int, int]:
+def recover(study: optuna.Study, rd: RunDir, space: Space) -> tuple[int, int]:
     """Settle trials a dead driver left RUNNING. Returns (told COMPLETE from files, re-queued)."""
     import optuna
 
@@ -424,7 +463,7 @@ def recover(study: Any, rd: RunDir, space: Any) -> tuple[int, int]:
     return recovered, requeued
 
 
-def counted_trials(study: Any) -> list[Any]:
+def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials that count towards the budget: finished, not interrupted or re-queued."""
     import optuna
 
@@ -444,20 +483,24 @@ def counted_trials(study: Any) -> list[Any]:
 
 
 def run_search(
-    spec: Any,
+    spec: Spec,
     *,
     resume: bool = False,
     address: str | None = None,
     n_trials: int | None = None,
-    trial_fn: str | Callable | None = None,
+    trial_fn: str | Callable[..., TrialResult] | None = None,
     progress: bool = True,
-    stream: Any = None,
+    stream: TextIO | None = None,
     trial_options: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> SearchSummary:
     """Run (or resume) the study described by ``spec`` until its budget is spent.
 
     An ``output`` URI is run in a local staging copy pushed there at every commit
-    point (``hpsearch.core.remote.driver_output``).
+    point (``hpsearch.core.remote.driver_output``). ``trial_fn`` overrides the spec's
+    trainer (``training.trial_fn``): a name registered in ``hpsearch.core.registry.TRAINERS``
+    (``keras``), a ``module:function`` string or the function itself. ``callbacks``:
+    :class:`hpsearch.search.callbacks.Callback` objects whose hooks the loop calls.
     """
     from hpsearch.core.remote import driver_output
     from hpsearch.search.runner import ensure_ray
@@ -471,7 +514,7 @@ def run_search(
                     f"run directory {rd.path} was set up by another hpsearch driver meanwhile. "
                     "Fix: add --resume to continue that run, or set `output` to a new directory."
                 )
-            return _search(
+            loop = SearchLoop(
                 spec,
                 rd,
                 space,
@@ -483,241 +526,308 @@ def run_search(
                 progress=progress,
                 stream=stream,
                 trial_options=trial_options,
+                callbacks=callbacks,
             )
+            return loop.run()
 
 
-def _search(
-    spec: Any,
-    rd: RunDir,
-    space: Any,
-    prepared: Any,
-    meta: dict[str, Any],
-    sync: Any,
-    *,
-    n_trials: int | None,
-    trial_fn: str | Callable | None,
-    progress: bool,
-    stream: Any,
-    trial_options: dict[str, Any] | None,
-) -> SearchSummary:
+class SearchLoop:
     """The search loop of :func:`run_search`, run while this process holds the run directory.
 
-    ``sync`` (``hpsearch.core.remote.RunSync``) is told of each commit point; it pushes a run
-    whose ``output`` is a URI.
+    Ask the study, hand the trial to a worker, collect finished trials, write their files,
+    tell the study; until the budget (``total`` trials or ``budget.timeout_s``) is spent or
+    ``resources.max_failures`` trials failed in a row. ``sync``
+    (``hpsearch.core.remote.RunSync``) is told of each commit point; it pushes a run whose
+    ``output`` is a URI. ``callbacks`` get the hooks of :class:`Callback`.
+
+    Attributes callbacks may read: ``spec``, ``space``, ``run_dir``, ``study`` (once
+    started), ``total``, ``live`` (number -> ``optuna.Trial`` in flight), ``summary``.
     """
-    import optuna
 
-    from hpsearch.search.runner import TrialRunner
-    from hpsearch.search.samplers import HyperoptTPE
+    study: optuna.Study
+    runner: TrialRunner
+    prog: _Progress
 
-    if not meta:
-        meta = _init_run_dir(rd, spec, space, prepared)
-        sync.setup_written()
-    total = int(n_trials or spec.budget.n_trials)
-    res = spec.resources
-    study = _open_study(rd, spec, space, meta, res.max_concurrent)
-    _check_study_knows_trials(study, rd)
-    recovered, requeued = recover(study, rd, space)
-    prog = _Progress(total, stream=stream, enabled=progress)
-    if recovered or requeued:
-        prog.note(
-            f"resume: {recovered} finished trial(s) recovered from their files, "
-            f"{requeued} interrupted trial(s) queued to run again"
+    def __init__(
+        self,
+        spec: Spec,
+        rd: RunDir,
+        space: Space,
+        prepared: PreparedData,
+        meta: dict[str, Any],
+        sync: RunSync,
+        *,
+        n_trials: int | None = None,
+        trial_fn: str | Callable[..., TrialResult] | None = None,
+        progress: bool = True,
+        stream: TextIO | None = None,
+        trial_options: dict[str, Any] | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.spec, self.rd, self.space, self.prepared = spec, rd, space, prepared
+        self.meta, self.sync = meta, sync
+        self.total = int(n_trials or spec.budget.n_trials)
+        self.trial_fn = trial_fn or spec.training.trial_fn or DEFAULT_TRIAL_FN
+        self.training = {**_training_dict(spec), **(trial_options or {})}
+        self.splits = tuple(s for s in ("valid", "holdout", "test") if s in prepared.x)
+        self.max_failures = int(spec.resources.max_failures)
+        self.hooks = Hooks(callbacks)
+        self.summary = SearchSummary(run_dir=rd.path)
+        self.live: dict[int, optuna.Trial] = {}
+        self.consecutive_failures = 0
+        self.last_error = ""
+        self.finished_now = 0  # trials finished by this driver (the ETA's rate)
+        self.t0 = time.time()
+        self._progress_args = {"stream": stream, "enabled": progress}
+
+    @property
+    def run_dir(self) -> Path:
+        return self.rd.path
+
+    # -- life cycle ---------------------------------------------------------
+    def run(self) -> SearchSummary:
+        """Set up, loop until the budget is spent, then update ``run.json``."""
+        self.start()
+        # SIGTERM interrupts like Ctrl-C, from the first ask to the end of the bookkeeping
+        with _sigterm_interrupts():
+            try:
+                self.hooks("on_search_start", self)
+                while self.step():
+                    pass
+            except KeyboardInterrupt:
+                n_cancelled = self.interrupt()
+                raise Interrupted(self.summary, n_cancelled) from None
+            finally:
+                if self.runner.mailbox is not None:
+                    self.runner.shutdown()
+        return self.close()
+
+    def start(self) -> None:
+        """Write a new run's set-up, open the study, settle the trials a dead driver left
+        RUNNING and start the workers."""
+        from hpsearch.search.runner import TrialRunner
+
+        spec, res = self.spec, self.spec.resources
+        if not self.meta:
+            self.meta = _init_run_dir(self.rd, spec, self.space, self.prepared)
+            self.sync.setup_written()
+        self.study = _open_study(self.rd, spec, self.space, self.meta, res.max_concurrent)
+        _check_study_knows_trials(self.study, self.rd)
+        recovered, requeued = recover(self.study, self.rd, self.space)
+        self.prog = _Progress(self.total, **self._progress_args)
+        if recovered or requeued:
+            self.prog.note(
+                f"resume: {recovered} finished trial(s) recovered from their files, "
+                f"{requeued} interrupted trial(s) queued to run again"
+            )
+        self.runner = TrialRunner(
+            cpus_per_trial=res.cpus_per_trial,
+            gpus_per_trial=res.gpus_per_trial,
+            max_concurrent=res.max_concurrent,
+            trial_fn=self.trial_fn,
+            warm_workers=res.warm_workers,
         )
-    hyperopt = (
-        HyperoptTPE(space, spec.sampler.seed, spec.sampler.n_startup_trials)
-        if spec.sampler.name == "hyperopt-tpe"
-        else None
-    )
+        self.runner.start(_trial_arrays(self.prepared))
+        self.t0 = time.time()
 
-    runner = TrialRunner(
-        cpus_per_trial=res.cpus_per_trial,
-        gpus_per_trial=res.gpus_per_trial,
-        max_concurrent=res.max_concurrent,
-        trial_fn=trial_fn or getattr(spec.training, "trial_fn", None) or DEFAULT_TRIAL_FN,
-        warm_workers=getattr(res, "warm_workers", True),
-    )
-    runner.start(_trial_arrays(prepared))
-    training = {**_training_dict(spec), **(trial_options or {})}
-    splits = tuple(s for s in ("valid", "holdout", "test") if s in prepared.x)
-    live: dict[int, Any] = {}  # number -> optuna.Trial
-    summary = SearchSummary(run_dir=rd.path)
-    t0 = time.time()
-    consecutive_failures = 0
-    max_failures = int(getattr(res, "max_failures", 5) or 5)
-    last_error = ""
-    finished_now = 0
+    def interrupt(self) -> int:
+        """Ctrl-C or SIGTERM: cancel and record the trials in flight, update ``run.json``.
+        Returns how many trials were cancelled."""
+        n_cancelled = self.cancel_in_flight("interrupted")
+        self.runner.shutdown()
+        self.prog.close()
+        _fill_summary(self.summary, self.study, self.t0)
+        _update_meta(self.rd, self.summary)
+        self.sync.finished(strict=False)
+        self.hooks("on_search_end", self.summary)
+        return n_cancelled
 
-    def counts() -> tuple[int, int, int, Any]:
-        ts = counted_trials(study)
+    def close(self) -> SearchSummary:
+        """The budget is spent or the search stopped: update ``run.json`` and report."""
+        self.prog.close()
+        _fill_summary(self.summary, self.study, self.t0)
+        _update_meta(self.rd, self.summary)
+        self.sync.finished()
+        self.hooks("on_search_end", self.summary)
+        if self.consecutive_failures >= self.max_failures:
+            raise StudyStopped(
+                f"{self.summary.stopped}. Fix: read the failed trials' errors "
+                f"(`hpsearch trials {self.rd.path}`), correct their cause (spec, space, data or "
+                "trial function), then continue with --resume; finished trials are kept."
+            )
+        return self.summary
+
+    # -- the loop's steps -----------------------------------------------------
+    def step(self) -> bool:
+        """Fill the free slots, wait briefly for results and record them; False when over."""
+        counts = self.counts()
+        done, failed, pruned, _ = counts
+        finished = done + failed + pruned
+        timeout_s = self.spec.budget.timeout_s
+        timed_out = timeout_s is not None and time.time() - self.t0 > timeout_s
+        if self.consecutive_failures >= self.max_failures:
+            self.cancel_in_flight("interrupted")
+            self.summary.stopped = (
+                f"stopped after {self.consecutive_failures} consecutive failed trials "
+                f"(resources.max_failures = {self.max_failures}); last error: {self.last_error}"
+            )
+            return False
+        while (
+            not timed_out
+            and self.runner.free_slots() > 0
+            and finished + len(self.live) < self.total
+        ):
+            self.launch()
+        self.show_progress(counts)
+        if not self.live:
+            if timed_out and finished < self.total:
+                self.summary.stopped = f"time budget of {timeout_s} s spent"
+            return False
+        results = self.runner.wait(timeout=0.5)
+        # a trial's reports reach the mailbox before its result: drained here, a finished
+        # trial's last epochs are recorded before it is told
+        self.report_epochs()
+        for payload, result in results:
+            self.finish(payload, result)
+            self.show_progress(self.counts(), force=True)
+        return True
+
+    def counts(self) -> Counts:
+        """Trials done, failed and pruned towards the budget; the best (number, value)."""
+        import optuna
+
+        ts = counted_trials(self.study)
         done = [t for t in ts if t.state == optuna.trial.TrialState.COMPLETE]
         failed = sum(t.state == optuna.trial.TrialState.FAIL for t in ts)
         pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in ts)
         best = None
         if done:
-            b = (
-                max(done, key=lambda t: t.value)
-                if study.direction.name == "MAXIMIZE"
-                else min(done, key=lambda t: t.value)
-            )
+            pick = max if self.study.direction.name == "MAXIMIZE" else min
+            b = pick(done, key=lambda t: t.value)
             best = (b.number, b.value)
         return len(done), failed, pruned, best
 
-    def launch() -> None:
-        if hyperopt is not None and not _has_waiting(study):
-            config = hyperopt.suggest(study)
-            study.enqueue_trial(space.flatten(config), user_attrs={"sampler": "hyperopt-tpe"})
-        trial = study.ask()
-        config = space.sample_optuna(trial)
+    def show_progress(self, counts: Counts, force: bool = False) -> None:
+        done, failed, pruned, best = counts
+        line = self.prog.line(done, failed, pruned, len(self.live), best, self.finished_now)
+        self.prog.show(line, force=force)
+
+    def launch(self) -> None:
+        """Ask the study for a trial and hand it to a free worker."""
+        trial = self.study.ask()
+        config = self.space.sample_optuna(trial)
         trial.set_user_attr("config", config)
         payload = TrialPayload(
             number=trial.number,
             params=config,
-            family=space.family,
-            metric=spec.metric,
-            task=prepared.task,
-            seed=int(spec.sampler.seed or 0) * 100_003 + trial.number,
-            training=training,
-            inputs=prepared.input_spec.to_dict(),
-            outputs=prepared.output_spec.to_dict(),
-            splits=splits,
-            pruning=spec.pruner not in (None, "none"),
+            family=self.space.family,
+            metric=self.spec.metric,
+            task=self.prepared.task,
+            seed=int(self.spec.sampler.seed or 0) * 100_003 + trial.number,
+            training=self.training,
+            inputs=self.prepared.input_spec.to_dict(),
+            outputs=self.prepared.output_spec.to_dict(),
+            splits=self.splits,
+            pruning=self.spec.pruner not in (None, "none"),
         )
-        live[trial.number] = trial
-        runner.submit(payload)
+        self.live[trial.number] = trial
+        self.runner.submit(payload)
+        self.hooks("on_trial_start", payload)
 
-    def finish(payload: TrialPayload, result: TrialResult) -> None:
-        nonlocal consecutive_failures, last_error, finished_now
-        trial = live.pop(payload.number)
+    def report_epochs(self) -> None:
+        """Tell the study each epoch value the workers posted; ask to stop pruned trials."""
+        for number, step, value in self.runner.drain_reports():
+            trial = self.live.get(number)
+            if trial is None or not math.isfinite(value):
+                continue
+            trial.report(value, step)
+            if trial.should_prune():
+                self.runner.request_stop(number)
+
+    def finish(self, payload: TrialPayload, result: TrialResult) -> None:
+        """Commit a finished trial: its files and ``trial.json``, then the study's tell."""
+        import optuna
+
+        trial = self.live.pop(payload.number)
         extra = {
-            "family": space.family,
-            "metric": spec.metric,
-            "task": prepared.task,
-            "classes": meta.get("classes"),
-            "sampler": spec.sampler.name,
+            "family": self.space.family,
+            "metric": self.spec.metric,
+            "task": self.prepared.task,
+            "classes": self.meta.get("classes"),
+            "sampler": self.spec.sampler.name,
         }
-        rd.write_trial(result, payload.params, extra)
-        sync.trial_written(payload.number)  # before the tell: see hpsearch.core.remote
+        self.rd.write_trial(result, payload.params, extra)
+        self.sync.trial_written(payload.number)  # before the tell: see hpsearch.core.remote
         fault_point("kill_after_commit", payload.number)
         for key in ("node_id", "hostname", "reason"):
             if getattr(result, key):
                 trial.set_user_attr(key, getattr(result, key))
         if result.state == COMPLETE:
-            study.tell(trial, result.value)
-            consecutive_failures = 0
+            self.study.tell(trial, result.value)
+            self.consecutive_failures = 0
         elif result.state == PRUNED:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            consecutive_failures = 0
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self.consecutive_failures = 0
         else:
             trial.set_user_attr("error", (result.error or "")[:500])
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            consecutive_failures += 1
-            last_error = f"trial {payload.number}: {result.reason}: {result.error}"
-            prog.note(f"trial {payload.number} failed ({result.reason}): {result.error}")
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.consecutive_failures += 1
+            self.last_error = f"trial {payload.number}: {result.reason}: {result.error}"
+            self.prog.note(f"trial {payload.number} failed ({result.reason}): {result.error}")
         fault_point("kill_after_trial", payload.number)
-        finished_now += 1
+        self.finished_now += 1
+        self.hooks("on_trial_end", payload, result)
 
-    def cancel_in_flight(attr: str) -> int:
-        payloads = runner.cancel_all()
-        for p in payloads:
-            trial = live.pop(p.number, None)
-            if trial is None:
-                continue
-            trial.set_user_attr(attr, True)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(space.flatten(p.params), user_attrs={"requeued_from": p.number})
-            summary.requeued.append(p.number)
+    def cancel_in_flight(self, attr: str) -> int:
+        """Stop every trial in flight, record it (user attribute ``attr``) and queue its
+        parameters again. Returns how many trials were stopped."""
+        n_cancelled = self._cancel_submitted(attr)
         # Trials the interrupt caught between the runner and the study (asked but not yet
         # submitted, or collected but not yet told): settle them from their files, else
         # record them as interrupted and queue their parameters again.
-        for number, trial in list(live.items()):
-            live.pop(number)
-            rec = rd.read_trial(number)
-            if rec is not None and rec.state == COMPLETE and rec.value is not None:
-                study.tell(trial, rec.value)
+        for number, trial in list(self.live.items()):
+            self.live.pop(number)
+            if self._tell_from_file(number, trial):
                 continue
-            trial.set_user_attr(attr, True)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            config = trial.user_attrs.get("config")
-            if config is not None:
-                study.enqueue_trial(space.flatten(config), user_attrs={"requeued_from": number})
-                summary.requeued.append(number)
-            payloads.append(None)
+            self._requeue(trial, number, attr, trial.user_attrs.get("config"))
+            n_cancelled += 1
+        return n_cancelled
+
+    def _cancel_submitted(self, attr: str) -> int:
+        payloads = self.runner.cancel_all()
+        for p in payloads:
+            trial = self.live.pop(p.number, None)
+            if trial is not None:
+                self._requeue(trial, p.number, attr, p.params)
         return len(payloads)
 
-    # SIGTERM interrupts like Ctrl-C, from the first ask to the end of the bookkeeping
-    with _sigterm_interrupts():
-        try:
-            while True:
-                done, failed, pruned, best = counts()
-                finished = done + failed + pruned
-                timed_out = (
-                    spec.budget.timeout_s is not None and time.time() - t0 > spec.budget.timeout_s
-                )
-                if consecutive_failures >= max_failures:
-                    cancel_in_flight("interrupted")
-                    summary.stopped = (
-                        f"stopped after {consecutive_failures} consecutive failed trials "
-                        f"(resources.max_failures = {max_failures}); last error: {last_error}"
-                    )
-                    break
-                while not timed_out and runner.free_slots() > 0 and finished + len(live) < total:
-                    launch()
-                prog.show(prog.line(done, failed, pruned, len(live), best, finished_now))
-                if not live:
-                    if timed_out and finished < total:
-                        summary.stopped = f"time budget of {spec.budget.timeout_s} s spent"
-                    break
-                results = runner.wait(timeout=0.5)
-                # a trial's reports reach the mailbox before its result: drained here, a finished
-                # trial's last epochs are recorded before it is told
-                for number, step, value in runner.drain_reports():
-                    trial = live.get(number)
-                    if trial is None or not math.isfinite(value):
-                        continue
-                    trial.report(value, step)
-                    if trial.should_prune():
-                        runner.request_stop(number)
-                for payload, result in results:
-                    finish(payload, result)
-                    d, f, p, b = counts()
-                    prog.show(prog.line(d, f, p, len(live), b, finished_now), force=True)
-        except KeyboardInterrupt:
-            n = cancel_in_flight("interrupted")
-            runner.shutdown()
-            prog.close()
-            _fill_summary(summary, study, t0)
-            _update_meta(rd, summary)
-            sync.finished(strict=False)
-            raise Interrupted(summary, n) from None
-        finally:
-            if runner.mailbox is not None:
-                runner.shutdown()
-    prog.close()
-    _fill_summary(summary, study, t0)
-    _update_meta(rd, summary)
-    sync.finished()
-    if summary.stopped and "consecutive" in summary.stopped:
-        raise StudyStopped(
-            f"{summary.stopped}. Fix: read the failed trials' errors "
-            f"(`hpsearch trials {rd.path}`), correct their cause (spec, space, data or "
-            "trial function), then continue with --resume; finished trials are kept."
-        )
-    return summary
+    def _tell_from_file(self, number: int, trial: optuna.Trial) -> bool:
+        rec = self.rd.read_trial(number)
+        if rec is not None and rec.state == COMPLETE and rec.value is not None:
+            self.study.tell(trial, rec.value)
+            return True
+        return False
+
+    def _requeue(
+        self, trial: optuna.Trial, number: int, attr: str, config: dict[str, Any] | None
+    ) -> None:
+        import optuna
+
+        trial.set_user_attr(attr, True)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if config is not None:
+            self.study.enqueue_trial(
+                self.space.flatten(config), user_attrs={"requeued_from": number}
+            )
+            self.summary.requeued.append(number)
 
 
-def _has_waiting(study: Any) -> bool:
-    import optuna
-
-    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-
-
-def _training_dict(spec: Any) -> dict[str, Any]:
+def _training_dict(spec: Spec) -> dict[str, Any]:
     tr = spec.training
     return dataclasses.asdict(tr) if dataclasses.is_dataclass(tr) else dict(tr)
 
 
-def _fill_summary(summary: SearchSummary, study: Any, t0: float) -> None:
+def _fill_summary(summary: SearchSummary, study: optuna.Study, t0: float) -> None:
     import optuna
 
     ts = counted_trials(study)

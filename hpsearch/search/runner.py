@@ -16,7 +16,9 @@ own retry (its ``trial.json`` notes ``worker_restarted``).
 
 Per-epoch values travel through a small mailbox actor: workers post
 ``(trial, step, value)`` and learn whether the driver asked them to stop
-(pruning); the driver drains the mailbox between waits.
+(pruning); the driver drains the mailbox between waits. A trial function that
+must have the driver's answer before it goes on (tests that prune
+deterministically) calls ``reporter.wait_for_answer()`` after a report.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpsearch.search.trial import FAIL, TrialPayload, TrialResult, resolve_trial_fn, run_guarded
+from hpsearch.search.trial import (
+    DEFAULT_TRIAL_FN,
+    FAIL,
+    TrialPayload,
+    TrialResult,
+    is_keras_trainer,
+    resolve_trial_fn,
+    run_guarded,
+)
 
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
 
@@ -120,14 +130,34 @@ class Reporter:
 
         return bool(ray.get(self.mailbox.report.remote(self.number, int(step), float(value))))
 
+    def wait_for_answer(self, timeout: float = 300.0, poll: float = 0.02) -> bool:
+        """Block until the driver has read this trial's reports so far and answered them;
+        returns whether it asked the trial to stop.
+
+        The driver asks to stop before its next drain of the mailbox, and the mailbox runs
+        the driver's calls in order: two drains after this call began, the answer is in.
+        """
+        import ray
+
+        first = ray.get(self.mailbox.n_drains.remote())
+        deadline = time.monotonic() + timeout
+        while ray.get(self.mailbox.n_drains.remote()) < first + 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"trial {self.number}: the driver read no report in {timeout} s")
+            time.sleep(poll)
+        return bool(ray.get(self.mailbox.stopping.remote(self.number)))
+
 
 class NullReporter:
     def report(self, step: int, value: float) -> bool:
         return False
 
+    def wait_for_answer(self, timeout: float = 300.0, poll: float = 0.02) -> bool:
+        return False
+
 
 def _run_one(
-    fn_spec: str | Callable, payload: TrialPayload, data: Any, mailbox: Any
+    fn_spec: str | Callable, payload: TrialPayload, data: dict[str, Any], mailbox: Any
 ) -> TrialResult:
     fn = resolve_trial_fn(fn_spec) if isinstance(fn_spec, str) else fn_spec
     reporter = Reporter(mailbox, payload.number) if mailbox is not None else NullReporter()
@@ -149,7 +179,7 @@ class _Worker:
         self.fn_spec = fn_spec
         self.n_trials = 0
 
-    def run(self, payload: TrialPayload, data: Any, mailbox: Any) -> TrialResult:
+    def run(self, payload: TrialPayload, data: dict[str, Any], mailbox: Any) -> TrialResult:
         if self.n_trials and "keras" in __import__("sys").modules:
             import keras
 
@@ -188,6 +218,7 @@ class _Mailbox:
     def __init__(self) -> None:
         self.reports: list[tuple[int, int, float]] = []
         self.stop: set[int] = set()
+        self.drains = 0
 
     def report(self, number: int, step: int, value: float) -> bool:
         self.reports.append((number, step, value))
@@ -195,7 +226,14 @@ class _Mailbox:
 
     def drain(self) -> list[tuple[int, int, float]]:
         out, self.reports = self.reports, []
+        self.drains += 1
         return out
+
+    def n_drains(self) -> int:
+        return self.drains
+
+    def stopping(self, number: int) -> bool:
+        return number in self.stop
 
     def request_stop(self, number: int) -> None:
         self.stop.add(number)
@@ -218,7 +256,7 @@ class TrialRunner:
         cpus_per_trial: float = 1.0,
         gpus_per_trial: float = 0.0,
         max_concurrent: int = 1,
-        trial_fn: str | Callable = "hpsearch.search.training:train_trial",
+        trial_fn: str | Callable = DEFAULT_TRIAL_FN,
         warm_workers: bool = True,
         max_retries: int = 1,
     ):
@@ -228,7 +266,7 @@ class TrialRunner:
         self.trial_fn = trial_fn
         self.warm = bool(warm_workers)
         self.max_retries = int(max_retries)
-        self.import_keras = trial_fn == "hpsearch.search.training:train_trial"
+        self.import_keras = is_keras_trainer(trial_fn)
         self.in_flight: dict[Any, _InFlight] = {}
         self.idle: list[Any] = []
         self.actors: list[Any] = []
@@ -236,7 +274,9 @@ class TrialRunner:
         self.data_ref = None
 
     # -- life cycle ---------------------------------------------------------
-    def start(self, data: Any) -> None:
+    def start(self, data: dict[str, Any]) -> None:
+        """Put the trial arrays (``{"x": {split: {input: array}}, "y": {split: array}}``)
+        into the object store and start the workers."""
         import ray
 
         self.data_ref = ray.put(data)

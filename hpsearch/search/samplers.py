@@ -353,3 +353,6 @@ def make_pruner(name: str | None, max_epochs: int):
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, int(max_epochs)))
     raise ValueError(f"unknown pruner {name!r}; valid: median, hyperband, or null")
+
+
+# ----------------------------------------------------------------------------------------

@@ -79,72 +79,169 @@ def _tar_dir(path: str) -> bytes:
 
 
 def train_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any) -> TrialResult:
+    """The ``keras`` trainer: build, compile and fit the trial's model, then score it on the
+    validation rows and predict every split (``hpsearch.core.registry.TRAINERS``)."""
     import keras
 
-    from search_spaces.families import aux_targets, build_model, compile_model, count_params
-    from search_spaces.specs import InputSpec, OutputSpec
-
     keras.utils.set_random_seed(int(payload.seed) % (2**31))
-    params = dict(payload.params)
-    training = payload.training
-    inputs = InputSpec.from_dict(payload.inputs)
-    outputs = OutputSpec.from_dict(payload.outputs)
-    head = outputs.heads[0]
-    task = payload.task
+    trial = _KerasTrial(payload, data)
+    guard = _guard(trial, reporter)
+    tb_dir = None
+    if payload.training.get("tensorboard", True) and _has_tensorboard():
+        tb_dir = tempfile.mkdtemp(prefix=f"tb-{payload.number}-")
+    history = trial.fit(_callbacks(guard, payload.training, tb_dir))
+    if guard.nonfinite is not None:
+        raise NonFiniteLossError(
+            f"loss became {guard.nonfinite} at epoch {len(history)}; trial stopped"
+        )
+    if guard.pruned:
+        return TrialResult(
+            number=payload.number,
+            state=PRUNED,
+            value=float(guard.pruned_value),
+            history=history,
+            epochs=len(history),
+            n_params=trial.n_params(),
+        )
+    return trial.complete(history, tb_dir)
 
-    model = build_model(payload.family, params, inputs, outputs)
-    compile_model(model, params, outputs)
 
-    y_train = np.asarray(data["y"]["train"])
-    y_valid = np.asarray(data["y"]["valid"])
-    scale = (0.0, 1.0)
-    if task == "regression":
-        mu, sd = float(np.mean(y_train)), float(np.std(y_train)) or 1.0
-        scale = (mu, sd)
+class _KerasTrial:
+    """One trial's model and data: targets scaled for regression, predictions unscaled."""
 
-    def targets(y: np.ndarray) -> dict[str, np.ndarray]:
-        y = np.asarray(y, dtype=np.float32 if task == "regression" else np.int32)
-        if task == "regression":
-            y = ((y - scale[0]) / scale[1]).astype(np.float32)
-        return aux_targets(model, {h.name: y for h in outputs.heads})
+    def __init__(self, payload: TrialPayload, data: dict[str, Any]) -> None:
+        from search_spaces.families import build_model, compile_model
+        from search_spaces.specs import InputSpec, OutputSpec
 
-    x_train = _model_inputs(model, data["x"]["train"])
-    x_valid = _model_inputs(model, data["x"]["valid"])
+        self.payload, self.data, self.task = payload, data, payload.task
+        self.params = dict(payload.params)
+        self.outputs = OutputSpec.from_dict(payload.outputs)
+        self.head = self.outputs.heads[0]
+        inputs = InputSpec.from_dict(payload.inputs)
+        self.model = build_model(payload.family, self.params, inputs, self.outputs)
+        compile_model(self.model, self.params, self.outputs)
+        self.y_train = np.asarray(data["y"]["train"])
+        self.y_valid = np.asarray(data["y"]["valid"])
+        self.scale = (0.0, 1.0)
+        if self.task == "regression":
+            mu, sd = float(np.mean(self.y_train)), float(np.std(self.y_train)) or 1.0
+            self.scale = (mu, sd)
+        self.batch_size = int(
+            self.params.get("batch_size") or payload.training.get("batch_size", 64)
+        )
 
-    def predict(split: str) -> np.ndarray:
-        raw = model.predict(_model_inputs(model, data["x"][split]), batch_size=1024, verbose=0)
-        pred = _head_prediction(raw, head.name, task)
-        if task == "regression":
-            pred = pred * scale[1] + scale[0]
+    def targets(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        from search_spaces.families import aux_targets
+
+        y = np.asarray(y, dtype=np.float32 if self.task == "regression" else np.int32)
+        if self.task == "regression":
+            y = ((y - self.scale[0]) / self.scale[1]).astype(np.float32)
+        return aux_targets(self.model, {h.name: y for h in self.outputs.heads})
+
+    def predict(self, split: str) -> np.ndarray:
+        x = _model_inputs(self.model, self.data["x"][split])
+        raw = self.model.predict(x, batch_size=1024, verbose=0)
+        pred = _head_prediction(raw, self.head.name, self.task)
+        if self.task == "regression":
+            pred = pred * self.scale[1] + self.scale[0]
         return pred
 
-    state = {"nonfinite": None, "pruned": False}
+    def fit(self, callbacks: list[Any]) -> list[dict[str, float]]:
+        """Train; the per-epoch history."""
+        hist = self.model.fit(
+            _model_inputs(self.model, self.data["x"]["train"]),
+            self.targets(self.y_train),
+            validation_data=(
+                _model_inputs(self.model, self.data["x"]["valid"]),
+                self.targets(self.y_valid),
+            ),
+            epochs=int(self.payload.training.get("max_epochs", 30)),
+            batch_size=self.batch_size,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=True,
+        )
+        return [
+            {"epoch": i, **{k: float(v[i]) for k, v in hist.history.items() if i < len(v)}}
+            for i in range(len(hist.history.get("loss", [])))
+        ]
+
+    def n_params(self) -> int:
+        from search_spaces.families import count_params
+
+        return count_params(self.model)
+
+    def complete(self, history: list[dict[str, float]], tb_dir: str | None) -> TrialResult:
+        """Score, predict every split, pack the model and the TensorBoard logs."""
+        payload, metric = self.payload, self.payload.metric
+        n_params = self.n_params()
+        splits = [split for split in payload.splits if split in self.data["x"]]
+        predictions = {split: self.predict(split) for split in splits}
+        value = float(metrics.score(metric, self.y_valid, predictions["valid"]))
+        result_metrics = {metric: value}
+        if "holdout" in predictions:
+            result_metrics[f"holdout_{metric}"] = float(
+                metrics.score(metric, self.data["y"]["holdout"], predictions["holdout"])
+            )
+        return TrialResult(
+            number=payload.number,
+            state=COMPLETE,
+            value=value,
+            metrics=result_metrics,
+            history=history,
+            predictions=predictions,
+            model_bytes=_model_bytes(self.model),
+            tb_bytes=_tensorboard_bytes(tb_dir, self.params, value, metric),
+            epochs=len(history),
+            n_params=n_params,
+            extra={
+                "target_scaling": list(self.scale) if self.task == "regression" else None,
+                "batch_size": self.batch_size,
+            },
+        )
+
+
+def _guard(trial: _KerasTrial, reporter: Any) -> Any:
+    """A Keras callback that stops at the first NaN/inf loss and reports the validation
+    metric each epoch for pruning; it keeps what stopped the training."""
+    import keras
+
+    payload = trial.payload
 
     class Guard(keras.callbacks.Callback):
-        """Stops at the first NaN/inf loss; reports the validation metric for pruning."""
+        nonfinite: float | None = None
+        pruned = False
+        pruned_value: float | None = None
 
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
-                state["nonfinite"] = float(loss)
+                self.nonfinite = float(loss)
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
-                state["nonfinite"] = float(loss)
+                self.nonfinite = float(loss)
                 self.model.stop_training = True
                 return
             if payload.pruning:
-                value = metrics.score(payload.metric, y_valid, predict("valid"))
+                value = metrics.score(payload.metric, trial.y_valid, trial.predict("valid"))
                 if reporter.report(epoch, value):
-                    state["pruned"] = True
-                    state["pruned_value"] = value
+                    self.pruned = True
+                    self.pruned_value = value
                     self.model.stop_training = True
+
+    return Guard()
+
+
+def _callbacks(guard: Any, training: dict[str, Any], tb_dir: str | None) -> list[Any]:
+    """The guard, early stopping, learning-rate decay and TensorBoard when ``tb_dir``."""
+    import keras
 
     patience = int(training.get("patience", 5))
     callbacks: list[Any] = [
-        Guard(),
+        guard,
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True
         ),
@@ -152,77 +249,31 @@ def train_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any) -> T
             monitor="val_loss", factor=0.5, patience=max(1, patience // 2), min_lr=1e-6
         ),
     ]
-    tb_dir = None
-    if training.get("tensorboard", True) and _has_tensorboard():
-        tb_dir = tempfile.mkdtemp(prefix=f"tb-{payload.number}-")
+    if tb_dir is not None:
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=tb_dir, write_graph=False, profile_batch=0)
         )
+    return callbacks
 
-    batch_size = int(params.get("batch_size") or training.get("batch_size", 64))
-    hist = model.fit(
-        x_train,
-        targets(y_train),
-        validation_data=(x_valid, targets(y_valid)),
-        epochs=int(training.get("max_epochs", 30)),
-        batch_size=batch_size,
-        callbacks=callbacks,
-        verbose=0,
-        shuffle=True,
-    )
-    history = [
-        {"epoch": i, **{k: float(v[i]) for k, v in hist.history.items() if i < len(v)}}
-        for i in range(len(hist.history.get("loss", [])))
-    ]
-    if state["nonfinite"] is not None:
-        raise NonFiniteLossError(
-            f"loss became {state['nonfinite']} at epoch {len(history)}; trial stopped"
-        )
-    n_params = count_params(model)
-    if state["pruned"]:
-        return TrialResult(
-            number=payload.number,
-            state=PRUNED,
-            value=float(state["pruned_value"]),
-            history=history,
-            epochs=len(history),
-            n_params=n_params,
-        )
 
-    predictions = {split: predict(split) for split in payload.splits if split in data["x"]}
-    value = float(metrics.score(payload.metric, y_valid, predictions["valid"]))
-    result_metrics = {payload.metric: value}
-    if "holdout" in predictions:
-        result_metrics[f"holdout_{payload.metric}"] = float(
-            metrics.score(payload.metric, data["y"]["holdout"], predictions["holdout"])
-        )
-
+def _model_bytes(model: Any) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
         model.save(path)
         with open(path, "rb") as fh:
-            model_bytes = fh.read()
-    tb_bytes = None
-    if tb_dir is not None:
-        _write_hparams(tb_dir, params, value, payload.metric)
-        tb_bytes = _tar_dir(tb_dir)
-        import shutil
+            return fh.read()
 
-        shutil.rmtree(tb_dir, ignore_errors=True)
 
-    return TrialResult(
-        number=payload.number,
-        state=COMPLETE,
-        value=value,
-        metrics=result_metrics,
-        history=history,
-        predictions=predictions,
-        model_bytes=model_bytes,
-        tb_bytes=tb_bytes,
-        epochs=len(history),
-        n_params=n_params,
-        extra={
-            "target_scaling": list(scale) if task == "regression" else None,
-            "batch_size": batch_size,
-        },
-    )
+def _tensorboard_bytes(
+    tb_dir: str | None, params: dict[str, Any], value: float, metric: str
+) -> bytes | None:
+    """The trial's TensorBoard logs with its hyperparameters, as a tar.gz; the directory
+    is removed."""
+    if tb_dir is None:
+        return None
+    import shutil
+
+    _write_hparams(tb_dir, params, value, metric)
+    tb_bytes = _tar_dir(tb_dir)
+    shutil.rmtree(tb_dir, ignore_errors=True)
+    return tb_bytes

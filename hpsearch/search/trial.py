@@ -1,14 +1,15 @@
 """What one trial is: its input (TrialPayload) and its outcome (TrialResult).
 
 These are plain data, shipped between the driver and Ray workers. The work
-itself is done by a *trial function* ``fn(payload, data, reporter) ->
-TrialResult``; the default trains a Keras model (``hpsearch.search.training``), and
-tests and benchmarks plug in cheap ones.
+itself is done by a *trial function* (a trainer) ``fn(payload, data, reporter) ->
+TrialResult``, named in ``hpsearch.core.registry.TRAINERS`` or given as
+``"module:function"``. The default, ``keras``, trains a Keras model
+(``hpsearch.search.training``); tests and benchmarks plug in cheap ones
+(``hpsearch.search.testing``).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import time
@@ -23,7 +24,7 @@ COMPLETE = "COMPLETE"
 FAIL = "FAIL"
 PRUNED = "PRUNED"
 
-DEFAULT_TRIAL_FN = "hpsearch.search.training:train_trial"
+DEFAULT_TRIAL_FN = "keras"  # the registered trainer of hpsearch.search.training
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras colours parts of its error messages
 
 
@@ -68,12 +69,24 @@ class TrialResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_trial_fn(path: str) -> Callable[..., TrialResult]:
-    """Import ``"module:function"``."""
-    module, _, name = path.partition(":")
-    if not module or not name:
-        raise ValueError(f"trial function must look like 'module:function', got {path!r}.")
-    return getattr(importlib.import_module(module), name)
+def resolve_trial_fn(name: str) -> Callable[..., TrialResult]:
+    """The trial function for a registered trainer name (``keras``) or ``"module:function"``;
+    raises ``PluginError`` (a ``ValueError``) naming the valid trainers."""
+    from hpsearch.core.registry import TRAINERS
+
+    return TRAINERS.resolve(name)
+
+
+def is_keras_trainer(trial_fn: str | Callable[..., TrialResult]) -> bool:
+    """Whether ``trial_fn`` is the Keras trainer (its workers import Keras up front), named
+    ``keras``, by its ``module:function`` path or given as the function itself."""
+    from hpsearch.core.registry import TRAINERS
+
+    keras_target = TRAINERS.target("keras")
+    if isinstance(trial_fn, str):
+        return trial_fn in ("keras", keras_target)
+    where = f"{getattr(trial_fn, '__module__', '')}:{getattr(trial_fn, '__qualname__', '')}"
+    return where == keras_target
 
 
 def where_am_i() -> dict[str, Any]:
