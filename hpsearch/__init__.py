@@ -34,6 +34,7 @@ _EXPORTS = {
     "TRAINERS": "hpsearch.core.registry",
     "run": "hpsearch.search.api",
     "Interrupted": "hpsearch.search.driver",
+    "Callback": "hpsearch.search.callbacks",
     "run_pipeline": "hpsearch.pipeline.run",
 }
 
