@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from hpsearch.core.spec import Spec, SpecError, load_spec
+from tests.conftest import make_spec_dict
 
 BASE = {
     "name": "bc",
@@ -133,7 +134,7 @@ def test_wrong_type_names_value_and_expected():
         ),
         (
             {"sampler": {"name": "tpee"}},
-            "spec field 'sampler.name': unknown sampler 'tpee'. Fix: did you mean 'tpe'? use one of: tpe, hyperopt-tpe, random",
+            "spec field 'sampler.name': unknown sampler 'tpee'. Fix: did you mean 'tpe'? use one of: tpe, hyperopt-tpe, random, cmaes, gp, or module:Name",
         ),
         (
             {"pruner": "medain"},
@@ -289,3 +290,36 @@ def test_tree_models_of_optional_packages_are_accepted_when_installed(monkeypatc
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     loaded = load_spec(d)
     assert loaded.ensemble.trees == ("rf", "lgbm") and loaded.name == d["name"]
+
+
+@pytest.mark.parametrize(
+    ("section", "value"),
+    [
+        ({"sampler": {"name": "cmaes"}}, ("sampler", "name", "cmaes")),
+        ({"sampler": {"name": "gp"}}, ("sampler", "name", "gp")),
+        (
+            {"sampler": {"name": "my_pkg.samplers:Mine"}},
+            ("sampler", "name", "my_pkg.samplers:Mine"),
+        ),
+        ({"training": {"trial_fn": "keras"}}, ("training", "trial_fn", "keras")),
+        ({"ensemble": {"method": "my_pkg.blend:Top"}}, ("ensemble", "method", "my_pkg.blend:Top")),
+    ],
+)
+def test_plugin_names_and_module_paths_are_accepted(tmp_path, section, value):
+    spec = load_spec(make_spec_dict(tmp_path, **section))
+    part, field, expected = value
+    assert getattr(getattr(spec, part), field) == expected
+
+
+def test_unknown_trainer_name_is_refused(tmp_path):
+    with pytest.raises(SpecError) as e:
+        load_spec(make_spec_dict(tmp_path, training={"trial_fn": "kerass"}))
+    assert (
+        str(e.value)
+        .splitlines()[-1]
+        .strip()
+        .startswith(
+            "spec field 'training.trial_fn': 'kerass' is neither a registered trainer (keras) nor "
+            "of the form module:function."
+        )
+    )

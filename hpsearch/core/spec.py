@@ -45,13 +45,11 @@ METRIC_TASKS = {
     "mae": ("regression",),
 }
 DEFAULT_METRIC = {"binary": "log_loss", "multiclass": "log_loss", "regression": "rmse"}
-SAMPLERS = ("tpe", "hyperopt-tpe", "random")
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn seeds
 PRUNERS = ("median", "hyperband")
 COLUMN_KINDS = ("numeric", "categorical", "text", "datetime", "drop")
 SKLEARN_DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
 DEFAULT_TREES = ("rf", "et", "hgb")  # ensembles.trees.TREE_MODELS lists every one
-BLEND_METHODS = ("auto", "best", "mean", "greedy", "nelder-mead", "stack")
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
 
@@ -189,6 +187,12 @@ _TOP = ("name", "data", "split", "metric", "space", "sampler", "budget", "resour
         "training", "pruner", "output", "storage", "ensemble")  # fmt: skip
 
 
+def _registry(name: str) -> Any:
+    from hpsearch.core import registry
+
+    return getattr(registry, name)
+
+
 def _type_name(v: Any) -> str:
     if v is None:
         return "null"
@@ -260,6 +264,20 @@ class _Checker:
             self.err(fld, f"unknown {what} {v!r}", f"{hint}use one of: {valid}")
             return default
         return v
+
+    def plugin(self, fld, v, registry, default, what, extra=()):
+        """A registered plug-in name (or one of ``extra``), or a user's ``module:Name``."""
+        from hpsearch.core.registry import is_import_path
+
+        names = (*extra, *registry.names())
+        if isinstance(v, str) and (v in names or is_import_path(v)):
+            return v
+        close = difflib.get_close_matches(str(v).lower(), names, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        self.err(
+            fld, f"unknown {what} {v!r}", f"{hint}use one of: {', '.join(names)}, or module:Name"
+        )
+        return default
 
     def section(self, name: str, raw: Any) -> dict[str, Any]:
         """The section as a dict with unknown keys reported (and removed)."""
@@ -575,7 +593,9 @@ def load_spec(
     # sampler
     sm = c.section("sampler", raw.get("sampler"))
     sampler = SamplerSpec(
-        name=c.choice("sampler.name", sm.get("name", "tpe"), SAMPLERS, "tpe", what="sampler"),
+        name=c.plugin(
+            "sampler.name", sm.get("name", "tpe"), _registry("SAMPLERS"), "tpe", "sampler"
+        ),
         seed=c.integer(
             "sampler.seed",
             sm.get("seed", 0),
@@ -644,10 +664,11 @@ def load_spec(
     trial_fn = c.string(
         "training.trial_fn", t.get("trial_fn"), None, "hpsearch.search.testing:oracle"
     )
-    if trial_fn is not None and ":" not in trial_fn:
+    if trial_fn is not None and _registry("TRAINERS").problem(trial_fn):
         c.err(
             "training.trial_fn",
-            f"{trial_fn!r} is not of the form module:function",
+            f"{trial_fn!r} is neither a registered trainer "
+            f"({', '.join(_registry('TRAINERS').names())}) nor of the form module:function",
             "write it like `trial_fn: mypackage.trials:train`, or leave it out",
         )
     training = TrainingSpec(
@@ -718,9 +739,9 @@ def load_spec(
         top_k=c.integer("ensemble.top_k", e.get("top_k", 5), 5, "5", low=1),
         max_corr=max_corr,
         trees=trees,
-        method=c.choice(
-            "ensemble.method", e.get("method", "auto"), BLEND_METHODS, "auto",
-            what="blend method",
+        method=c.plugin(
+            "ensemble.method", e.get("method", "auto"), _registry("BLENDERS"), "auto",
+            "blend method", extra=("auto",),
         ),
         folds=c.integer("ensemble.folds", e.get("folds", 5), 5, "5", low=2),
     )  # fmt: skip
