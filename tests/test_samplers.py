@@ -8,6 +8,7 @@ Plain in-memory Optuna studies driven as the search driver drives them: ``study.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import re
 import warnings
@@ -405,3 +406,36 @@ def test_a_factory_registered_under_a_short_name_is_called_with_the_space(monkey
     monkeypatch.setattr(SAMPLERS, "_entries", {**SAMPLERS._entries, "bad": lambda *a, **k: 3})
     with pytest.raises(PluginError, match=r"^sampler 'bad' is int, not an optuna.samplers"):
         make_sampler("bad", small_space(), seed=4, max_concurrent=2, n_startup_trials=5)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cmaes",
+        pytest.param("gp", marks=pytest.mark.skipif(not HAS_TORCH, reason="gp needs torch")),
+        "hyperopt-tpe",
+        "tests.sampler_plugins:MidpointSampler",
+    ],
+)
+def test_a_search_runs_end_to_end_with_the_sampler(ray_session, tmp_path, name):
+    """`sampler: {name: ...}` through `hpsearch.run`: every trial completes, each with its
+    own configuration, and the run's study used the named sampler."""
+    import hpsearch
+    from tests.conftest import make_spec_dict
+
+    spec = hpsearch.load_spec(
+        make_spec_dict(
+            tmp_path,
+            sampler={"name": name, "seed": 3, "n_startup_trials": 2},
+            budget={"n_trials": 5},
+            training={"trial_fn": "hpsearch.search.testing:oracle"},
+        )
+    )
+    run = hpsearch.run(spec, progress=False)
+    frame = run.trials()
+    assert list(frame["state"]) == ["COMPLETE"] * 5
+    configs = {json.dumps(p, sort_keys=True) for p in frame["params"]}
+    # the user's sampler puts every trial at the middle of the space: one configuration
+    assert len(configs) == (1 if name == "tests.sampler_plugins:MidpointSampler" else 5)
+    info = json.loads((tmp_path / "run" / "trials" / "00004" / "trial.json").read_text())
+    assert info["sampler"] == name
