@@ -374,7 +374,8 @@ PLUGINS_DOC = ROOT / "docs" / "plugins.md"
 
 
 def _doc_blocks(lang: str) -> list[str]:
-    text = PLUGINS_DOC.read_text()
+    """The ``lang`` code blocks of the Samplers section of docs/plugins.md."""
+    text = PLUGINS_DOC.read_text().split("## Samplers", 1)[1].split("\n## ", 1)[0]
     return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
 
 
