@@ -72,6 +72,8 @@ from typing import Any
 
 import yaml
 
+from search_spaces import safe_yaml
+
 FAMILY_NAMES = ("dense", "cnn", "text", "multi_input", "wide_deep", "multi_output")
 
 
@@ -498,40 +500,29 @@ def _check_param(p: Param) -> None:
 # --------------------------------------------------------------------------- YAML
 
 
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate keys (safe_load keeps the last silently)."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=deep)
-                try:
-                    if key in seen:
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"duplicate key {key!r}", key_node.start_mark
-                        )
-                    seen.add(key)
-                except TypeError:
-                    pass
-        return super().construct_mapping(node, deep=deep)
-
-
 def _read_yaml(path: Path) -> Any:
+    """The YAML of a space file, read with :mod:`search_spaces.safe_yaml`'s loader: no
+    Python tags, no duplicate keys, no alias bombs; the file must be UTF-8."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise SpaceError(f"space file not found: {path}") from None
     except OSError as exc:
         raise SpaceError(f"cannot read space file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpaceError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}). Fix: save it as UTF-8, for example `iconv -f latin1 -t utf-8 "
+            "OLD.yaml > NEW.yaml`."
+        ) from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        return safe_yaml.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = str(exc.problem or exc.context)
+        if isinstance(exc, safe_yaml.YamlRefused) and not isinstance(exc, safe_yaml.DuplicateKey):
+            raise SpaceError(f"{path}{where}: {problem}. Fix: {exc.fix}.") from None
         if "tag" in problem and "python/" in problem:
             raise SpaceError(
                 f"{path}{where}: {problem}. Python tags are refused: space files are read "
@@ -542,7 +533,7 @@ def _read_yaml(path: Path) -> Any:
         ) from None
     except yaml.YAMLError as exc:
         raise SpaceError(
-            f"{path}: malformed YAML: {exc}. Fix: correct the file's YAML syntax."
+            f"{path}: malformed YAML: {str(exc)[:200]}. Fix: correct the file's YAML syntax."
         ) from None
 
 

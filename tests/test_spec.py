@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
 
 from hpsearch.core.spec import Spec, SpecError, load_spec
-from tests.conftest import make_spec_dict
+from tests.conftest import ROOT, make_spec_dict
 
 BASE = {
     "name": "bc",
@@ -134,7 +135,7 @@ def test_wrong_type_names_value_and_expected():
         ),
         (
             {"sampler": {"name": "tpee"}},
-            "spec field 'sampler.name': unknown sampler 'tpee'. Fix: did you mean 'tpe'? use one of: tpe, hyperopt-tpe, random, cmaes, gp, or module:Name",
+            "spec field 'sampler.name': unknown sampler 'tpee'. Fix: did you mean 'tpe'? use one of: tpe, hyperopt-tpe, random, cmaes, gp, or one of your own as `name: mypackage.samplers:MySampler`",
         ),
         (
             {"pruner": "medain"},
@@ -292,6 +293,277 @@ def test_tree_models_of_optional_packages_are_accepted_when_installed(monkeypatc
     assert loaded.ensemble.trees == ("rf", "lgbm") and loaded.name == d["name"]
 
 
+# --------------------------------------------------------------------------- specs built in Python
+
+
+def test_a_spec_built_in_python_is_validated_and_settled():
+    from hpsearch.core.spec import DataSpec, SplitSpec
+
+    s = Spec(name="bc", data=DataSpec(train="sklearn:breast_cancer"), space="tabular_mlp")
+    assert (s.task, s.metric) == ("binary", "log_loss")  # inferred, as load_spec does
+    assert s == load_spec({"name": "bc", "data": {"train": "sklearn:breast_cancer"}, "space": "tabular_mlp"})  # fmt: skip
+    with pytest.raises(SpecError) as exc:
+        Spec(name="a b", data={"train": "sklearn:iris"}, space="tabular_mlp", split={"valid": 2})
+    assert exc.value.errors == [
+        "spec field 'name': 'a b' contains characters other than letters, digits, '.', '_', '-'. "
+        "Fix: use a name such as 'a-b'",
+        "spec field 'split.valid': must be between 0 and 1 (exclusive), got 2. "
+        "Fix: give the fraction of rows for the valid split, for example 0.2",
+    ]
+    with pytest.raises(SpecError) as exc:  # a section alone names its fields in full
+        SplitSpec(valid=0.5, holdout=0.45)
+    assert str(exc.value).startswith("spec field 'split': valid + holdout must be below 0.9")
+    with pytest.raises(SpecError) as exc:
+        DataSpec(train="sklearn:iris", trian=1)
+    assert exc.value.errors == [
+        "spec field 'data.trian': unknown key 'trian' in section 'data'. Fix: did you mean "
+        "'train'? valid keys in section 'data': train, test, sample_submission, target, id, "
+        "task, image_shape, columns"
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"split": {"valid": 1.5}},
+        {"budget": {"n_trials": "ten"}},
+        {"sampler": {"name": "tpee"}},
+        {"metric": "rmse"},
+        {"data": {"columns": {"x": "words"}}},
+        {"budgt": {"n_trials": 3}},
+        {"ensemble": {"trees": ["rf", "xgbb"], "max_corr": 0}},
+    ],
+)
+def test_model_validate_gives_the_messages_of_load_spec(bad):
+    d = spec(**bad)
+    with pytest.raises(SpecError) as exc:
+        Spec.model_validate(d)
+    assert exc.value.errors == errors_of(d)
+
+
+def test_the_spec_is_frozen():
+    s = load_spec(BASE)
+    with pytest.raises(ValueError):
+        s.split.valid = 0.3  # type: ignore[misc]
+
+
+def test_a_dict_resolves_relative_paths_against_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "train.csv").write_text("a,target\n1,0\n2,1\n3,0\n")
+    monkeypatch.chdir(tmp_path)
+    s = load_spec(spec(data={"train": "train.csv"}, storage="sqlite:///db/s.db", space="my.yaml"))
+    assert s.data.train == str(tmp_path / "train.csv")
+    assert s.storage == f"sqlite:///{tmp_path / 'db' / 's.db'}"
+    assert s.space == str(tmp_path / "my.yaml") and s.output == str(tmp_path / "runs" / "bc")
+    assert s.source is None and load_spec(s.to_dict()) == s
+
+
+def test_split_as_a_plain_dict_for_run_json():
+    assert load_spec(spec(split={"seed": 3})).split.model_dump() == {
+        "valid": 0.2,
+        "holdout": 0.2,
+        "seed": 3,
+    }
+
+
+def test_numbers_keep_their_type_and_integral_floats_read_as_integers():
+    s = load_spec(spec(resources={"cpus_per_trial": 2, "gpus_per_trial": 0.5}, budget={"n_trials": 5.0}))  # fmt: skip
+    assert type(s.resources.cpus_per_trial) is int and s.resources.gpus_per_trial == 0.5
+    assert type(s.budget.n_trials) is int and s.budget.n_trials == 5
+    assert one_error(spec(split={"valid": float("nan")})).startswith(
+        "spec field 'split.valid': expected a number, got nan (number)."
+    )
+    assert one_error(spec(resources={"cpus_per_trial": True})).startswith(
+        "spec field 'resources.cpus_per_trial': expected a number, got True (boolean)."
+    )
+
+
+def test_a_target_read_error_is_raised_as_the_data_error_it_is(tmp_path):
+    from hpsearch.core.data import DataError
+
+    (tmp_path / "train.csv").write_text("a,b\n1,0\n2,1\n")
+    d = spec(data={"train": str(tmp_path / "train.csv"), "task": None})
+    with pytest.raises(DataError) as exc:
+        load_spec(d)
+    assert not isinstance(exc.value, SpecError)
+    assert str(exc.value).startswith("spec field 'data.target': column 'target' is not in")
+
+
+# --------------------------------------------------------------------------- registries
+
+
+def test_plugin_names_come_from_the_registries():
+    from hpsearch.core.registry import BLENDERS, SAMPLERS
+
+    for name in ("cmaes", "gp", "random", "mypackage.samplers:MySampler"):
+        assert load_spec(spec(sampler={"name": name})).sampler.name == name
+    for fn in ("keras", "mypackage.trials:train", None):
+        assert load_spec(spec(training={"trial_fn": fn})).training.trial_fn == fn
+    assert one_error(spec(training={"trial_fn": "kears"})) == (
+        "spec field 'training.trial_fn': unknown trainer 'kears'. Fix: did you mean 'keras'? "
+        "use one of: keras, or one of your own as `trial_fn: mypackage.trials:train`, or leave "
+        "it out"
+    )
+    assert one_error(spec(ensemble={"method": "nelder"})) == (
+        "spec field 'ensemble.method': unknown blend method 'nelder'. Fix: did you mean "
+        "'nelder-mead'? use one of: auto, best, mean, greedy, nelder-mead, stack, or one of "
+        "your own as `method: mypackage.blend:MyBlender`"
+    )
+    SAMPLERS.register("mine-test", "tests.nowhere:Sampler")
+    BLENDERS.register("mine-test", "tests.nowhere:Blender")
+    try:
+        s = load_spec(spec(sampler={"name": "mine-test"}, ensemble={"method": "mine-test"}))
+        assert (s.sampler.name, s.ensemble.method) == ("mine-test", "mine-test")
+    finally:
+        SAMPLERS.unregister("mine-test")
+        BLENDERS.unregister("mine-test")
+    assert len(errors_of(spec(sampler={"name": "mine-test"}))) == 1
+
+
+def test_tree_models_are_checked_by_name():
+    assert load_spec(spec(ensemble={"trees": None})).ensemble.trees == ()
+    errs = errors_of(spec(ensemble={"trees": ["rf", "xgboost", 7]}))
+    assert errs == [
+        "spec field 'ensemble.trees': unknown tree model 'xgboost'. Fix: did you mean 'xgb'? "
+        "use one of: rf, et, hgb, lgbm, xgb",
+        "spec field 'ensemble.trees': unknown tree model 7. Fix: use one of: rf, et, hgb, lgbm, "
+        "xgb",
+    ]
+
+
+# --------------------------------------------------------------------------- JSON Schema
+
+
+def test_spec_schema_command_prints_and_writes_the_schema(tmp_path, capsys):
+    from hpsearch.cli.app import main
+
+    assert main(["spec", "schema"]) == 0
+    printed = capsys.readouterr().out
+    schema = json.loads(printed)
+    assert list(schema["properties"]) == list(Spec.model_fields)
+    assert list(schema["properties"]) == [
+        "name", "data", "split", "metric", "space", "sampler", "budget", "resources",
+        "training", "pruner", "output", "storage", "ensemble",
+    ]  # fmt: skip
+    assert schema["required"] == ["name", "data", "space"]
+    assert schema["additionalProperties"] is False
+    out = tmp_path / "spec.schema.json"
+    assert main(["spec", "schema", "-o", str(out)]) == 0
+    assert out.read_text() == printed
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
+    assert main(["spec", "schema", "-o", str(tmp_path / "spec.schema.json" / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot write the schema to ")
+
+
+@pytest.mark.parametrize("example", ["examples/breast_cancer.yaml", "examples/competition/spec.yaml", "EXAMPLE"])  # fmt: skip
+def test_example_specs_validate_against_the_schema(example):
+    from jsonschema import Draft202012Validator
+
+    from hpsearch.core.spec import spec_json_schema
+
+    schema = spec_json_schema()
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    raw = yaml.safe_load(EXAMPLE if example == "EXAMPLE" else (ROOT / example).read_text())
+    assert list(validator.iter_errors(raw)) == []
+    for bad in ({"budgte": {}}, {"budget": {"n_trials": 0}}, {"sampler": {"name": "tpee"}}):
+        assert list(validator.iter_errors({**raw, **bad})), bad
+
+
+# --------------------------------------------------------------------------- YAML safety
+
+BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.timeout(60)  # unguarded, this one takes minutes and gigabytes
+def test_an_alias_bomb_is_refused_unexpanded(tmp_path, capsys):
+    from hpsearch.cli.app import main
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(BOMB + "name: *i\n")
+    assert len(path.read_bytes()) < 1024
+    assert main(["run", str(path), "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        f"error: spec file '{path}' line 5, column 4: YAML aliases expand this value beyond "
+        "10000 added values (an alias bomb); it is refused unread. Fix: write the values out, "
+        "or repeat an anchored value (*name) a few times rather than nesting aliases of "
+        "aliases.\n"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.yaml"]
+
+
+def test_a_few_aliases_are_fine_and_a_recursive_one_is_refused(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(BASE) + "ensemble: {trees: &t [rf, et]}\n")
+    assert load_spec(path).ensemble.trees == ("rf", "et")
+    path.write_text("name: &n [*n]\n")
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    assert str(exc.value) == (
+        f"spec file '{path}' line 1, column 7: a YAML alias refers to the value that contains "
+        "it (a recursive alias). Fix: replace the alias (*name) inside its own anchored value "
+        "by a plain value."
+    )
+
+
+def test_duplicate_keys_are_refused_naming_the_key_and_lines(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: a\ndata:\n  train: sklearn:iris\n  target: y\n  target: z\n")
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    assert str(exc.value) == (
+        f"spec file '{path}' line 5, column 3: duplicate key 'target', first on line 4; YAML "
+        "would keep only the last one. Fix: keep one 'target' key in this mapping and delete "
+        "the other."
+    )
+
+
+def test_a_spec_file_that_is_not_utf8_is_named_with_the_fix(tmp_path, capsys):
+    from hpsearch.cli.app import main
+
+    path = tmp_path / "spec.yaml"
+    path.write_bytes("name: café\ndata: {train: nowhere.csv}\nspace: nowhere\n".encode("latin-1"))
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: spec file '{path}' is not UTF-8 text (byte 0xe9 at offset 9). "
+        "Fix: save it as UTF-8, for example `iconv -f latin1 -t utf-8 OLD.yaml > NEW.yaml`.\n"
+    )
+
+
+def test_space_files_share_the_yaml_refusals(tmp_path):
+    from search_spaces.space import SpaceError, load_space
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB + "name: x\nfamily: dense\nparams: {n: *i}\n")
+    with pytest.raises(SpaceError) as exc:
+        load_space(str(bomb))
+    assert str(exc.value) == (
+        f"{bomb} (line 5, column 4): YAML aliases expand this value beyond 10000 added values "
+        "(an alias bomb); it is refused unread. Fix: write the values out, or repeat an "
+        "anchored value (*name) a few times rather than nesting aliases of aliases."
+    )
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: x\ndescription: café\nfamily: dense\nparams: {}\n".encode("latin-1"))
+    with pytest.raises(SpaceError) as exc:
+        load_space(str(latin))
+    assert str(exc.value) == (
+        f"{latin}: not UTF-8 text (byte 0xe9 at offset 24). Fix: save it as UTF-8, for "
+        "example `iconv -f latin1 -t utf-8 OLD.yaml > NEW.yaml`."
+    )
+
+
+def test_messages_quote_at_most_about_200_characters_of_a_value():
+    long = "x y" * 2000
+    for d in (spec(name=long), spec(metric=long), spec(data={"image_shape": [0] * 3000}),
+              spec(sampler={"name": long}), spec(**{long: 1})):  # fmt: skip
+        (msg,) = errors_of(d)
+        assert len(msg) < 200 + 400, msg[:300]
+        assert "..." in msg
+
+
 @pytest.mark.parametrize(
     ("section", "value"),
     [
@@ -314,12 +586,8 @@ def test_plugin_names_and_module_paths_are_accepted(tmp_path, section, value):
 def test_unknown_trainer_name_is_refused(tmp_path):
     with pytest.raises(SpecError) as e:
         load_spec(make_spec_dict(tmp_path, training={"trial_fn": "kerass"}))
-    assert (
-        str(e.value)
-        .splitlines()[-1]
-        .strip()
-        .startswith(
-            "spec field 'training.trial_fn': 'kerass' is neither a registered trainer (keras) nor "
-            "of the form module:function."
-        )
+    assert str(e.value).splitlines()[-1].strip() == (
+        "spec field 'training.trial_fn': unknown trainer 'kerass'. Fix: did you mean 'keras'? "
+        "use one of: keras, or one of your own as `trial_fn: mypackage.trials:train`, "
+        "or leave it out"
     )

@@ -136,6 +136,31 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- spec
+
+
+def cmd_spec_schema(args: argparse.Namespace) -> int:
+    """The JSON Schema of spec files, on stdout or written atomically to ``-o FILE``."""
+    from hpsearch.core.errors import UserError
+    from hpsearch.core.spec import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2) + "\n"
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    from hpsearch.core import atomic
+
+    try:
+        atomic.write_text(args.output, text)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the schema to {args.output}: {exc.strerror or exc}. "
+            "Fix: give a writable file path to -o."
+        ) from None
+    print(f"wrote {args.output}")
+    return 0
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -341,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-shape", help="input shape for --build, e.g. 30 (tabular) or 28,28,1 (images)"
     )
     ss.set_defaults(func=cmd_space_sample)
+
+    spec_cmd = sub.add_parser("spec", help="about spec files")
+    spsub = spec_cmd.add_subparsers(dest="spec_command", metavar="SUBCOMMAND")
+    spsub.required = True
+    sc = spsub.add_parser("schema", help="print the JSON Schema of spec files (for editors)")
+    sc.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of stdout")
+    sc.set_defaults(func=cmd_spec_schema)
 
     run = sub.add_parser("run", help="run (or resume) a search described by a spec file")
     run.add_argument("spec", metavar="SPEC")

@@ -1,12 +1,21 @@
 """The user's search spec: one YAML file, validated completely before any work starts.
 
-``load_spec(path_or_dict, overrides=None) -> Spec`` reads the YAML with
-``yaml.safe_load``, rejects unknown keys (naming the closest valid one), checks
-every type and range, resolves relative paths against the spec file's
-directory, and raises one :class:`SpecError` listing *all* problems, one per
-line, each naming the field, the value and the fix::
+The spec is a tree of pydantic models (:class:`Spec` and its sections ``DataSpec``,
+``SplitSpec``, ``SamplerSpec``, ``BudgetSpec``, ``ResourcesSpec``, ``TrainingSpec``,
+``EnsembleSpec``): unknown keys are refused, every type and range is declared on its
+field, and the same declarations give the JSON Schema of spec files
+(:func:`spec_json_schema`, ``hpsearch spec schema``). The models are frozen.
+
+``load_spec(path_or_dict, overrides=None) -> Spec`` reads the YAML with the safe loader
+of :mod:`search_spaces.safe_yaml` (no Python tags, no duplicate keys, no alias bombs),
+resolves relative paths against the spec file's directory (a dict's against the current
+directory), and raises one :class:`SpecError` listing *all* problems, one per line, each
+naming the field, the value and the fix, with the closest valid key for an unknown one::
 
     spec field 'split.valid': must be between 0 and 1 (exclusive), got 1.5. Fix: ...
+
+A spec built in Python (``Spec(name=..., data=DataSpec(...), space=...)`` or
+``Spec.model_validate(d)``) is validated the same way and raises the same messages.
 
 Checks that need the data itself (target column present, class counts, test
 columns) live in :mod:`hpsearch.core.data` and raise ``DataError``. Whether the
@@ -21,15 +30,30 @@ metric/task check can be settled here; the inferred task is recorded in
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import Self
 
 from hpsearch.core.errors import UserError
 
@@ -49,8 +73,10 @@ SEED_MAX = 2**32 - 1  # numpy and scikit-learn seeds
 PRUNERS = ("median", "hyperband")
 COLUMN_KINDS = ("numeric", "categorical", "text", "datetime", "drop")
 SKLEARN_DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
-DEFAULT_TREES = ("rf", "et", "hgb")  # ensembles.trees.TREE_MODELS lists every one
+DEFAULT_TREES = ("rf", "et", "hgb")  # hpsearch.core.registry.TREE_MODELS lists every one
+AUTO = "auto"  # the blend method with the best cross-fitted score
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+QUOTE_MAX = 200  # characters of a value quoted in a message
 
 
 class SpecError(UserError):
@@ -67,101 +93,555 @@ class SpecError(UserError):
         super().__init__(msg)
 
 
-# --------------------------------------------------------------------------- dataclasses
+def _quote(value: Any) -> str:
+    """``repr(value)``, cut to about :data:`QUOTE_MAX` characters."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_MAX else text[: QUOTE_MAX - 3] + "..."
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+    }.get(type(v), type(v).__name__)
+
+
+def _wrong_type(leaf: str, value: Any, expected: str, example: str) -> tuple[str, str]:
+    return (
+        f"expected {expected}, got {_quote(value)} ({_type_name(value)})",
+        f"write {expected}, for example `{leaf}: {example}`",
+    )
+
+
+def _unknown(what: str, value: Any, choices: list[str], suffix: str = "") -> tuple[str, str]:
+    """(problem, fix) for a name that is not one of ``choices``, with did-you-mean."""
+    close = difflib.get_close_matches(str(value).lower(), choices, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown {what} {_quote(value)}", f"{hint}use one of: {', '.join(choices)}{suffix}"
+
+
+# --------------------------------------------------------------------------- field types
 
 
 @dataclass(frozen=True)
-class DataSpec:
-    train: str
-    test: str | None = None
-    sample_submission: str | None = None
-    target: str = "target"
-    id: str | None = None
-    task: str | None = None
-    image_shape: tuple[int, ...] | None = None
-    columns: dict[str, str] = field(default_factory=dict)
+class Hint:
+    """How a field's errors read: the example of a value, and overrides of the wording.
+
+    ``problem``/``fix``: a range error (``{value}`` is the field's value); with
+    ``any_error`` they also replace the type errors. ``choices``/``what``/``nullable``:
+    an unknown name. ``missing``: the fix for a required field that is absent.
+    """
+
+    example: str = ""
+    expected: str | None = None
+    problem: str | None = None
+    fix: str | None = None
+    any_error: bool = False
+    what: str = "value"
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+    missing: str | None = None
 
 
-@dataclass(frozen=True)
-class SplitSpec:
-    valid: float = 0.2
-    holdout: float = 0.2
-    seed: int = 0
+class _Problem(ValueError):
+    """Problems a validator found: ``(field, problem, fix)`` each, ``field`` relative to
+    where the validator runs (None: that place itself)."""
+
+    def __init__(self, *items: tuple[str | None, str, str]) -> None:
+        super().__init__("; ".join(p for _, p, _ in items))
+        self.items = items
 
 
-@dataclass(frozen=True)
-class SamplerSpec:
-    name: str = "tpe"
-    seed: int | None = 0
-    n_startup_trials: int | None = None
+def _fail(problem: str, fix: str, field: str | None = None) -> _Problem:
+    return _Problem((field, problem, fix))
 
 
-@dataclass(frozen=True)
-class BudgetSpec:
-    n_trials: int = 20
-    timeout_s: float | None = None
+def _integral(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
-@dataclass(frozen=True)
-class ResourcesSpec:
-    cpus_per_trial: float = 1
-    gpus_per_trial: float = 0
-    max_concurrent: int = 2
-    max_failures: int = 5
-    warm_workers: bool = True
+def _keep_int(v: Any, handler: Any) -> Any:
+    """A number field: NaN refused; an integer stays an integer (``1``, not ``1.0``)."""
+    if isinstance(v, float) and math.isnan(v):
+        raise PydanticCustomError("nan_number", "not a number")
+    out = handler(v)
+    return v if type(v) is int else out
 
 
-@dataclass(frozen=True)
-class TrainingSpec:
-    max_epochs: int = 30
-    batch_size: int = 64
-    patience: int = 5
-    trial_fn: str | None = None  # "module:function"; None = the Keras trainer
+def _nonblank(v: Any) -> Any:
+    if isinstance(v, str) and not v.strip():
+        raise PydanticCustomError("blank_string", "blank")
+    return v
 
 
-@dataclass(frozen=True)
-class EnsembleSpec:
-    top_k: int = 5
-    max_corr: float = 0.95
-    trees: tuple[str, ...] = DEFAULT_TREES
-    method: str = "auto"  # the blender with the best cross-fitted score
-    folds: int = 5
+def integer(**bounds: Any) -> Any:
+    """An integer field type (``5.0`` reads as 5; true/false and strings are refused)."""
+    return Annotated[int, Strict(), Field(**bounds), BeforeValidator(_integral)]
 
 
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    data: DataSpec
-    space: str
-    metric: str
-    split: SplitSpec = field(default_factory=SplitSpec)
-    sampler: SamplerSpec = field(default_factory=SamplerSpec)
-    budget: BudgetSpec = field(default_factory=BudgetSpec)
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    training: TrainingSpec = field(default_factory=TrainingSpec)
-    pruner: str | None = None
-    output: str = ""
-    storage: str | None = None
-    ensemble: EnsembleSpec = field(default_factory=EnsembleSpec)
-    source: str | None = field(default=None, compare=False)
+def number(**bounds: Any) -> Any:
+    """A number field type (integers kept as written; NaN, true/false, strings refused)."""
+    return Annotated[float, Strict(), Field(**bounds), WrapValidator(_keep_int)]
+
+
+Text = Annotated[str, Strict(), Field(min_length=1), BeforeValidator(_nonblank)]
+Flag = Annotated[bool, Strict()]
+
+
+_IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"  # module:Name, as search_spaces.registry
+
+
+def _registry_schema(
+    registry: str, *, items: bool = False, user_code: bool = False, extra: tuple[str, ...] = ()
+) -> Any:
+    """The JSON Schema of a plug-in name, from the registry's names when the schema is made:
+    a registered name (or one of ``extra``), or with ``user_code`` also ``module:Name``."""
+
+    def update(schema: dict[str, Any]) -> None:
+        from hpsearch.core import registry as reg
+
+        names = [*extra, *getattr(reg, registry).names()]
+        if items:  # a list of names, or null for none
+            for key in ("type", "items"):
+                schema.pop(key, None)
+            schema["anyOf"] = [{"type": "array", "items": {"enum": names}}, {"type": "null"}]
+        elif user_code:
+            schema["anyOf"] = [{"enum": names}, {"type": "string", "pattern": _IMPORT_PATH}]
+        else:
+            schema["enum"] = names
+
+    return update
+
+
+def _base(info: ValidationInfo) -> Path:
+    context = info.context or {}
+    return Path(context.get("base_dir") or Path.cwd())
+
+
+def _resolve_path(p: str, base: Path) -> str:
+    path = Path(os.path.expanduser(p))
+    if not path.is_absolute():
+        path = base / path
+    return str(path.resolve())
+
+
+def sqlite_file(url: str | None) -> str | None:
+    """The file of a ``sqlite:///PATH`` storage URL; None for other URLs and in-memory ones."""
+    if not url or not url.startswith("sqlite:///"):
+        return None
+    db = url[len("sqlite:///") :]
+    return db if db and db != ":memory:" else None
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _SpecModel(BaseModel):
+    """A spec section: frozen, unknown keys refused, errors raised as :class:`SpecError`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
+    _section: ClassVar[str] = ""  # the dotted prefix of its fields in messages
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _spec_error(exc, type(self), data) from None
+
+    # validates exactly as BaseModel.__init__ does, so nested sections need not call it
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            source = (kwargs.get("context") or {}).get("source")
+            raise _spec_error(exc, cls, obj, source) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _string_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not all(isinstance(k, str) for k in data):
+            return {str(k): v for k, v in data.items()}
+        return data
+
+
+def _str_keys_or_empty(v: Any) -> Any:
+    if v is None:
+        return {}
+    return {str(k): kind for k, kind in v.items()} if isinstance(v, dict) else v
+
+
+class DataSpec(_SpecModel):
+    """The `data` section: the tables, the target, the task and per-column kinds."""
+
+    _section: ClassVar[str] = "data"
+    train: Annotated[
+        Text,
+        Hint(
+            expected="a file path",
+            example="sklearn:breast_cancer",
+            missing="add `train: path/to/train.csv` (or sklearn:breast_cancer)",
+        ),
+    ] = Field(description="training table: a .csv/.csv.gz/.parquet/.pq file, or sklearn:<name>")
+    test: Annotated[Text | None, Hint(expected="a file path", example="data/test.csv")] = Field(
+        None, description="rows to predict (no target); the submission's rows"
+    )
+    sample_submission: Annotated[
+        Text | None, Hint(expected="a file path", example="data/sample_submission.csv")
+    ] = Field(None, description="the competition's sample submission (layout of submission.csv)")
+    target: Annotated[Text, Hint(example="target")] = Field(
+        "target", description="the column to predict"
+    )
+    id: Annotated[Text | None, Hint(example="id")] = Field(
+        None, description="the id column (kept out of the features)"
+    )
+    task: Annotated[Literal[TASKS] | None, Hint(what="task", choices=TASKS, nullable=True)] = Field(
+        None, description="inferred from the target column when left out"
+    )
+    image_shape: Annotated[
+        Annotated[tuple[Annotated[int, Strict(), Field(gt=0)], ...], Field(min_length=1)] | None,
+        Hint(
+            problem="expected a list of positive integers, got {value}",
+            fix="write it channels last, for example `image_shape: [8, 8, 1]`, or null",
+            any_error=True,
+        ),
+    ] = Field(None, description="the numeric columns as an image, channels last: [8, 8, 1]")
+    columns: Annotated[
+        dict[str, Literal[COLUMN_KINDS]],
+        BeforeValidator(_str_keys_or_empty),
+        Hint(
+            what="column kind",
+            choices=COLUMN_KINDS,
+            any_error=True,
+            problem="expected a mapping column -> kind, got {value}",
+            fix="write `columns: {city: categorical, notes: text}`",
+        ),
+    ] = Field(default_factory=dict, description="column -> kind, where inference is wrong")
+
+    @field_validator("train", "test", "sample_submission")
+    @classmethod
+    def _data_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return _data_path(value, _base(info), allow_sklearn=info.field_name == "train")
+
+    @model_validator(mode="after")
+    def _id_is_not_target(self) -> DataSpec:
+        if self.id is not None and self.id == self.target:
+            raise _fail(
+                f"{_quote(self.id)} is also the target column",
+                "set `id` to the id column or null",
+                field="id",
+            )
+        return self
+
+
+def _data_path(value: str, base: Path, allow_sklearn: bool) -> str:
+    """A data file resolved against ``base`` and checked to exist, or ``sklearn:<name>``."""
+    if value.startswith("sklearn:"):
+        if not allow_sklearn:
+            raise _fail(f"{_quote(value)} is a bundled dataset", "give a CSV or Parquet file path")
+        ds = value.split(":", 1)[1]
+        if ds not in SKLEARN_DATASETS:
+            close = difflib.get_close_matches(ds, SKLEARN_DATASETS, n=1, cutoff=0.5)
+            hint = f"did you mean 'sklearn:{close[0]}'? " if close else ""
+            valid = ", ".join(f"sklearn:{d}" for d in SKLEARN_DATASETS)
+            raise _fail(f"unknown bundled dataset {_quote(value)}", f"{hint}use one of: {valid}")
+        return value
+    resolved = _resolve_path(value, base)
+    if not resolved.lower().endswith(DATA_SUFFIXES):
+        fix = "give a path ending in .csv, .csv.gz, .parquet or .pq"
+        fix += ", or sklearn:<name> for a bundled dataset" if allow_sklearn else ""
+        raise _fail(f"{_quote(value)} is neither a CSV nor a Parquet file", fix)
+    if not Path(resolved).is_file():
+        raise _fail(
+            f"file {_quote(value)} does not exist (looked for {resolved})",
+            "check the path; relative paths are resolved against the spec file's directory",
+        )
+    return resolved
+
+
+def _fraction(key: str) -> Any:
+    return Annotated[
+        number(gt=0, lt=1),
+        Hint(
+            example="0.2",
+            problem="must be between 0 and 1 (exclusive), got {value}",
+            fix=f"give the fraction of rows for the {key} split, for example 0.2",
+        ),
+    ]
+
+
+class SplitSpec(_SpecModel):
+    """The `split` section: the valid and holdout fractions and the split's seed."""
+
+    _section: ClassVar[str] = "split"
+    valid: _fraction("valid") = Field(0.2, description="fraction of rows scored during the search")
+    holdout: _fraction("holdout") = Field(0.2, description="fraction of rows kept for ensembles")
+    seed: Annotated[
+        integer(ge=0, le=SEED_MAX),
+        Hint(example="0", fix=f"use a seed from 0 to {SEED_MAX}, for example `seed: 0`"),
+    ] = 0
+
+    @model_validator(mode="after")
+    def _leaves_rows_to_train(self) -> SplitSpec:
+        if self.valid + self.holdout >= 0.9:
+            raise _fail(
+                f"valid + holdout must be below 0.9, got {self.valid} + {self.holdout} = "
+                f"{self.valid + self.holdout:g}",
+                "leave at least 10% of the rows for training, for example valid: 0.2, holdout: 0.2",
+            )
+        return self
+
+
+def _plugin(
+    registry: str, what: str, example: str, value: Any, tail: str = "", extra: tuple = ()
+) -> Any:
+    """A registered plug-in name or ``module:Name``, checked without importing it."""
+    from hpsearch.core import registry as reg
+
+    reg_ = getattr(reg, registry)
+    if isinstance(value, str) and reg_.problem(value) is None:
+        return value
+    problem, fix = _unknown(what, value, [*extra, *reg_.names()])
+    raise _fail(problem, f"{fix}, or one of your own as `{example}`{tail}")
+
+
+class SamplerSpec(_SpecModel):
+    """The `sampler` section: which sampler proposes the trials, and its seed."""
+
+    _section: ClassVar[str] = "sampler"
+    name: Annotated[str, Field(json_schema_extra=_registry_schema("SAMPLERS", user_code=True))] = (
+        Field("tpe", description="tpe, hyperopt-tpe, random, cmaes, gp, or module:Class of yours")
+    )
+    seed: Annotated[
+        integer(ge=0, le=SEED_MAX) | None,
+        Hint(
+            example="0",
+            fix=f"use a seed from 0 to {SEED_MAX} (numpy's range), or null for a random one",
+        ),
+    ] = 0
+    n_startup_trials: Annotated[integer(ge=1) | None, Hint(example="10")] = Field(
+        None, description="random trials before the model-based sampler takes over"
+    )
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _registered(cls, value: Any) -> Any:
+        return _plugin("SAMPLERS", "sampler", "name: mypackage.samplers:MySampler", value)
+
+
+class BudgetSpec(_SpecModel):
+    """The `budget` section: how many trials, and a time limit."""
+
+    _section: ClassVar[str] = "budget"
+    n_trials: Annotated[
+        integer(ge=1), Hint(example="20", fix="run at least one trial, for example `n_trials: 20`")
+    ] = 20
+    timeout_s: Annotated[
+        number(gt=0) | None,
+        Hint(
+            example="3600",
+            problem="must be positive, got {value}",
+            fix="give seconds, e.g. 3600, or null",
+        ),
+    ] = None
+
+
+class ResourcesSpec(_SpecModel):
+    """The `resources` section: what each trial reserves, and how many run at once."""
+
+    _section: ClassVar[str] = "resources"
+    cpus_per_trial: Annotated[
+        number(gt=0),
+        Hint(
+            example="1",
+            fix="give the CPUs each trial reserves, e.g. 1 (fractions such as 0.5 are allowed)",
+        ),
+    ] = 1
+    gpus_per_trial: Annotated[
+        number(ge=0),
+        Hint(
+            example="0",
+            problem="must be 0 or more, got {value}",
+            fix="use 0 for CPU-only trials, 1 for a whole GPU, or a fraction such as 0.5 to share one",
+        ),
+    ] = 0
+    max_concurrent: Annotated[
+        integer(ge=1),
+        Hint(example="2", fix="run at least one trial at a time, e.g. `max_concurrent: 2`"),
+    ] = 2
+    max_failures: Annotated[
+        integer(ge=1),
+        Hint(
+            example="5",
+            fix="allow at least one consecutive failure before stopping, e.g. `max_failures: 5`",
+        ),
+    ] = 5
+    warm_workers: Annotated[Flag, Hint(example="true")] = Field(
+        True, description="keep one worker process per slot between trials"
+    )
+
+
+class TrainingSpec(_SpecModel):
+    """The `training` section: epochs, batch size, early stopping, and the trial function."""
+
+    _section: ClassVar[str] = "training"
+    max_epochs: Annotated[integer(ge=1), Hint(example="30")] = 30
+    batch_size: Annotated[integer(ge=1), Hint(example="64")] = 64
+    patience: Annotated[integer(ge=0), Hint(example="5")] = 5
+    trial_fn: Annotated[
+        str | None, Field(json_schema_extra=_registry_schema("TRAINERS", user_code=True))
+    ] = Field(
+        None, description="runs your code: a trainer name (keras) or module:function; null = keras"
+    )
+
+    @field_validator("trial_fn", mode="before")
+    @classmethod
+    def _registered(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        example = "trial_fn: mypackage.trials:train"
+        return _plugin("TRAINERS", "trainer", example, value, tail=", or leave it out")
+
+
+class EnsembleSpec(_SpecModel):
+    """The `ensemble` section: which trials and tree models go into `ensembles build`, and how."""
+
+    _section: ClassVar[str] = "ensemble"
+    top_k: Annotated[integer(ge=1), Hint(example="5")] = 5
+    max_corr: Annotated[
+        number(gt=0, le=1),
+        Hint(
+            example="0.95",
+            problem="must be in (0, 1], got {value}",
+            fix="use e.g. 0.95 (1 keeps all)",
+        ),
+    ] = 0.95
+    trees: Annotated[
+        tuple[str, ...], Field(json_schema_extra=_registry_schema("TREE_MODELS", items=True))
+    ] = Field(DEFAULT_TREES, description="tree models fitted on the same split; null for none")
+    method: Annotated[str, Field(json_schema_extra=_registry_schema("BLENDERS", extra=(AUTO,)))] = (
+        Field(AUTO, description="auto: the blend method with the best cross-fitted score")
+    )
+    folds: Annotated[integer(ge=2), Hint(example="5")] = 5
+
+    @field_validator("trees", mode="before")
+    @classmethod
+    def _tree_models(cls, value: Any) -> Any:
+        from hpsearch.core.registry import TREE_MODELS, missing_package  # lgbm, xgb: installed?
+
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            raise _fail(*_wrong_type("trees", value, "a list", "[rf, et, hgb]"))
+        problems = []
+        for tree in value:
+            if not isinstance(tree, str) or tree not in TREE_MODELS:
+                problems.append(_unknown("tree model", tree, list(TREE_MODELS.names())))
+            elif package := missing_package(tree):
+                problems.append(
+                    (
+                        f"tree model {tree!r} needs the {package} package, which is not installed",
+                        f"`pip install {package}`, or leave {tree} out of the list",
+                    )
+                )
+        if problems:
+            raise _Problem(*((None, problem, fix) for problem, fix in problems))
+        return tuple(value)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _blend_method(cls, value: Any) -> Any:
+        if value == AUTO:
+            return value
+        example = "method: mypackage.blend:MyBlender"
+        return _plugin("BLENDERS", "blend method", example, value, extra=(AUTO,))
+
+
+_SECTIONS = ("data", "split", "sampler", "budget", "resources", "training", "ensemble")
+
+
+def _pruner(v: Any) -> Any:
+    return None if v == "none" else v
+
+
+class Spec(_SpecModel):
+    """A whole spec. Built by :func:`load_spec`, or in Python (validated the same way)."""
+
+    model_config = ConfigDict(title="hpsearch spec")
+    name: Annotated[
+        Text,
+        Hint(
+            example="my-search",
+            missing="add `name: my-search` (letters, digits, '.', '_', '-')",
+        ),
+    ] = Field(description="the run's name (letters, digits, '.', '_', '-')")
+    data: Annotated[
+        DataSpec,
+        Hint(missing="add a `data:` section with at least `train: <file or sklearn:name>`"),
+    ]
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    metric: Annotated[Literal[METRICS] | None, Hint(what="metric", choices=METRICS)] = Field(
+        None, description="the metric the search optimises; by default log_loss or rmse"
+    )
+    space: Annotated[
+        Text,
+        Hint(
+            expected="a space name or a path to a space file",
+            example="tabular_mlp",
+            missing="add `space: tabular_mlp` (see `hpsearch space list`) or a space file path",
+        ),
+    ] = Field(description="a library space (`hpsearch space list`) or a .yaml space file")
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    pruner: Annotated[
+        Literal[PRUNERS] | None,
+        BeforeValidator(_pruner),
+        Hint(what="pruner", choices=PRUNERS, nullable=True),
+    ] = Field(None, description="stop weak trials early: median, hyperband, or null")
+    output: Annotated[Text, Hint(expected="a directory path", example="runs/{name}")] = Field(
+        "", description="the run directory (or a URI); default runs/<name> next to the spec"
+    )
+    storage: Annotated[Text | None, Hint(example="sqlite:///study.db")] = Field(
+        None, description="an SQLAlchemy URL of the Optuna study; default sqlite in the run"
+    )
+    ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+    _source: str | None = PrivateAttr(default=None)
 
     @property
     def task(self) -> str | None:
         return self.data.task
 
+    @property
+    def source(self) -> str | None:
+        """The spec file it was read from (None for a dict or a Spec built in Python)."""
+        return self._source
+
+    def __eq__(self, other: object) -> bool:  # the source file is not part of the spec
+        if not isinstance(other, Spec):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts, like the dataclass did
+
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-able dict; ``load_spec(spec.to_dict()) == spec``."""
-        d = dataclasses.asdict(self)
-        d.pop("source", None)
+        d = self.model_dump()
         if self.data.image_shape is not None:
             d["data"]["image_shape"] = list(self.data.image_shape)
-        d["data"]["columns"] = dict(self.data.columns)
         d["ensemble"]["trees"] = list(self.ensemble.trees)
-        order = [
-            "name", "data", "split", "metric", "space", "sampler", "budget",
-            "resources", "training", "pruner", "output", "storage", "ensemble",
-        ]  # fmt: skip
-        return {k: d[k] for k in order}
+        return d
 
     def fingerprint(self) -> str:
         """sha256 of the parts that define the data and the split (not the search settings)."""
@@ -169,143 +649,245 @@ class Spec:
         payload = {"data": d["data"], "split": d["split"]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """A null section means its defaults; no ``output`` means ``runs/<name>``."""
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if not (k in _SECTIONS and v is None)}
+        if data.get("output") is None:
+            name = data.get("name")
+            ok = isinstance(name, str) and name.strip()
+            data["output"] = f"runs/{name if ok else 'spec'}"
+        return data
 
-# --------------------------------------------------------------------------- schema
-
-_REQUIRED = object()
-
-_SECTIONS: dict[str, dict[str, Any]] = {
-    "data": {f.name: f for f in dataclasses.fields(DataSpec)},
-    "split": {f.name: f for f in dataclasses.fields(SplitSpec)},
-    "sampler": {f.name: f for f in dataclasses.fields(SamplerSpec)},
-    "budget": {f.name: f for f in dataclasses.fields(BudgetSpec)},
-    "resources": {f.name: f for f in dataclasses.fields(ResourcesSpec)},
-    "training": {f.name: f for f in dataclasses.fields(TrainingSpec)},
-    "ensemble": {f.name: f for f in dataclasses.fields(EnsembleSpec)},
-}
-_TOP = ("name", "data", "split", "metric", "space", "sampler", "budget", "resources",
-        "training", "pruner", "output", "storage", "ensemble")  # fmt: skip
-
-
-def _registry(name: str) -> Any:
-    from hpsearch.core import registry
-
-    return getattr(registry, name)
-
-
-def _type_name(v: Any) -> str:
-    if v is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "mapping"}.get(type(v), type(v).__name__)  # fmt: skip
-
-
-class _Checker:
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def err(self, fld: str, problem: str, fix: str) -> None:
-        self.errors.append(f"spec field {fld!r}: {problem}. Fix: {fix}")
-
-    def wrong_type(self, fld: str, value: Any, expected: str, example: str) -> None:
-        self.err(
-            fld,
-            f"expected {expected}, got {value!r} ({_type_name(value)})",
-            f"write {expected}, for example `{fld.split('.')[-1]}: {example}`",
-        )
-
-    # typed getters; each returns the value or the default (after recording an error)
-    def string(self, fld: str, v: Any, default: Any, example: str, nullable: bool = True) -> Any:
-        if v is None and nullable:
-            return None
-        if not isinstance(v, str) or not v.strip():
-            self.wrong_type(fld, v, "a non-empty string", example)
-            return default
-        return v
-
-    def integer(self, fld, v, default, example, low=None, nullable=False, fix=None, high=None):
-        if v is None and nullable:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            if isinstance(v, float) and v.is_integer():
-                v = int(v)
-            else:
-                self.wrong_type(fld, v, "an integer", example)
-                return default
-        if low is not None and v < low:
-            self.err(fld, f"must be at least {low}, got {v}", fix or f"set it to {low} or more")
-            return default
-        if high is not None and v > high:
-            self.err(fld, f"must be at most {high}, got {v}", fix or f"set it to {high} or less")
-            return default
-        return v
-
-    def number(self, fld, v, default, example, nullable=False):
-        if v is None and nullable:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
-            self.wrong_type(fld, v, "a number", example)
-            return default
-        return v
-
-    def boolean(self, fld, v, default, example="true"):
-        if not isinstance(v, bool):
-            self.wrong_type(fld, v, "true or false", example)
-            return default
-        return v
-
-    def choice(self, fld, v, choices, default, nullable=False, what="value"):
-        if v is None and nullable:
-            return None
-        if not isinstance(v, str) or v not in choices:
-            close = difflib.get_close_matches(str(v).lower(), choices, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            valid = ", ".join(choices) + (", or null" if nullable else "")
-            self.err(fld, f"unknown {what} {v!r}", f"{hint}use one of: {valid}")
-            return default
-        return v
-
-    def plugin(self, fld, v, registry, default, what, extra=()):
-        """A registered plug-in name (or one of ``extra``), or a user's ``module:Name``."""
-        from hpsearch.core.registry import is_import_path
-
-        names = (*extra, *registry.names())
-        if isinstance(v, str) and (v in names or is_import_path(v)):
-            return v
-        close = difflib.get_close_matches(str(v).lower(), names, n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        self.err(
-            fld, f"unknown {what} {v!r}", f"{hint}use one of: {', '.join(names)}, or module:Name"
-        )
-        return default
-
-    def section(self, name: str, raw: Any) -> dict[str, Any]:
-        """The section as a dict with unknown keys reported (and removed)."""
-        if raw is None:
-            return {}
-        if not isinstance(raw, dict):
-            self.err(
-                name,
-                f"expected a mapping, got {raw!r} ({_type_name(raw)})",
-                f"write the section as `{name}: {{key: value, ...}}`",
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, name: str) -> str:
+        if any(not (ch.isalnum() or ch in "._-") for ch in name):
+            better = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)
+            raise _fail(
+                f"{_quote(name)} contains characters other than letters, digits, '.', '_', '-'",
+                f"use a name such as {_quote(better)}",
             )
-            return {}
-        valid = list(_SECTIONS[name])
-        out = {}
-        for key, value in raw.items():
-            if key in _SECTIONS[name]:
-                out[key] = value
-            else:
-                self.unknown(name, key, valid)
-        return out
+        return name
 
-    def unknown(self, section: str | None, key: Any, valid: list[str]) -> None:
-        fld = f"{section}.{key}" if section else str(key)
-        where = f"section {section!r}" if section else "the top level"
-        close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
-        fix = f"did you mean {close[0]!r}? " if close else ""
-        fix += f"valid keys in {where}: {', '.join(valid)}"
-        self.err(fld, f"unknown key {key!r} in {where}", fix)
+    @field_validator("space")
+    @classmethod
+    def _space_file(cls, space: str, info: ValidationInfo) -> str:
+        return _resolve_path(space, _base(info)) if space.endswith((".yaml", ".yml")) else space
+
+    @field_validator("output")
+    @classmethod
+    def _output_dir(cls, output: str, info: ValidationInfo) -> str:
+        from hpsearch.core.remote import is_uri
+
+        return output if is_uri(output) else _resolve_path(output, _base(info))
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, storage: str | None, info: ValidationInfo) -> str | None:
+        if storage is not None and "://" not in storage:
+            raise _fail(
+                f"{_quote(storage)} is not an SQLAlchemy URL",
+                "write e.g. `storage: sqlite:///runs/study.db` or postgresql://user@host/db, or null",
+            )
+        if (db := sqlite_file(storage)) and not db.startswith("/"):
+            # a relative SQLite path means the same file from any working directory
+            return "sqlite:///" + _resolve_path(db, _base(info))
+        return storage
+
+    @model_validator(mode="after")
+    def _task_and_metric(self) -> Spec:
+        """Settle the task (inferred from the target column when left out) and the metric;
+        run only once everything else is valid, as it may read the training file."""
+        task = self.data.task
+        if task is None:
+            from hpsearch.core.data import peek_task
+
+            task = peek_task(self.data.train, self.data.target)
+        metric = self.metric
+        if metric is None:
+            metric = DEFAULT_METRIC[task]
+        elif task not in METRIC_TASKS[metric]:
+            fits = [m for m in METRICS if task in METRIC_TASKS[m]]
+            inferred = "" if self.data.task else " (inferred from the target column)"
+            raise _fail(
+                f"{metric!r} does not apply to a {task} task{inferred}",
+                f"use one of: {', '.join(fits)}, or set `data.task`",
+                field="metric",
+            )
+        if (task, metric) != (self.data.task, self.metric):
+            object.__setattr__(self, "data", self.data.model_copy(update={"task": task}))
+            object.__setattr__(self, "metric", metric)
+        return self
+
+
+# --------------------------------------------------------------------------- pydantic errors -> messages
+
+_RANGES = (
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "too_short",
+    "too_long",
+)
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "nan_number": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a non-empty string",
+    "string_too_short": "a non-empty string",
+    "blank_string": "a non-empty string",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+}
+_SECTION_TYPES = ("model_type", "model_attributes_type", "dataclass_type")
+
+
+@dataclass
+class _Place:
+    """Where an error points: the dotted field name, its hint, the model that holds it."""
+
+    name: str
+    hint: Hint
+    model: type[BaseModel] | None  # the section model at the end of the path, if any
+    value_loc: tuple[Any, ...]  # the location of the field's whole value in the input
+
+
+def _place(cls: type[_SpecModel], loc: tuple[Any, ...]) -> _Place:
+    names = [cls._section] if cls._section else []
+    model: type[BaseModel] | None = cls
+    hint, value_loc = Hint(), ()
+    for i, part in enumerate(loc):
+        fields = model.model_fields if model is not None else {}
+        if isinstance(part, str) and part in fields:
+            info = fields[part]
+            names.append(part)
+            value_loc = loc[: i + 1]
+            hint = next((m for m in info.metadata if isinstance(m, Hint)), Hint())
+            ann = info.annotation
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        elif isinstance(part, str) and model is None:  # a key of a mapping field
+            names.append(part)
+    return _Place(".".join(names), hint, model, value_loc)
+
+
+def _dig(raw: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        if isinstance(raw, dict):
+            raw = raw.get(part)
+        elif isinstance(raw, list | tuple) and isinstance(part, int) and part < len(raw):
+            raw = raw[part]
+        else:
+            raw = getattr(raw, str(part), None)
+    return raw
+
+
+def _field_msg(name: str, problem: str, fix: str) -> str:
+    return f"spec field {_quote(name)}: {problem}. Fix: {fix}"
+
+
+def _range_problem(kind: str, ctx: dict[str, Any], value: Any) -> tuple[str, str]:
+    bound = next(iter(ctx.values()), None) if ctx else None
+    if isinstance(bound, float) and bound.is_integer():
+        bound = int(bound)
+    return {
+        "greater_than_equal": (
+            f"must be at least {bound}, got {value}",
+            f"set it to {bound} or more",
+        ),
+        "less_than_equal": (f"must be at most {bound}, got {value}", f"set it to {bound} or less"),
+        "greater_than": (f"must be greater than {bound}, got {value}", f"set it above {bound}"),
+        "less_than": (f"must be less than {bound}, got {value}", f"set it below {bound}"),
+    }.get(
+        kind,
+        (f"has the wrong length, got {value}", "see the schema (`hpsearch spec schema`)"),
+    )
+
+
+def _messages(
+    err: dict[str, Any], cls: type[_SpecModel], raw: Any, source: str | None
+) -> list[str]:
+    """The project's message(s) for one pydantic error."""
+    kind, loc = err["type"], tuple(err["loc"])
+    if kind == "extra_forbidden":
+        return [_unknown_key(cls, loc)]
+    place = _place(cls, loc)
+    hint, leaf = place.hint, place.name.rsplit(".", 1)[-1]
+    value = _dig(raw, place.value_loc)
+    if kind == "value_error":
+        error = (err.get("ctx") or {}).get("error")
+        if not isinstance(error, _Problem):  # a DataError from reading the target column
+            raise error from None
+        return [
+            _field_msg(".".join(p for p in (place.name, f) if p), problem, fix)
+            for f, problem, fix in error.items
+        ]
+    if kind == "missing":
+        return [_field_msg(place.name, "missing", hint.missing or f"add `{leaf}: ...`")]
+    if kind == "literal_error":
+        suffix = ", or null" if hint.nullable else ""
+        return [
+            _field_msg(place.name, *_unknown(hint.what, err["input"], list(hint.choices), suffix))
+        ]
+    if hint.problem and (hint.any_error or kind in _RANGES):
+        return [_field_msg(place.name, hint.problem.format(value=_quote(value)), hint.fix or "")]
+    if kind in _RANGES:
+        problem, fix = _range_problem(kind, err.get("ctx") or {}, _quote(err["input"]))
+        return [_field_msg(place.name, problem, hint.fix or fix)]
+    if kind in _SECTION_TYPES:
+        return [_section_type(place.name, err["input"], source)]
+    expected = hint.expected or _EXPECTED.get(kind, "a valid value")
+    raw_name = raw.get("name") if isinstance(raw, dict) else None
+    example = hint.example.format(name=raw_name if isinstance(raw_name, str) else "my-search")
+    return [_field_msg(place.name, *_wrong_type(leaf, err["input"], expected, example))]
+
+
+def _unknown_key(cls: type[_SpecModel], loc: tuple[Any, ...]) -> str:
+    place, key = _place(cls, loc[:-1]), loc[-1]
+    valid = list((place.model or cls).model_fields)
+    section = place.name or None
+    fld = f"{section}.{key}" if section else str(key)
+    where = f"section {section!r}" if section else "the top level"
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+    fix = f"did you mean {close[0]!r}? " if close else ""
+    fix += f"valid keys in {where}: {', '.join(valid)}"
+    return _field_msg(fld, f"unknown key {_quote(key)} in {where}", fix)
+
+
+def _section_type(name: str, value: Any, source: str | None) -> str:
+    if not name:
+        return (
+            f"spec {source or ''}: expected a mapping of sections at the top level, got "
+            f"{_type_name(value)}. Fix: start the file with `name: ...` and `data: ...` keys."
+        )
+    return _field_msg(
+        name,
+        f"expected a mapping, got {_quote(value)} ({_type_name(value)})",
+        f"write the section as `{name.rsplit('.', 1)[-1]}: {{key: value, ...}}`",
+    )
+
+
+def _spec_error(
+    exc: ValidationError, cls: type[_SpecModel], raw: Any, source: str | None = None
+) -> SpecError:
+    """One :class:`SpecError` with every problem of ``exc``, each said once (a non-spec
+    error raised inside a validator, such as a ``DataError``, is raised as it is)."""
+    errors: list[str] = []
+    for err in exc.errors():
+        for msg in _messages(err, cls, raw, source):
+            if msg not in errors:
+                errors.append(msg)
+    return SpecError(errors, source)
 
 
 # --------------------------------------------------------------------------- loading
@@ -314,47 +896,71 @@ class _Checker:
 def _read_yaml(path: Path) -> Any:
     import yaml
 
+    from search_spaces import safe_yaml
+
+    where = f"spec file {str(path)!r}"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise SpecError(
-            [f"spec file {str(path)!r} does not exist. Fix: check the path (cwd is {os.getcwd()})."]
+            [f"{where} does not exist. Fix: check the path (cwd is {os.getcwd()})."]
         ) from None
     except OSError as e:
+        raise SpecError([f"{where} cannot be read: {e}. Fix: check the path."]) from None
+    except UnicodeDecodeError as e:
         raise SpecError(
-            [f"spec file {str(path)!r} cannot be read: {e}. Fix: check the path."]
+            [
+                f"{where} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}). "
+                "Fix: save it as UTF-8, for example `iconv -f latin1 -t utf-8 OLD.yaml > NEW.yaml`."
+            ],
+            str(path),
         ) from None
     try:
-        return yaml.safe_load(text)
+        return safe_yaml.load(text)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = e.problem or e.context or "malformed YAML"
-        if isinstance(e, yaml.constructor.ConstructorError) and e.problem and "tag" in e.problem:
-            tag = problem.rsplit(" ", 1)[-1]
-            raise SpecError(
-                [f"spec file {str(path)!r}{line}: the YAML tag {tag} is not allowed: specs are "
-                 "read with yaml.safe_load and never construct Python objects. "
-                 "Fix: remove the tag and write a plain value (string, number, list or mapping)."],
-                str(path),
-            ) from None  # fmt: skip
-        raise SpecError(
-            [f"spec file {str(path)!r}{line}: malformed YAML: {problem}. "
-             "Fix: correct the YAML syntax there (indentation, ':' after keys, closing brackets)."],
-            str(path),
-        ) from None  # fmt: skip
+        raise SpecError([_yaml_message(where, e)], str(path)) from None
     except yaml.YAMLError as e:
         raise SpecError(
-            [f"spec file {str(path)!r}: malformed YAML: {e}. Fix: correct the YAML syntax."]
+            [f"{where}: malformed YAML: {str(e)[:QUOTE_MAX]}. Fix: correct the YAML syntax."]
         ) from None
+
+
+def _yaml_message(where: str, e: Any) -> str:
+    import yaml
+
+    from search_spaces import safe_yaml
+
+    mark = e.problem_mark or e.context_mark
+    line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = e.problem or e.context or "malformed YAML"
+    if isinstance(e, safe_yaml.DuplicateKey):
+        return (
+            f"{where}{line}: {problem}, first on line {e.first_mark.line + 1}; YAML would keep "
+            f"only the last one. Fix: {e.fix}."
+        )
+    if isinstance(e, safe_yaml.YamlRefused):
+        return f"{where}{line}: {problem}. Fix: {e.fix}."
+    if isinstance(e, yaml.constructor.ConstructorError) and e.problem and "tag" in e.problem:
+        tag = problem.rsplit(" ", 1)[-1]
+        return (
+            f"{where}{line}: the YAML tag {tag} is not allowed: specs are read with "
+            "yaml.safe_load and never construct Python objects. Fix: remove the tag and "
+            "write a plain value (string, number, list or mapping)."
+        )
+    return (
+        f"{where}{line}: malformed YAML: {problem}. "
+        "Fix: correct the YAML syntax there (indentation, ':' after keys, closing brackets)."
+    )
 
 
 def _parse_override_value(v: Any) -> Any:
     if isinstance(v, str):
         import yaml
 
+        from search_spaces import safe_yaml
+
         try:
-            return yaml.safe_load(v) if v.strip() else v
+            return safe_yaml.load(v) if v.strip() else v
         except yaml.YAMLError:
             return v
     return v
@@ -374,7 +980,7 @@ def _apply_overrides(raw: dict[str, Any], overrides: Any) -> dict[str, Any]:
             if not isinstance(entry, str) or "=" not in entry:
                 raise SpecError(
                     [
-                        f"override {entry!r}: expected KEY=VALUE. Fix: write it like budget.n_trials=50."
+                        f"override {_quote(entry)}: expected KEY=VALUE. Fix: write it like budget.n_trials=50."
                     ]
                 )
             k, v = entry.split("=", 1)
@@ -393,62 +999,6 @@ def _apply_overrides(raw: dict[str, Any], overrides: Any) -> dict[str, Any]:
     return raw
 
 
-def sqlite_file(url: str | None) -> str | None:
-    """The file of a ``sqlite:///PATH`` storage URL; None for other URLs and in-memory ones."""
-    if not url or not url.startswith("sqlite:///"):
-        return None
-    db = url[len("sqlite:///") :]
-    return db if db and db != ":memory:" else None
-
-
-def _resolve_path(p: str, base: Path) -> str:
-    path = Path(os.path.expanduser(p))
-    if not path.is_absolute():
-        path = base / path
-    return str(path.resolve())
-
-
-def _check_data_path(c: _Checker, fld: str, value: Any, base: Path, allow_sklearn: bool) -> Any:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        example = "sklearn:breast_cancer" if allow_sklearn else "data/test.csv"
-        c.wrong_type(fld, value, "a file path", example)
-        return None
-    if value.startswith("sklearn:"):
-        if not allow_sklearn:
-            c.err(fld, f"{value!r} is a bundled dataset", "give a CSV or Parquet file path")
-            return None
-        ds = value.split(":", 1)[1]
-        if ds not in SKLEARN_DATASETS:
-            close = difflib.get_close_matches(ds, SKLEARN_DATASETS, n=1, cutoff=0.5)
-            hint = f"did you mean 'sklearn:{close[0]}'? " if close else ""
-            c.err(
-                fld,
-                f"unknown bundled dataset {value!r}",
-                hint + "use one of: " + ", ".join(f"sklearn:{d}" for d in SKLEARN_DATASETS),
-            )
-            return None
-        return value
-    resolved = _resolve_path(value, base)
-    if not resolved.lower().endswith(DATA_SUFFIXES):
-        c.err(
-            fld,
-            f"{value!r} is neither a CSV nor a Parquet file",
-            "give a path ending in .csv, .csv.gz, .parquet or .pq"
-            + (", or sklearn:<name> for a bundled dataset" if allow_sklearn else ""),
-        )
-        return None
-    if not Path(resolved).is_file():
-        c.err(
-            fld,
-            f"file {value!r} does not exist (looked for {resolved})",
-            "check the path; relative paths are resolved against the spec file's directory",
-        )
-        return None
-    return resolved
-
-
 def load_spec(
     path_or_dict: str | os.PathLike | dict[str, Any],
     overrides: Any = None,
@@ -457,8 +1007,8 @@ def load_spec(
     """Read and validate a spec (a YAML path or an already-parsed dict).
 
     ``overrides``: ``{"budget.n_trials": 5}`` or ``["budget.n_trials=5"]``.
-    ``base_dir``: where relative paths are resolved for a dict spec (default:
-    the current directory; for a file, its directory).
+    ``base_dir``: where relative paths are resolved (default: for a file, its directory;
+    for a dict, the current directory).
     """
     if isinstance(path_or_dict, dict):
         raw: Any = copy.deepcopy(path_or_dict)
@@ -472,323 +1022,16 @@ def load_spec(
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise SpecError(
-            [f"spec {source or ''}: expected a mapping of sections at the top level, got "
-             f"{_type_name(raw)}. Fix: start the file with `name: ...` and `data: ...` keys."],
-            source,
-        )  # fmt: skip
+        raise SpecError([_section_type("", raw, source)], source)
     raw = _apply_overrides(raw, overrides)
-    c = _Checker()
-    for key in raw:
-        if key not in _TOP:
-            c.unknown(None, key, list(_TOP))
+    spec = Spec.model_validate(raw, context={"base_dir": base, "source": source})
+    spec._source = source
+    return spec
 
-    # name
-    name = raw.get("name", _REQUIRED)
-    if name is _REQUIRED:
-        c.err("name", "missing", "add `name: my-search` (letters, digits, '.', '_', '-')")
-        name = "spec"
-    elif not isinstance(name, str) or not name.strip():
-        c.wrong_type("name", name, "a non-empty string", "my-search")
-        name = "spec"
-    elif any(not (ch.isalnum() or ch in "._-") for ch in name):
-        c.err(
-            "name",
-            f"{name!r} contains characters other than letters, digits, '.', '_', '-'",
-            f"use a name such as {''.join(ch if ch.isalnum() or ch in '._-' else '-' for ch in name)!r}",
-        )
 
-    # data
-    if "data" not in raw:
-        c.err(
-            "data", "missing", "add a `data:` section with at least `train: <file or sklearn:name>`"
-        )
-    d = c.section("data", raw.get("data"))
-    if "train" not in d and "data" in raw and isinstance(raw.get("data"), dict):
-        c.err("data.train", "missing", "add `train: path/to/train.csv` (or sklearn:breast_cancer)")
-    train = _check_data_path(c, "data.train", d.get("train"), base, True) if "train" in d else None
-    test = _check_data_path(c, "data.test", d.get("test"), base, False)
-    sub = _check_data_path(c, "data.sample_submission", d.get("sample_submission"), base, False)
-    target = c.string("data.target", d.get("target", "target"), "target", "target", nullable=False)
-    id_col = c.string("data.id", d.get("id"), None, "id")
-    task = c.choice("data.task", d.get("task"), TASKS, None, nullable=True, what="task")
-    image_shape = None
-    shape = d.get("image_shape")
-    if shape is not None:
-        ok = (
-            isinstance(shape, list | tuple)
-            and len(shape) >= 1
-            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
-        )
-        if ok:
-            image_shape = tuple(int(s) for s in shape)
-        else:
-            c.err(
-                "data.image_shape",
-                f"expected a list of positive integers, got {shape!r}",
-                "write it channels last, for example `image_shape: [8, 8, 1]`, or null",
-            )
-    columns: dict[str, str] = {}
-    cols = d.get("columns")
-    if cols is not None and not isinstance(cols, dict):
-        c.err(
-            "data.columns",
-            f"expected a mapping column -> kind, got {cols!r}",
-            "write `columns: {city: categorical, notes: text}`",
-        )
-    elif cols:
-        for col, kind in cols.items():
-            k = c.choice(f"data.columns.{col}", kind, COLUMN_KINDS, None, what="column kind")
-            if k is not None:
-                columns[str(col)] = k
-    if id_col is not None and id_col == target:
-        c.err(
-            "data.id", f"{id_col!r} is also the target column", "set `id` to the id column or null"
-        )
-
-    # split
-    s = c.section("split", raw.get("split"))
-    fr = {}
-    for key in ("valid", "holdout"):
-        v = c.number(f"split.{key}", s.get(key, 0.2), None, "0.2")
-        if v is not None and not 0 < v < 1:
-            c.err(
-                f"split.{key}",
-                f"must be between 0 and 1 (exclusive), got {v}",
-                f"give the fraction of rows for the {key} split, for example 0.2",
-            )
-            v = None
-        fr[key] = v
-    if fr["valid"] is not None and fr["holdout"] is not None and fr["valid"] + fr["holdout"] >= 0.9:
-        c.err(
-            "split",
-            f"valid + holdout must be below 0.9, got {fr['valid']} + {fr['holdout']} = "
-            f"{fr['valid'] + fr['holdout']:g}",
-            "leave at least 10% of the rows for training, for example valid: 0.2, holdout: 0.2",
-        )
-    split_seed = c.integer(
-        "split.seed", s.get("seed", 0), 0, "0", low=0, high=SEED_MAX,
-        fix=f"use a seed from 0 to {SEED_MAX}, for example `seed: 0`",
-    )  # fmt: skip
-
-    # metric (task fit checked below)
-    metric = raw.get("metric")
-    if metric is not None:
-        metric = c.choice("metric", metric, METRICS, None, what="metric")
-
-    space = raw.get("space", _REQUIRED)
-    if space is _REQUIRED:
-        c.err(
-            "space",
-            "missing",
-            "add `space: tabular_mlp` (see `hpsearch space list`) or a space file path",
-        )
-        space = ""
-    elif not isinstance(space, str) or not space.strip():
-        c.wrong_type("space", space, "a space name or a path to a space file", "tabular_mlp")
-        space = ""
-    elif space.endswith((".yaml", ".yml")):
-        space = _resolve_path(space, base)
-
-    # sampler
-    sm = c.section("sampler", raw.get("sampler"))
-    sampler = SamplerSpec(
-        name=c.plugin(
-            "sampler.name", sm.get("name", "tpe"), _registry("SAMPLERS"), "tpe", "sampler"
-        ),
-        seed=c.integer(
-            "sampler.seed",
-            sm.get("seed", 0),
-            0,
-            "0",
-            nullable=True,
-            low=0,
-            high=SEED_MAX,
-            fix=f"use a seed from 0 to {SEED_MAX} (numpy's range), or null for a random one",
-        ),
-        n_startup_trials=c.integer(
-            "sampler.n_startup_trials", sm.get("n_startup_trials"), None, "10", low=1, nullable=True
-        ),
-    )
-
-    # budget
-    b = c.section("budget", raw.get("budget"))
-    n_trials = c.integer(
-        "budget.n_trials", b.get("n_trials", 20), 20, "20", low=1,
-        fix="run at least one trial, for example `n_trials: 20`",
-    )  # fmt: skip
-    timeout = c.number("budget.timeout_s", b.get("timeout_s"), None, "3600", nullable=True)
-    if timeout is not None and timeout <= 0:
-        c.err(
-            "budget.timeout_s",
-            f"must be positive, got {timeout}",
-            "give seconds, e.g. 3600, or null",
-        )
-        timeout = None
-    budget = BudgetSpec(n_trials=n_trials, timeout_s=timeout)
-
-    # resources
-    r = c.section("resources", raw.get("resources"))
-    cpus = c.number("resources.cpus_per_trial", r.get("cpus_per_trial", 1), 1, "1")
-    if cpus <= 0:
-        c.err(
-            "resources.cpus_per_trial",
-            f"must be greater than 0, got {cpus}",
-            "give the CPUs each trial reserves, e.g. 1 (fractions such as 0.5 are allowed)",
-        )
-        cpus = 1
-    gpus = c.number("resources.gpus_per_trial", r.get("gpus_per_trial", 0), 0, "0")
-    if gpus < 0:
-        c.err(
-            "resources.gpus_per_trial",
-            f"must be 0 or more, got {gpus}",
-            "use 0 for CPU-only trials, 1 for a whole GPU, or a fraction such as 0.5 to share one",
-        )
-        gpus = 0
-    resources = ResourcesSpec(
-        cpus_per_trial=cpus,
-        gpus_per_trial=gpus,
-        max_concurrent=c.integer(
-            "resources.max_concurrent", r.get("max_concurrent", 2), 2, "2", low=1,
-            fix="run at least one trial at a time, e.g. `max_concurrent: 2`",
-        ),
-        max_failures=c.integer(
-            "resources.max_failures", r.get("max_failures", 5), 5, "5", low=1,
-            fix="allow at least one consecutive failure before stopping, e.g. `max_failures: 5`",
-        ),
-        warm_workers=c.boolean("resources.warm_workers", r.get("warm_workers", True), True),
-    )  # fmt: skip
-
-    # training
-    t = c.section("training", raw.get("training"))
-    trial_fn = c.string(
-        "training.trial_fn", t.get("trial_fn"), None, "hpsearch.search.testing:oracle"
-    )
-    if trial_fn is not None and _registry("TRAINERS").problem(trial_fn):
-        c.err(
-            "training.trial_fn",
-            f"{trial_fn!r} is neither a registered trainer "
-            f"({', '.join(_registry('TRAINERS').names())}) nor of the form module:function",
-            "write it like `trial_fn: mypackage.trials:train`, or leave it out",
-        )
-    training = TrainingSpec(
-        max_epochs=c.integer("training.max_epochs", t.get("max_epochs", 30), 30, "30", low=1),
-        batch_size=c.integer("training.batch_size", t.get("batch_size", 64), 64, "64", low=1),
-        patience=c.integer("training.patience", t.get("patience", 5), 5, "5", low=0),
-        trial_fn=trial_fn,
-    )
-
-    pruner = raw.get("pruner")
-    if pruner == "none":
-        pruner = None
-    pruner = c.choice("pruner", pruner, PRUNERS, None, nullable=True, what="pruner")
-
-    from hpsearch.core.remote import is_uri
-
-    output = raw.get("output")
-    if output is None:
-        output = _resolve_path(f"runs/{name}", base)
-    elif not isinstance(output, str) or not output.strip():
-        c.wrong_type("output", output, "a directory path", f"runs/{name}")
-        output = ""
-    elif not is_uri(output):  # a URI (s3://bucket/runs/x) is kept as written
-        output = _resolve_path(output, base)
-
-    storage = c.string("storage", raw.get("storage"), None, "sqlite:///study.db")
-    if storage is not None and "://" not in storage:
-        c.err(
-            "storage",
-            f"{storage!r} is not an SQLAlchemy URL",
-            "write e.g. `storage: sqlite:///runs/study.db` or postgresql://user@host/db, or null",
-        )
-    elif (db := sqlite_file(storage)) and not db.startswith("/"):
-        # a relative SQLite path means the same file from any working directory
-        storage = "sqlite:///" + _resolve_path(db, base)
-
-    # ensemble
-    e = c.section("ensemble", raw.get("ensemble"))
-    max_corr = c.number("ensemble.max_corr", e.get("max_corr", 0.95), 0.95, "0.95")
-    if not 0 < max_corr <= 1:
-        c.err(
-            "ensemble.max_corr", f"must be in (0, 1], got {max_corr}", "use e.g. 0.95 (1 keeps all)"
-        )
-        max_corr = 0.95
-    trees_raw = e.get("trees", list(DEFAULT_TREES))
-    trees: tuple[str, ...] = DEFAULT_TREES
-    if trees_raw is None:
-        trees = ()
-    elif not isinstance(trees_raw, list | tuple):
-        c.wrong_type("ensemble.trees", trees_raw, "a list", "[rf, et, hgb]")
-    else:
-        from hpsearch.core.registry import TREE_MODELS, missing_package  # lgbm, xgb: installed?
-
-        good = [
-            c.choice("ensemble.trees", t_, TREE_MODELS.names(), None, what="tree model")
-            for t_ in trees_raw
-        ]
-        for tree in good:
-            package = missing_package(tree) if tree else None
-            if package:
-                c.err(
-                    "ensemble.trees",
-                    f"tree model {tree!r} needs the {package} package, which is not installed",
-                    f"`pip install {package}`, or leave {tree} out of the list",
-                )
-        trees = tuple(g for g in good if g is not None)
-    ensemble = EnsembleSpec(
-        top_k=c.integer("ensemble.top_k", e.get("top_k", 5), 5, "5", low=1),
-        max_corr=max_corr,
-        trees=trees,
-        method=c.plugin(
-            "ensemble.method", e.get("method", "auto"), _registry("BLENDERS"), "auto",
-            "blend method", extra=("auto",),
-        ),
-        folds=c.integer("ensemble.folds", e.get("folds", 5), 5, "5", low=2),
-    )  # fmt: skip
-
-    if c.errors:
-        raise SpecError(c.errors, source)
-
-    # task: inferred from the target column when omitted (only once all else is valid)
-    if task is None:
-        from hpsearch.core.data import peek_task
-
-        task = peek_task(train, target)
-    if metric is None:
-        metric = DEFAULT_METRIC[task]
-    elif task not in METRIC_TASKS[metric]:
-        fits = [m for m in METRICS if task in METRIC_TASKS[m]]
-        inferred = "" if d.get("task") else " (inferred from the target column)"
-        c.err(
-            "metric",
-            f"{metric!r} does not apply to a {task} task{inferred}",
-            f"use one of: {', '.join(fits)}, or set `data.task`",
-        )
-        raise SpecError(c.errors, source)
-
-    data = DataSpec(
-        train=train,
-        test=test,
-        sample_submission=sub,
-        target=target,
-        id=id_col,
-        task=task,
-        image_shape=image_shape,
-        columns=columns,
-    )
-    return Spec(
-        name=name,
-        data=data,
-        space=space,
-        metric=metric,
-        split=SplitSpec(valid=fr["valid"], holdout=fr["holdout"], seed=split_seed),
-        sampler=sampler,
-        budget=budget,
-        resources=resources,
-        training=training,
-        pruner=pruner,
-        output=output,
-        storage=storage,
-        ensemble=ensemble,
-        source=source,
-    )
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of spec files, for editors and CI checks."""
+    schema = Spec.model_json_schema()
+    schema.pop("default", None)
+    schema["properties"]["output"].pop("default", None)  # runs/<name>, computed
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

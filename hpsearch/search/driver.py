@@ -344,10 +344,8 @@ def _differences(meta: dict[str, Any], spec: Spec, space: Space, rd: RunDir) -> 
             diffs.append(f"data.{key} {new!r} differs from the stored {old!r} (spec.yaml)")
     if meta.get("space_fingerprint") != space.fingerprint():
         diffs.append(f"the space {spec.space!r} differs from the stored one (space.yaml)")
-    if meta.get("split") != dataclasses.asdict(spec.split):
-        diffs.append(
-            f"split {dataclasses.asdict(spec.split)} differs from the stored {meta.get('split')}"
-        )
+    if meta.get("split") != spec.split.model_dump():
+        diffs.append(f"split {spec.split.model_dump()} differs from the stored {meta.get('split')}")
     if meta.get("metric") != spec.metric:
         diffs.append(f"metric {spec.metric!r} differs from the stored {meta.get('metric')!r}")
     return diffs
@@ -370,7 +368,7 @@ def _init_run_dir(rd: RunDir, spec: Spec, space: Space, prepared: PreparedData) 
         "family": space.family,
         "space_fingerprint": space.fingerprint(),
         "data_fingerprint": prepared.fingerprint,
-        "split": dataclasses.asdict(spec.split),
+        "split": spec.split.model_dump(),
         "task": prepared.task,
         "metric": spec.metric,
         "direction": _direction(spec.metric),
