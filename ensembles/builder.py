@@ -3,10 +3,11 @@
 ``build_ensemble(run_dirs, ...)`` (the Python side of ``ensembles build``; the public
 ``ensembles.build`` calls it) runs five steps, each a function below:
 
-1. **read runs** (``_read_runs``): every run's ``run.json``; runs that cannot be
-   blended (different data fingerprint, split, task, metric or classes) are refused,
-   then the options are checked and the target directory claimed, and runs with no
-   complete trial are refused;
+1. **read runs** (``_read_runs``): every run's ``run.json``; a run with a symbolic link
+   out of it (or where ensembles writes) is refused, and so are runs that cannot be
+   blended (different data fingerprint, split, task, metric or classes); then the
+   options are checked and the target directory claimed, and runs with no complete
+   trial are refused;
 2. **candidates** (``_gather_candidates``): the first run's data
    (``hpsearch.core.data.load_prepared``) gives the holdout targets, the test ids and,
    when a tree must be fitted, the tree matrix; every complete trial of every run (kind
@@ -18,7 +19,9 @@
    holdout predictions and scores it *fitted* (in-sample) and *cross-fitted*
    (``folds``-fold out-of-fold); ``auto`` keeps the best cross-fitted, a named
    ``method`` is kept as asked;
-5. **write** (``_write``): ``ensemble.json``, ``holdout_pred.npy``, ``test_pred.npy`` and
+5. **write** (``_write``): ``ensemble.json`` (with the SHA-256 of the ensemble's own files
+   and of each member's JSON and model, which ``ensembles.predict`` checks before loading
+   anything), ``holdout_pred.npy``, ``test_pred.npy`` and
    ``submission.csv`` (with a test set), ``report.md`` and plots into a temporary
    sibling directory, then renamed into place. An existing target is never
    overwritten: of two builds with the same name one wins, the other gets a
@@ -333,6 +336,8 @@ def build_ensemble(
         layout, ids = _test_layout(runs.spec, data.prepared, _id_column(runs.first))
         info["submission"] = layout
     local = [str(rd.path.resolve()) for rd in runs.dirs]
+    for path in (runs.first.ensembles_dir, target):
+        runs.first.check_not_link(path)  # links appeared during the build
     out_dir = _write(target, auto, info, local, holdout_pred, test_pred, layout, ids, log)
     log(f"wrote {out_dir}")
     return Ensemble(out_dir, info)
@@ -344,6 +349,8 @@ def _read_runs(run_dirs: list[str | Path]) -> _Runs:
 
     dirs = _as_runs(run_dirs)
     metas = [rd.read_meta() for rd in dirs]
+    for rd in dirs:  # a build reads every run and writes into the first
+        rd.check_links()
     _check_compatible(dirs, metas)
     return _Runs(dirs, metas, load_spec(dirs[0].path / "spec.yaml"))
 
@@ -515,6 +522,7 @@ def _ensemble_info(
             "weight": w,
             "valid_score": _nan_to_none(c.valid_score),
             "holdout_score": score(c.holdout),
+            "files": c.files,
         }
         for c, w in zip(members, weights, strict=True)
     ]
@@ -628,11 +636,19 @@ def _write(
     tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        atomic.write_npy(tmp / "holdout_pred.npy", holdout_pred)
+        files = {
+            "holdout_pred.npy": atomic.write_hashed(
+                tmp / "holdout_pred.npy", atomic.npy_bytes(holdout_pred)
+            )
+        }
         if test_pred is not None:
-            atomic.write_npy(tmp / "test_pred.npy", test_pred)
+            files["test_pred.npy"] = atomic.write_hashed(
+                tmp / "test_pred.npy", atomic.npy_bytes(test_pred)
+            )
             frame = submission_frame(layout, ids, test_pred, info["classes"])
-            atomic.write_text(tmp / "submission.csv", frame.to_csv(index=False))
+            csv = frame.to_csv(index=False).encode("utf-8")
+            files["submission.csv"] = atomic.write_hashed(tmp / "submission.csv", csv)
+        info["files"] = files  # the SHA-256 of the ensemble's own outputs
         log("writing the report and plots...")
         while True:
             info["runs_relative"] = [os.path.relpath(r, target.resolve()) for r in run_paths]

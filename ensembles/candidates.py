@@ -3,7 +3,9 @@
 Each candidate carries its holdout (and test) predictions, checked for shape (rows,
 classes) and finiteness: a missing, truncated or unreadable file, a wrong row count, a
 class-count mismatch or a NaN is a ``RunDirError`` naming the trial and the file, with
-the fix. Nothing is skipped silently.
+the fix. Nothing is skipped silently. Every file is loaded from bytes checked against the
+SHA-256 its ``trial.json`` or ``tree.json`` recorded; ``files`` carries the hashes of what
+a prediction of new rows will load (the member's JSON and model), for ``ensemble.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from hpsearch.core import atomic
 from hpsearch.core.errors import RunDirError
 from hpsearch.core.store import RunDir
 
@@ -38,6 +41,7 @@ class Candidate:
     tree: str | None = None
     fit_id: str | None = None
     target_scaling: list[float] | None = None
+    files: dict[str, str] | None = None  # name -> SHA-256 of the member's JSON and model
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "kind": self.kind, "run": str(self.run)}
@@ -118,14 +122,18 @@ def network_candidates(
             if n_rows is None:
                 continue
             path = rec.path / f"{split}_pred.npy"
-            if not path.exists():
+            data = None
+            if path.exists():
+                what = f"{split} prediction file"
+                data = rec.file_bytes(path.name, who=who, what=what, fix=fix)
+            if data is None:
                 raise RunDirError(f"{who}: {split} prediction file {path} is missing. Fix: {fix}")
             try:
-                raw = rec.predictions(split)
-            except RunDirError as exc:
+                raw = atomic.load_npy(data)
+            except (ValueError, OSError, EOFError) as exc:
                 raise RunDirError(
                     f"{who}: {split} prediction file {path} is truncated or unreadable "
-                    f"({exc.__cause__ or exc}). Fix: {fix}"
+                    f"({exc}). Fix: {fix}"
                 ) from exc
             preds[split] = checked_prediction(
                 raw,
@@ -148,6 +156,7 @@ def network_candidates(
                 test=preds.get("test"),
                 trial=rec.number,
                 target_scaling=rec.info.get("target_scaling"),
+                files=_member_files(rec, "trial.json", "model.keras"),
             )
         )
     return out
@@ -189,8 +198,18 @@ def tree_candidates(
                 test=preds.get("test"),
                 tree=rec.name,
                 fit_id=rec.info.get("fit_id"),
+                files=_member_files(rec, "tree.json", "model.joblib"),
             )
         )
+    return out
+
+
+def _member_files(rec: Any, record: str, model: str) -> dict[str, str]:
+    """The SHA-256s a prediction of new rows checks: the record as read, and the model as
+    the record recorded it (when the member saved one)."""
+    out = {record: rec.sha256}
+    if rec.files.get(model):
+        out[model] = rec.files[model]
     return out
 
 

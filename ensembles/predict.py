@@ -10,6 +10,12 @@ regression in natural units. The blend is the blender restored from the ``blend`
 entry of ``ensemble.json`` (``Ensemble.blender``), so the run's test file reproduces
 ``test_pred.npy``. Each function takes a loaded ``Ensemble`` (``ensembles.load(path)``), whose
 ``predict``/``predict_frame`` call them.
+
+Integrity: before any member is loaded, every member the blend uses is checked
+(``_Members.verify``): its ``trial.json`` or ``tree.json`` and its model file must match
+the SHA-256s that ``ensemble.json`` recorded at build time, and the run directories may
+hold no symbolic link out of them. The model is then loaded from those same bytes, so a
+changed or planted ``model.joblib`` is never unpickled.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from hpsearch.core import atomic
 from hpsearch.core.errors import RunDirError, UserError
-from hpsearch.core.store import RunDir
+from hpsearch.core.store import TRIAL_JSON, RunDir, read_record
 
 if TYPE_CHECKING:
     from ensembles.ensemble import Ensemble
@@ -46,6 +53,7 @@ def _run_paths(ens: Ensemble) -> dict[str, Path]:
                 "Fix: restore the run directory; an ensemble predicts with its runs' models."
             )
         meta = RunDir(path).read_meta()
+        RunDir(path).check_links()
         if meta.get("data_fingerprint") != ens.info["data_fingerprint"]:
             raise RunDirError(
                 f"run directory {path} no longer matches ensemble {ens.out_dir} (data "
@@ -89,49 +97,111 @@ class _Members:
             self._tree_x[run] = tree_matrix_new(run, self.df)
         return self._tree_x[run]
 
-    def network(self, member: dict[str, Any]) -> np.ndarray:
+    # -- checks before anything is loaded --------------------------------------------
+    def verify(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        """(the member's ``trial.json``/``tree.json`` content, its model's bytes or None),
+        both checked against the SHA-256s ``ensemble.json`` recorded; RunDirError naming
+        the file otherwise. Nothing is deserialized but the checked JSON."""
+        files = member.get("files")
+        if not atomic.has_hashes(files):
+            raise RunDirError(
+                f"ensemble {self.ens.out_dir}: member {member['label']} has no SHA-256 recorded "
+                "for its files (built before ensembles recorded them), so it is not loaded. "
+                "Fix: build the ensemble again (`ensembles build RUN_DIR`)."
+            )
+        if member["kind"] == "network":
+            return self._verify_network(member)
+        return self._verify_tree(member)
+
+    def _read(self, member: dict[str, Any], path: Path, what: str, fix: str) -> bytes | None:
+        return atomic.read_verified(
+            path,
+            member["files"],
+            record=str(self.ens.out_dir / "ensemble.json"),
+            who=f"member {member['label']}",
+            what=what,
+            fix=fix,
+        )
+
+    def _verify_network(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         run = self.runs[member["run"]]
-        rd = RunDir(run)
-        rec = rd.read_trial(int(member["trial"]))
-        if rec is None:
+        tdir = RunDir(run).trial_path(int(member["trial"]))
+        if not (tdir / TRIAL_JSON).is_file():
             raise RunDirError(
                 f"trial {member['trial']} of run {run} is gone (no trial.json). "
                 "Fix: restore it, or build the ensemble again."
             )
-        if not rec.model_path.exists():
+        fix = (
+            f"restore {tdir} from a copy of the run, or build the ensemble again "
+            "(`ensembles build RUN_DIR`) to leave a changed trial out."
+        )
+        data = self._read(member, tdir / TRIAL_JSON, "record", fix)
+        info, _ = read_record(tdir / TRIAL_JSON, TRIAL_JSON, data)
+        return info, self._read(member, tdir / "model.keras", "model", fix)
+
+    def _verify_tree(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        from ensembles.trees import MODEL_FILE, TREE_JSON, load_tree, trees_dir
+
+        run = self.runs[member["run"]]
+        folder = trees_dir(run) / member["tree"]
+        fix = "build the ensemble again (`ensembles build RUN_DIR`), which fits the tree again."
+        try:
+            data = self._read(member, folder / TREE_JSON, "record", fix)
+        except RunDirError as mismatch:
+            # a refit (a new fit_id) says more than the hash; the JSON is only read for that
+            try:
+                rec = load_tree(run, member["tree"])
+            except RunDirError:  # damaged: the mismatch says it
+                raise mismatch from None
+            if rec is not None and rec.info.get("fit_id") == member.get("fit_id"):
+                raise mismatch from None
+            raise RunDirError(
+                f"tree {member['tree']} of run {run} was refitted or removed after ensemble "
+                f"{self.ens.out_dir} was built. Fix: build the ensemble again."
+            ) from None
+        info, _ = read_record(folder / TREE_JSON, TREE_JSON, data)
+        return info, self._read(member, folder / MODEL_FILE, "model", fix)
+
+    # -- predictions ----------------------------------------------------------------------
+    def network(self, member: dict[str, Any], info: dict[str, Any], model: bytes | None):
+        run = self.runs[member["run"]]
+        rd = RunDir(run)
+        if model is None:
+            path = rd.trial_path(int(member["trial"])) / "model.keras"
             raise UserError(
-                f"trial {rec.number} of run {run} has no saved model ({rec.model_path}): its "
+                f"trial {member['trial']} of run {run} has no saved model ({path}): its "
                 "trial function did not save one, so this ensemble cannot predict new rows. "
                 "Fix: build the ensemble from trials trained by the Keras trainer."
             )
-        import keras
-
+        from hpsearch.core.store import load_keras_model
         from hpsearch.search.training import _head_prediction, _model_inputs
 
-        model = keras.saving.load_model(rec.model_path, compile=False, safe_mode=True)
+        keras_model = load_keras_model(model)
         heads = rd.read_meta().get("output_spec", {}).get("heads") or [{"name": "output"}]
-        raw = model.predict(_model_inputs(model, self.inputs(run)), batch_size=1024, verbose=0)
+        raw = keras_model.predict(
+            _model_inputs(keras_model, self.inputs(run)), batch_size=1024, verbose=0
+        )
         pred = _head_prediction(raw, heads[0]["name"], self.task)
-        scaling = member.get("target_scaling") or rec.info.get("target_scaling")
+        scaling = member.get("target_scaling") or info.get("target_scaling")
         if self.task == "regression" and scaling:
             pred = pred * float(scaling[1]) + float(scaling[0])
         return pred
 
-    def tree(self, member: dict[str, Any]) -> np.ndarray:
-        from ensembles.trees import load_tree, load_tree_model, predict_tree
+    def tree(self, member: dict[str, Any], model: bytes | None) -> np.ndarray:
+        from ensembles.trees import predict_tree, tree_model_from_bytes
 
         run = self.runs[member["run"]]
-        rec = load_tree(run, member["tree"])
-        if rec is None or rec.info.get("fit_id") != member.get("fit_id"):
-            raise RunDirError(
-                f"tree {member['tree']} of run {run} was refitted or removed after ensemble "
-                f"{self.ens.out_dir} was built. Fix: build the ensemble again."
-            )
-        model = load_tree_model(run, member["tree"])
-        return predict_tree(model, self.tree_x(run), self.task, self.k)
+        if model is None:  # pragma: no cover - a tree always records its model
+            raise RunDirError(f"tree {member['tree']} of run {run} has no saved model.")
+        estimator = tree_model_from_bytes(model)
+        return predict_tree(estimator, self.tree_x(run), self.task, self.k)
 
-    def predict(self, member: dict[str, Any]) -> np.ndarray:
-        pred = self.network(member) if member["kind"] == "network" else self.tree(member)
+    def predict(self, member: dict[str, Any], checked: tuple[dict[str, Any], bytes | None]):
+        info, model = checked
+        if member["kind"] == "network":
+            pred = self.network(member, info, model)
+        else:
+            pred = self.tree(member, model)
         pred = np.asarray(pred, dtype=np.float64)
         expected = (len(self.df), self.k) if self.task == "multiclass" else (len(self.df),)
         if pred.shape != expected:
@@ -148,13 +218,16 @@ def predict_members(ens: Ensemble, data: str | Path | pd.DataFrame) -> np.ndarra
     df = _as_frame(data)
     members = _Members(ens, df)
     used = ens.blender.members_used()
+    # every member used is checked before any is loaded
+    checked = [members.verify(m) if used[j] else None for j, m in enumerate(ens.info["members"])]
     out = []
     for j, member in enumerate(ens.info["members"]):
-        if not used[j]:
+        if checked[j] is None:
             shape = (len(df), members.k) if members.task == "multiclass" else (len(df),)
             out.append(np.zeros(shape))
             continue
-        out.append(members.predict(member))
+        out.append(members.predict(member, checked[j]))
+        checked[j] = None  # the model's bytes are no longer needed
     return np.stack(out)
 
 

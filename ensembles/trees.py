@@ -11,14 +11,20 @@ Layout of ``RUN_DIR/trees/<name>/`` (built in a temporary sibling, then
 renamed into place, so a directory with ``tree.json`` is complete):
 ``valid_pred.npy``, ``holdout_pred.npy``, ``test_pred.npy`` (when the run has a
 test set), ``model.joblib`` and ``tree.json`` (name, params, scores,
-``data_fingerprint``, ``fit_id``, duration). A later build reuses a saved tree
-whose fingerprint and params match instead of fitting it again.
+``data_fingerprint``, ``fit_id``, duration, and ``files``: the SHA-256 of each
+other file). A later build reuses a saved tree whose fingerprint and params match
+and whose files match their recorded SHA-256s (and are the only files there)
+instead of fitting it again; any other tree is fitted again. Every prediction file
+and ``model.joblib`` is loaded from bytes checked against ``files`` first
+(``hpsearch.core.atomic.read_verified``): a changed or planted pickle is never
+unpickled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import os
 import shutil
 import time
@@ -35,8 +41,10 @@ from hpsearch.core import metrics as _metrics
 from hpsearch.core.errors import RunDirError, UserError
 from hpsearch.core.registry import TREE_MODELS as _TREE_REGISTRY
 from hpsearch.core.registry import missing_package
+from hpsearch.core.store import RunDir
 
 __all__ = [
+    "MODEL_FILE",
     "TREES_DIR",
     "TREE_MODELS",
     "TreeRecord",
@@ -45,6 +53,7 @@ __all__ = [
     "fit_tree",
     "load_tree",
     "load_tree_model",
+    "tree_model_from_bytes",
     "extra_trees",
     "hist_gradient_boosting",
     "lightgbm",
@@ -182,10 +191,12 @@ def predict_tree(model: Any, X: np.ndarray, task: str, n_classes: int) -> np.nda
 
 @dataclass
 class TreeRecord:
-    """A fitted tree model as stored in ``trees/<name>/``."""
+    """A fitted tree model as stored in ``trees/<name>/``; ``sha256`` is the hash of its
+    ``tree.json`` as read (an ensemble records it)."""
 
     path: Path
     info: dict[str, Any]
+    sha256: str | None = None
 
     @property
     def name(self) -> str:
@@ -199,15 +210,34 @@ class TreeRecord:
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
 
+    @property
+    def files(self) -> dict[str, Any]:
+        """File name -> SHA-256 of each file of the tree (``tree.json``'s ``files``)."""
+        files = self.info.get("files")
+        return files if isinstance(files, dict) else {}
+
     def has_predictions(self, split: str) -> bool:
         return (self.path / f"{split}_pred.npy").exists()
 
+    def file_bytes(self, name: str, what: str = "file") -> bytes | None:
+        """The bytes of the tree's file ``name``, checked against ``tree.json``'s SHA-256."""
+        fix = f"delete {self.path}; the next build fits the tree again."
+        return atomic.read_verified(
+            self.path / name,
+            self.info.get("files"),
+            record=str(self.path / TREE_JSON),
+            who=f"tree {self.name}",
+            what=what,
+            fix=fix,
+        )
+
     def predictions(self, split: str) -> np.ndarray:
         path = self.path / f"{split}_pred.npy"
+        data = self.file_bytes(path.name, f"{split} prediction file")
+        if data is None:
+            raise RunDirError(f"tree {self.name}: no {split} predictions at {path}.")
         try:
-            return np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise RunDirError(f"tree {self.name}: no {split} predictions at {path}.") from None
+            return atomic.load_npy(data)
         except (ValueError, OSError, EOFError) as exc:
             raise RunDirError(
                 f"tree {self.name}: prediction file {path} is unreadable ({exc}). "
@@ -220,37 +250,65 @@ def trees_dir(run_dir: str | Path) -> Path:
 
 
 def load_tree(run_dir: str | Path, name: str) -> TreeRecord | None:
-    """The saved tree ``name`` of a run, or None when it was never (completely) fitted."""
+    """The saved tree ``name`` of a run, or None when it was never (completely) fitted;
+    RunDirError when its ``tree.json`` is damaged."""
+    from hpsearch.core.store import read_record
+
     path = trees_dir(run_dir) / name
     info_path = path / TREE_JSON
     if not info_path.exists():
         return None
-    return TreeRecord(path, atomic.read_json(info_path))
+    return TreeRecord(path, *read_record(info_path, TREE_JSON))
+
+
+def tree_model_from_bytes(data: bytes) -> Any:
+    """The estimator of a ``model.joblib``'s bytes, which the caller has checked against
+    their recorded SHA-256 (unpickling runs whatever the file was made to run)."""
+    import joblib
+
+    return joblib.load(io.BytesIO(data))
 
 
 def load_tree_model(run_dir: str | Path, name: str) -> Any:
-    """The fitted estimator of a run's tree (joblib, read only from the run's trees/ folder)."""
+    """The fitted estimator of a run's tree (joblib, read only from the run's trees/ folder,
+    and only once its bytes match the SHA-256 recorded in its ``tree.json``)."""
     if name not in TREE_MODELS:
         raise UserError(
             f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}."
         )
-    import joblib
-
-    path = trees_dir(run_dir) / name / MODEL_FILE
-    if not path.exists():
+    rec = load_tree(run_dir, name)
+    data = None if rec is None else rec.file_bytes(MODEL_FILE, "model")
+    if data is None:
         raise RunDirError(
-            f"tree {name}: no saved model at {path}. Fix: build the ensemble again "
-            "(`ensembles build RUN_DIR`), which fits the missing tree."
+            f"tree {name}: no saved model at {trees_dir(run_dir) / name / MODEL_FILE}. Fix: "
+            "build the ensemble again (`ensembles build RUN_DIR`), which fits the missing tree."
         )
-    return joblib.load(path)
+    return tree_model_from_bytes(data)
 
 
-def _reusable(rec: TreeRecord | None, fingerprint: str, params: dict[str, Any], splits) -> bool:
+def _reuse_problem(
+    rec: TreeRecord | None, fingerprint: str, params: dict[str, Any], splits
+) -> str | None:
+    """Why a saved tree cannot be reused (None when it can): not fitted, stale, or files
+    that do not match what its ``tree.json`` recorded."""
     if rec is None:
-        return False
+        return "not fitted yet"
     if rec.info.get("data_fingerprint") != fingerprint or rec.info.get("params") != params:
-        return False
-    return all(rec.has_predictions(s) for s in splits) and rec.model_path.exists()
+        return "fitted on other data or with other parameters"
+    files = rec.files
+    if not atomic.has_hashes(files):
+        return f"its {TREE_JSON} records no SHA-256 for its files (an older fit)"
+    for name in [f"{s}_pred.npy" for s in splits] + [MODEL_FILE]:
+        try:
+            data = (rec.path / name).read_bytes()
+        except OSError:
+            return f"{name} is missing"
+        if files.get(name) != atomic.sha256(data):
+            return f"{rec.path / name} does not match the SHA-256 recorded in its {TREE_JSON}"
+    extra = sorted(set(os.listdir(rec.path)) - {TREE_JSON} - set(files))
+    if extra:
+        return f"{rec.path} holds file(s) its {TREE_JSON} never recorded: {', '.join(extra)}"
+    return None
 
 
 def fit_tree(
@@ -260,9 +318,8 @@ def fit_tree(
     metric: str,
     seed: int,
 ) -> TreeRecord:
-    """Fit one tree on the train rows, predict every other split and store it (atomically)."""
-    import joblib
-
+    """Fit one tree on the train rows, predict every other split and store it (atomically),
+    with the SHA-256 of each file in ``tree.json``."""
     task = prepared.task
     params = tree_params(name, task, seed)
     model = make_tree(name, task, params)
@@ -279,13 +336,14 @@ def fit_tree(
         if s in preds
     }
     root = trees_dir(run_dir)
+    run = RunDir(run_dir)
+    run.check_not_link(root)  # fitting replaces trees/<name>: never through a link
     root.mkdir(parents=True, exist_ok=True)
+    run.check_not_link(root / name)
     tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        for split, pred in preds.items():
-            atomic.write_npy(tmp / f"{split}_pred.npy", pred)
-        joblib.dump(model, tmp / MODEL_FILE)
+        files = _write_files(tmp, preds, model)
         info = {
             "name": name,
             "kind": "tree",
@@ -301,11 +359,10 @@ def fit_tree(
             "fit_id": uuid.uuid4().hex,
             "duration_s": round(duration, 4),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "files": files,
         }
         atomic.write_json(tmp / TREE_JSON, info)  # last: marks a complete tree
-        current = load_tree(run_dir, name)
-        splits = tuple(preds)
-        if not _reusable(current, prepared.fingerprint, params, splits):
+        if _reuse_problem(_current(run_dir, name), prepared.fingerprint, params, tuple(preds)):
             _install(tmp, root / name)
         # else another build saved the same tree meanwhile: keep its copy
     finally:
@@ -315,6 +372,30 @@ def fit_tree(
     if rec is None:  # pragma: no cover - removed by someone else in between
         raise RunDirError(f"tree {name}: {root / name} vanished while it was being saved.")
     return rec
+
+
+def _write_files(folder: Path, preds: dict[str, np.ndarray], model: Any) -> dict[str, str]:
+    """Write a tree's prediction files and ``model.joblib``; their SHA-256s by name."""
+    import joblib
+
+    files = {
+        f"{split}_pred.npy": atomic.write_hashed(
+            folder / f"{split}_pred.npy", atomic.npy_bytes(pred)
+        )
+        for split, pred in preds.items()
+    }
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    files[MODEL_FILE] = atomic.write_hashed(folder / MODEL_FILE, buf.getvalue())
+    return files
+
+
+def _current(run_dir: str | Path, name: str) -> TreeRecord | None:
+    """The saved tree, or None when there is none or its ``tree.json`` is damaged."""
+    try:
+        return load_tree(run_dir, name)
+    except RunDirError:
+        return None
 
 
 def _install(tmp: Path, final: Path) -> None:
@@ -355,8 +436,9 @@ def ensure_trees(
     prepared = None
     for i, name in enumerate(names, 1):
         params = tree_params(name, task, seed)
-        rec = load_tree(run_dir, name)
-        if _reusable(rec, fingerprint, params, splits):
+        rec = _current(run_dir, name)
+        problem = _reuse_problem(rec, fingerprint, params, splits)
+        if problem is None:
             if log:
                 log(f"tree {name} ({i}/{len(names)}): reusing the saved fit")
             out.append(rec)
@@ -364,7 +446,8 @@ def ensure_trees(
         if prepared is None:
             prepared = load_prepared()
         if log:
-            log(f"fitting {name} ({i}/{len(names)})...")
+            why = "" if rec is None else f" ({problem})"
+            log(f"fitting {name} ({i}/{len(names)}){why}...")
         rec = fit_tree(run_dir, name, prepared, metric, seed)
         out.append(rec)
     return out

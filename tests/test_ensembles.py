@@ -361,7 +361,9 @@ def test_truncated_prediction_file_names_trial_and_file(binary_run, tmp_path):
         build_ensemble([run], trees=())
     msg = str(err.value)
     assert msg.startswith(
-        f"run {run}: trial 2: holdout prediction file {path} is truncated or unreadable ("
+        f"run {run}: trial 2: holdout prediction file {path} does not match the SHA-256 "
+        f"recorded in {path.parent / 'trial.json'}: it was changed or truncated after it was "
+        "written, so it is not loaded."
     )
     assert msg.endswith(
         f"Fix: delete the trial directory {path.parent} (the ensemble then leaves the trial "
@@ -379,7 +381,7 @@ def test_class_count_mismatch_names_the_trial(multiclass_run, tmp_path):
     run = _copy_run(multiclass_run, tmp_path / "run")
     path = run / "trials" / "00001" / "holdout_pred.npy"
     n = np.load(path).shape[0]
-    np.save(path, np.full((n, 2), 0.5))
+    _replace_recorded(path, np.full((n, 2), 0.5))
     with pytest.raises(RunDirError) as err:
         build_ensemble([run], trees=())
     assert str(err.value) == (
@@ -781,6 +783,18 @@ def _holdout_y(run: Path) -> np.ndarray:
     from hpsearch.core.data import load_prepared
 
     return load_prepared(run, load_spec(run / "spec.yaml")).y["holdout"]
+
+
+def _replace_recorded(path: Path, array: np.ndarray) -> None:
+    """Replace a trial's prediction file and record its new SHA-256 in trial.json, as a
+    trial function that wrote that array would have."""
+    import hashlib
+
+    np.save(path, array)
+    info_path = path.parent / "trial.json"
+    info = json.loads(info_path.read_text())
+    info["files"][path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    info_path.write_text(json.dumps(info))
 
 
 def _member_holdout(run: Path, member: dict) -> np.ndarray:

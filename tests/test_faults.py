@@ -11,6 +11,7 @@ docs/faults.md lists every drill with its outcome.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -462,6 +463,11 @@ def _break_classes(run: Path) -> Path:
     path = run / "trials" / "00001" / "holdout_pred.npy"
     n = np.load(path).shape[0]
     np.save(path, np.full((n, 3), 1 / 3))
+    # recorded in trial.json as a trial function that wrote it would have: the shape check
+    # (not the SHA-256 check) refuses it
+    info = json.loads((path.parent / "trial.json").read_text())
+    info["files"][path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (path.parent / "trial.json").write_text(json.dumps(info))
     return path
 
 
@@ -482,7 +488,10 @@ def test_ensembles_build_refuses_bad_runs_with_exit_2(oracle_run, ray_session, t
         expected = f"error: runs {run} and {other} cannot be blended: their splits differ"
     elif case == "truncated":
         path = _break_truncated(run)
-        expected = f"error: run {run}: trial 2: holdout prediction file {path} is truncated"
+        expected = (
+            f"error: run {run}: trial 2: holdout prediction file {path} does not match the "
+            "SHA-256 recorded in"
+        )
     else:
         path = _break_classes(run)
         expected = f"error: run {run}: trial 1: holdout predictions {path} have shape"

@@ -9,6 +9,10 @@ URI is read from a temporary local copy of the files a call needs.
     run.best()                          # {"number", "value", "metric", "params", "model"}
     run.predictions(3, "holdout")       # trial 3's saved holdout predictions (numpy)
     run.model(3)                        # trial 3's Keras model (safe mode)
+
+Artifacts are loaded only once their bytes match the SHA-256 their ``trial.json``
+recorded (``hpsearch.core.atomic.read_verified``); a run directory with a symbolic link
+out of it is refused (``RunDir.check_links``).
 """
 
 from __future__ import annotations
@@ -160,7 +164,8 @@ class Run:
     # -- artifacts ----------------------------------------------------------------------
     def predictions(self, trial: int, split: str) -> np.ndarray:
         """Trial ``trial``'s saved predictions on ``split`` (valid, holdout or test): class
-        probabilities for classification (binary: of class 1), values for regression."""
+        probabilities for classification (binary: of class 1), values for regression.
+        Loaded once the file's bytes match the SHA-256 its ``trial.json`` recorded."""
         if split not in PRED_SPLITS:
             raise UserError(
                 f"split {split!r} has no predictions. Fix: use one of {', '.join(PRED_SPLITS)}."
@@ -173,24 +178,27 @@ class Run:
             return self._record(local, trial).predictions(split)
 
     def model(self, trial: int) -> keras.Model:
-        """Trial ``trial``'s Keras model, loaded in safe mode (no code from the file runs)."""
-        import keras
+        """Trial ``trial``'s Keras model, loaded in safe mode (no code from the file runs),
+        once its bytes match the SHA-256 its ``trial.json`` recorded."""
+        from hpsearch.core.store import load_keras_model
 
         rel = f"trials/{trial_dirname(int(trial))}"
         with local_copy(self.path, include=(f"{rel}/trial.json", f"{rel}/model.keras")) as (
             local,
             _,
         ):
-            rec = self._record(local, trial)
-            if not rec.model_path.is_file():
+            data = self._record(local, trial).model_bytes()
+            if data is None:
                 raise UserError(
                     f"trial {trial} of {self.path} has no saved model: its trial function did "
                     "not save one. Fix: pick a trial trained by the Keras trainer."
                 )
-            return keras.saving.load_model(rec.model_path, compile=False, safe_mode=True)
+            return load_keras_model(data)
 
     def _record(self, local: Path, trial: int) -> Any:
-        rec = RunDir(local).read_trial(int(trial))
+        rd = RunDir(local)
+        rd.check_links()
+        rec = rd.read_trial(int(trial))
         if rec is None:
             raise UserError(
                 f"{self.path} has no finished trial {trial}. Fix: pick a number from "

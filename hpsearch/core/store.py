@@ -54,10 +54,16 @@ def trial_dirname(number: int) -> str:
 
 @dataclass
 class TrialRecord:
-    """A finished trial as stored in ``trials/<n>/trial.json``."""
+    """A finished trial as stored in ``trials/<n>/trial.json``.
+
+    Its artifacts are read through :meth:`file_bytes`, which checks them against the
+    SHA-256s of ``trial.json``'s ``files`` map before anything is deserialized.
+    ``sha256`` is the hash of ``trial.json`` itself, as read (an ensemble records it).
+    """
 
     path: Path
     info: dict[str, Any]
+    sha256: str | None = None
 
     @property
     def number(self) -> int:
@@ -75,15 +81,40 @@ class TrialRecord:
     def params(self) -> dict[str, Any]:
         return self.info.get("params", {})
 
+    @property
+    def files(self) -> dict[str, Any]:
+        """File name -> SHA-256 of each file the trial wrote (``trial.json``'s ``files``)."""
+        files = self.info.get("files")
+        return files if isinstance(files, dict) else {}
+
     def has_predictions(self, split: str) -> bool:
         return (self.path / f"{split}_pred.npy").exists()
 
-    def predictions(self, split: str) -> np.ndarray:
+    def file_bytes(
+        self, name: str, *, who: str | None = None, what: str = "file", fix: str | None = None
+    ) -> bytes | None:
+        """The bytes of the trial's file ``name`` (None when it has none), checked against
+        the SHA-256 recorded in ``trial.json``; ``RunDirError`` when they differ, when the
+        file was never recorded, or when a recorded file is missing."""
+        return atomic.read_verified(
+            self.path / name,
+            self.info.get("files"),
+            record=str(self.path / TRIAL_JSON),
+            who=who or f"trial {self.number}",
+            what=what,
+            fix=fix or TRIAL_FIX.format(path=self.path),
+            legacy_fix=LEGACY_TRIAL_FIX,
+        )
+
+    def predictions(
+        self, split: str, *, who: str | None = None, fix: str | None = None
+    ) -> np.ndarray:
         path = self.path / f"{split}_pred.npy"
-        if not path.exists():
+        data = self.file_bytes(path.name, who=who, what=f"{split} prediction file", fix=fix)
+        if data is None:
             raise RunDirError(f"trial {self.number}: no {split} predictions at {path}.")
         try:
-            return np.load(path, allow_pickle=False)
+            return atomic.load_npy(data)
         except (ValueError, OSError, EOFError) as exc:
             raise RunDirError(
                 f"trial {self.number}: prediction file {path} is unreadable ({exc}). "
@@ -93,6 +124,55 @@ class TrialRecord:
     @property
     def model_path(self) -> Path:
         return self.path / "model.keras"
+
+    def model_bytes(self, *, fix: str | None = None) -> bytes | None:
+        """The verified bytes of ``model.keras``; None when the trial saved no model."""
+        return self.file_bytes(self.model_path.name, what="model", fix=fix)
+
+
+TRIAL_FIX = (
+    "restore {path} from a copy of the run, or delete that trial directory (an ensemble "
+    "then leaves the trial out)."
+)
+LEGACY_TRIAL_FIX = (
+    "run the search again into a new `output` (`hpsearch run SPEC`): this run was made "
+    "before hpsearch recorded the SHA-256 of its files."
+)
+
+
+def load_keras_model(data: bytes) -> Any:
+    """A Keras model from the verified bytes of a ``model.keras``, in safe mode (no code
+    from the file runs). The bytes are loaded from a private temporary copy, so what is
+    loaded is what was checked."""
+    import tempfile
+
+    import keras
+
+    with tempfile.TemporaryDirectory(prefix="hpsearch-model-") as tmp:
+        path = Path(tmp) / "model.keras"
+        path.write_bytes(data)
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def link_problem(path: Path, root: Path) -> str | None:
+    """Why the symbolic link ``path`` inside the run directory ``root`` is refused: it
+    points outside ``root``, or it stands where hpsearch writes and deletes (``trials/``, a
+    trial, ``trees/``, a tree, ``ensembles/``, an ensemble, ``data/``). None otherwise."""
+    target = Path(os.path.realpath(path))
+    real_root = Path(os.path.realpath(root))
+    if not target.is_relative_to(real_root):
+        return f"a symbolic link to {target}, outside the run directory"
+    rel = path.relative_to(root).parts
+    if rel and rel[0] in WRITTEN_DIRS and len(rel) <= 2:
+        return f"a symbolic link (to {target}) where hpsearch writes and deletes"
+    return None
+
+
+WRITTEN_DIRS = ("trials", "trees", "ensembles", "data")
+LINK_FIX = (
+    "Fix: replace the link with a copy of what it points to, or remove it; hpsearch "
+    "neither reads nor writes a run directory through such links."
+)
 
 
 class RunDir:
@@ -141,6 +221,7 @@ class RunDir:
         import fcntl
 
         self.path.mkdir(parents=True, exist_ok=True)
+        self.check_links()  # before .lock is opened: it could be a link out of the run
         with open(self.path / LOCK, "a+", encoding="utf-8") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,6 +239,33 @@ class RunDir:
             fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
             fh.flush()
             yield
+
+    def check_links(self) -> None:
+        """RunDirError naming the first symbolic link under the run directory that points
+        outside it, or that stands where hpsearch writes (see :func:`link_problem`).
+
+        Checked when a run is opened or resumed (:meth:`locked`, :meth:`check_storage`),
+        before an ensemble is built, and before a trial's files are written."""
+        if not self.path.is_dir():
+            return
+        stack = [self.path]
+        while stack:
+            folder = stack.pop()
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    self.check_not_link(path)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(path)
+
+    def check_not_link(self, path: Path) -> None:
+        """RunDirError when ``path``, inside the run directory, is a symbolic link that
+        :func:`link_problem` refuses (checked again right before hpsearch writes there)."""
+        problem = link_problem(path, self.path) if path.is_symlink() else None
+        if problem:
+            raise RunDirError(f"run directory {self.path}: {path} is {problem}. {LINK_FIX}")
 
     def is_interrupted_setup(self) -> bool:
         """Only the files a run writes before ``run.json`` (a driver died setting it up)."""
@@ -191,7 +299,9 @@ class RunDir:
 
     def check_storage(self) -> None:
         """RunDirError when the run's SQLite study file is gone but trials were recorded
-        (opening it would silently start an empty study; other URLs are checked on open)."""
+        (opening it would silently start an empty study; other URLs are checked on open),
+        or when a symbolic link leads out of the run (:meth:`check_links`)."""
+        self.check_links()
         url = self.storage_url()
         prefix = "sqlite:///"
         if url.startswith(prefix) and Path(url[len(prefix) :]).exists():
@@ -214,28 +324,27 @@ class RunDir:
     ) -> Path:
         """Persist a TrialResult: artifacts first, ``trial.json`` last (the commit point)."""
         tdir = self.trial_path(result.number)
+        for path in (self.trials_dir, tdir):
+            self.check_not_link(path)
         if tdir.exists() and not (tdir / TRIAL_JSON).exists():
             # Leftovers of a driver killed while writing: start the trial directory afresh.
             shutil.rmtree(tdir)
         tdir.mkdir(parents=True, exist_ok=True)
-        files: dict[str, Any] = {}
+        files: dict[str, str] = {}  # name -> SHA-256, checked by every reader
         for split, pred in (result.predictions or {}).items():
-            arr = np.asarray(pred)
-            atomic.write_npy(tdir / f"{split}_pred.npy", arr)
-            files[f"{split}_pred.npy"] = list(arr.shape)
+            name = f"{split}_pred.npy"
+            files[name] = atomic.write_hashed(tdir / name, atomic.npy_bytes(pred))
         if result.model_bytes:
-            atomic.write_bytes(tdir / "model.keras", result.model_bytes)
-            files["model.keras"] = len(result.model_bytes)
+            files["model.keras"] = atomic.write_hashed(tdir / "model.keras", result.model_bytes)
         if result.history:
-            atomic.write_text(tdir / "history.csv", _history_csv(result.history))
-            files["history.csv"] = len(result.history)
-        if result.tb_bytes:
+            data = _history_csv(result.history).encode("utf-8")
+            files["history.csv"] = atomic.write_hashed(tdir / "history.csv", data)
+        if result.tb_bytes:  # TensorBoard logs: for people, never loaded, not hashed
             tb = tdir / "tb"
             if tb.exists():
                 shutil.rmtree(tb)
             with tarfile.open(fileobj=io.BytesIO(result.tb_bytes), mode="r:gz") as tar:
                 tar.extractall(tb, filter="data")
-            files["tb"] = "dir"
         fault_point("kill_after_files", result.number)
         info = {
             "number": result.number,
@@ -264,7 +373,7 @@ class RunDir:
         path = tdir / TRIAL_JSON
         if not path.exists():
             return None
-        return TrialRecord(tdir, read_run_json(path, "trial.json"))
+        return TrialRecord(tdir, *read_record(path, "trial.json"))
 
     def trials(self, state: str | None = None) -> list[TrialRecord]:
         out = []
@@ -274,7 +383,7 @@ class RunDir:
             path = tdir / TRIAL_JSON
             if not path.exists():
                 continue
-            rec = TrialRecord(tdir, read_run_json(path, "trial.json"))
+            rec = TrialRecord(tdir, *read_record(path, "trial.json"))
             if state is None or rec.state == state:
                 out.append(rec)
         return out
@@ -284,7 +393,9 @@ class RunDir:
         removed = []
         if not self.trials_dir.exists():
             return removed
+        self.check_not_link(self.trials_dir)
         for tdir in sorted(self.trials_dir.iterdir()):
+            self.check_not_link(tdir)  # rmtree must never follow a link out of the run
             if tdir.is_dir() and not (tdir / TRIAL_JSON).exists():
                 shutil.rmtree(tdir, ignore_errors=True)
                 with contextlib.suppress(ValueError):
@@ -294,8 +405,17 @@ class RunDir:
 
 def read_run_json(path: Path, what: str) -> Any:
     """A JSON file of the run directory; a damaged one is a RunDirError naming the file."""
+    return read_record(path, what)[0]
+
+
+def read_record(path: Path, what: str, data: bytes | None = None) -> tuple[dict[str, Any], str]:
+    """(the object of a JSON file of the run directory, the SHA-256 of its bytes); ``data``:
+    bytes already read (and checked) instead of the file. A damaged one is a RunDirError
+    naming the file."""
     try:
-        info = atomic.read_json(path)
+        if data is None:
+            data = Path(path).read_bytes()
+        info = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise RunDirError(
             f"{path} is damaged ({what} is not valid JSON: {str(exc)[:120]}). Fix: restore it "
@@ -311,7 +431,7 @@ def read_run_json(path: Path, what: str) -> Any:
             f"{path} is damaged ({what} holds {type(info).__name__}, not an object). "
             "Fix: restore it from a copy of the run."
         )
-    return info
+    return info, atomic.sha256(data)
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
