@@ -18,8 +18,14 @@ METHODS = ("auto", *BLENDERS.names())
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ensembles.api import build
+    import os
 
+    from ensembles.api import build
+    from hpsearch.core.errors import check_writable
+    from hpsearch.core.remote import is_uri
+
+    if args.out and not is_uri(args.out) and not os.path.exists(args.out):  # exists: refused
+        check_writable(args.out, "--out", "give --out a new directory path in a writable folder")
     ens = build(
         args.run_dirs,
         top_k=args.top_k,
@@ -38,7 +44,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ensembles.api import load
     from hpsearch.core import atomic
+    from hpsearch.core.errors import check_writable
 
+    check_writable(args.output, "-o", "give -o a file path in a writable folder", kind="file")
     frame = load(args.ens_dir).predict_frame(args.data)
     atomic.write_text(args.output, frame.to_csv(index=False))
     print(f"wrote {len(frame)} row(s) to {args.output}")

@@ -15,6 +15,7 @@ from hpsearch.core.data import (
     load_table,
     make_split,
     prepare,
+    split_sizes,
     transform_new,
 )
 from hpsearch.core.spec import load_spec
@@ -93,6 +94,16 @@ def test_digits_pixels_stay_numeric_with_image_shape():
     assert df.shape == (1797, 65)
     kinds = infer_columns(df, "target", image_shape=(8, 8, 1))
     assert set(kinds.values()) == {"numeric"} and len(kinds) == 64
+
+
+@pytest.mark.parametrize("n", [5, 31, 120, 569, 1001])
+@pytest.mark.parametrize(("valid", "holdout"), [(0.2, 0.2), (0.001, 0.001), (0.15, 0.35)])
+def test_split_sizes_are_the_sizes_make_split_makes(n, valid, holdout):
+    # the split_sizes refusal (split.min_rows) is told before the split: it must agree
+    y = np.arange(n) % 2
+    for task, labels in (("regression", None), ("binary", y)):
+        s = make_split(n, labels, task, valid, holdout, seed=0)
+        assert {k: len(v) for k, v in s.items()} == split_sizes(n, valid, holdout)
 
 
 def test_split_stratified_seeded_disjoint_covering():

@@ -716,9 +716,154 @@ def _case(name: str, d: Path) -> tuple[Path, list[str], str]:
             f"output directory {d / 'run'} exists, is not empty and holds no run. Fix: choose "
             "a new `output` directory; hpsearch never overwrites files."
         )
+    elif name in PREWORK_CASES:
+        return _prework_case(name, d, df)
     else:
         raise AssertionError(name)
     return spec, extra, expected
+
+
+def _edit_spec(path: Path, **top: Any) -> Path:
+    """Set top-level keys of a written spec (merging into a section given as a dict)."""
+    raw = yaml.safe_load(path.read_text())
+    for key, value in top.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _prework_case(name: str, d: Path, df: pd.DataFrame) -> tuple[Path, list[str], str]:
+    """Bad input that is refused before the work starts (the checks of docs/faults.md)."""
+    if name == "output under /proc":
+        spec = write_spec(d, output="/proc/x")
+        expected = (
+            "spec field 'output': the run directory /proc/x: cannot be written: nothing can be "
+            "created in /proc (No such file or directory). Fix: set `output` to a directory "
+            "path in a writable folder (it is created when missing)"
+        )
+    elif name == "output under a file":
+        (d / "notes.txt").write_text("mine\n")
+        spec = write_spec(d, output=str(d / "notes.txt" / "sub"))
+        expected = (
+            f"spec field 'output': the run directory {d / 'notes.txt' / 'sub'}: cannot be "
+            f"written: {d / 'notes.txt'} is a file, not a directory. Fix: set `output` to a "
+            "directory path in a writable folder (it is created when missing)"
+        )
+    elif name == "storage under /proc":
+        spec = write_spec(d, storage="sqlite:////proc/nope/study.db")
+        expected = (
+            "spec field 'storage': the SQLite file /proc/nope/study.db cannot be written: its "
+            "folder /proc/nope does not exist (SQLite does not create folders). Fix: name a file "
+            "in an existing writable folder, e.g. `storage: sqlite:///runs/study.db`, or set "
+            "`storage: null` for study.db in the run directory."
+        )
+    elif name == "in-memory storage":
+        spec = write_spec(d, storage="sqlite:///:memory:")
+        expected = (
+            "spec field 'storage': 'sqlite:///:memory:' is an in-memory database, gone when the "
+            "driver exits (--resume and `hpsearch status` would find no study). Fix: give an "
+            "SQLite file, e.g. `storage: sqlite:///runs/study.db`, or null for study.db in the "
+            "run directory"
+        )
+    elif name == "duplicate test ids":
+        df.insert(0, "id", range(len(df)))
+        test = df.drop(columns="target").head(20)
+        test.loc[[3, 11], "id"] = 7
+        spec = _csv_spec(d, df, test=test, id="id")
+        expected = (
+            "spec field 'data.test': the id column 'id' of "
+            f"'{d / 'test.csv'}' repeats 1 id(s), e.g. 7 (rows 3, 7, 11). Fix: give every test "
+            "row its own id: a submission holds one row per id"
+        )
+    elif name == "data.columns drops every feature":
+        spec = _csv_spec(d, df, columns={"a": "drop", "b": "drop", "c": "drop"})
+        expected = (
+            "spec field 'data.columns': every feature column of the training data is dropped: "
+            "'a', 'b', 'c' by `data.columns`. Fix: keep at least one: give it a kind in "
+            "`data.columns`, e.g. `{a: numeric}`, or remove its `drop`"
+        )
+    elif name == "only an id and a target":
+        spec = _csv_spec(d, df[["target"]].assign(id=range(len(df))), id="id")
+        expected = (
+            f"training data '{d / 'train.csv'}': has no feature column: its only columns are "
+            "'id' (data.id) and 'target' (data.target). Fix: add the columns the model should "
+            "learn from to the table"
+        )
+    elif name == "one-row valid and holdout splits":
+        spec = _edit_spec(_csv_spec(d, df), split={"valid": 0.001, "holdout": 0.001})
+        expected = (
+            "spec field 'split.min_rows': 120 rows split into train 118, valid 1, holdout 1 "
+            "(split.valid 0.001, split.holdout 0.001): valid and holdout hold fewer than "
+            "split.min_rows = 10 rows. Fix: raise `split.valid` and `split.holdout` to 0.08, "
+            "use a table of at least 9002 rows, or lower `split.min_rows` (scores on fewer "
+            "rows are noise)"
+        )
+    elif name == "a 5-row table":
+        spec = _csv_spec(d, df.head(5).assign(target=["no", "yes", "no", "yes", "no"]))
+        expected = (
+            "spec field 'split.min_rows': 5 rows split into train 3, valid 1, holdout 1 "
+            "(split.valid 0.2, split.holdout 0.2): train, valid and holdout hold fewer than "
+            "split.min_rows = 10 rows. Fix: use a table of at least 47 rows, or lower "
+            "`split.min_rows` (scores on fewer rows are noise)"
+        )
+    elif name == "a class missing from a split":
+        df.loc[:2, "target"] = "rare"  # 3 rows of a third class
+        spec = _csv_spec(d, df)
+        expected = (
+            "spec field 'split.min_class_rows': class 'rare' of target 'target' has 0 row(s) "
+            "in the valid split (3 in all 120 rows), fewer than split.min_class_rows = 1. Fix: "
+            "add rows of that class, merge or drop the rare class(es), or set "
+            "`split.min_class_rows: 0` to accept splits without it"
+        )
+    elif name == "training.trial_fn not importable":
+        spec = write_spec(d, training={"trial_fn": "nosuchmodule:fn"})
+        expected = (
+            "spec field 'training.trial_fn': cannot find the module 'nosuchmodule' of "
+            "'nosuchmodule:fn'. Fix: check the module path, install its package or add its "
+            "folder to PYTHONPATH (it must import on the driver and on every Ray node)"
+        )
+    elif name == "duplicate CSV column names":
+        spec = _csv_spec(d, df.to_csv(index=False).replace("a,b,c,", "a,b,a,", 1))
+        expected = (
+            f"data file '{d / 'train.csv'}': repeats the column name(s) 'a' in its header "
+            "(pandas would silently rename the repeats 'a.1'). Fix: give every column of the "
+            "header line its own name"
+        )
+    elif name == "duplicate YAML keys":
+        spec = _raw_spec(d, "name: x\ndata:\n  train: sklearn:iris\n  train: sklearn:wine\n")
+        expected = (
+            f"spec file '{spec}' line 4, column 3: duplicate key 'train', first on line 3; YAML "
+            "would keep only the last one. Fix: keep one 'train' key in this mapping and delete "
+            "the other."
+        )
+    elif name == "spec saved in latin-1":
+        spec = d / "spec.yaml"
+        spec.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+        expected = (
+            f"spec file '{spec}' is not UTF-8 text (byte 0xe9 at offset 9). Fix: save it as "
+            "UTF-8, for example `iconv -f latin1 -t utf-8 OLD.yaml > NEW.yaml`."
+        )
+    else:
+        raise AssertionError(name)
+    return spec, [], expected
+
+
+PREWORK_CASES = [
+    "output under /proc",
+    "output under a file",
+    "storage under /proc",
+    "in-memory storage",
+    "duplicate test ids",
+    "data.columns drops every feature",
+    "only an id and a target",
+    "one-row valid and holdout splits",
+    "a 5-row table",
+    "a class missing from a split",
+    "training.trial_fn not importable",
+    "duplicate CSV column names",
+    "duplicate YAML keys",
+    "spec saved in latin-1",
+]
 
 
 BAD_INPUT = [
@@ -747,6 +892,7 @@ BAD_INPUT = [
     "output holds other files",
     "output holds a user's data folder",
     "column override of the wrong type",
+    *PREWORK_CASES,
 ]
 
 

@@ -88,7 +88,8 @@ def test_unknown_key_suggests_closest():
     msg = one_error(spec(split={"vaild": 0.2}))
     assert msg == (
         "spec field 'split.vaild': unknown key 'vaild' in section 'split'. "
-        "Fix: did you mean 'valid'? valid keys in section 'split': valid, holdout, seed"
+        "Fix: did you mean 'valid'? valid keys in section 'split': valid, holdout, seed, "
+        "min_rows, min_class_rows"
     )
     msg = one_error(spec(budgt={"n_trials": 3}))
     assert (
@@ -396,7 +397,7 @@ def test_plugin_names_come_from_the_registries():
 
     for name in ("cmaes", "gp", "random", "mypackage.samplers:MySampler"):
         assert load_spec(spec(sampler={"name": name})).sampler.name == name
-    for fn in ("keras", "mypackage.trials:train", None):
+    for fn in ("keras", "hpsearch.search.testing:instant", "tests.trial_fns:hold", None):
         assert load_spec(spec(training={"trial_fn": fn})).training.trial_fn == fn
     assert one_error(spec(training={"trial_fn": "kears"})) == (
         "spec field 'training.trial_fn': unknown trainer 'kears'. Fix: did you mean 'keras'? "

@@ -124,8 +124,13 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from hpsearch.cluster import jobs
+    import os
 
+    from hpsearch.cluster import jobs
+    from hpsearch.core.errors import check_writable
+
+    if not os.path.exists(args.dest):  # an existing one: pull says whether it may be used
+        check_writable(args.dest, "DEST", "give a new directory path in a writable folder")
     dest, n_files, n_bytes = jobs.pull(args.run_uri, args.dest)
     print(f"pulled {n_files} file(s), {n_bytes / 2**20:.1f} MiB, from {args.run_uri} into {dest}")
     return 0

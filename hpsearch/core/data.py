@@ -125,7 +125,25 @@ def load_table(source: str | Path) -> pd.DataFrame:
         ) from None
     if len(df) == 0:
         raise _fail(f"data file {src!r}", "has a header but no rows", "add data rows")
+    if low.endswith((".csv", ".csv.gz")):
+        _check_unique_header(path, src)
     return df.reset_index(drop=True)
+
+
+def _check_unique_header(path: Path, src: str) -> None:
+    """pandas renames a repeated column name (``a``, ``a.1``): refused from the header line."""
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    names = [str(v) for v in header.iloc[0].tolist()]
+    counts = Counter(names)
+    dups = [n for n in counts if counts[n] > 1]
+    if dups:
+        renamed = [f"{n}.{i}" for n in dups[:3] for i in range(1, counts[n])][:5]
+        raise _fail(
+            f"data file {src!r}",
+            f"repeats the column name(s) {_short_list(dups)} in its header (pandas would "
+            f"silently rename the repeats {_short_list(renamed)})",
+            "give every column of the header line its own name",
+        )
 
 
 def data_hash(df: pd.DataFrame) -> str:
@@ -477,9 +495,7 @@ def make_split(
     class for classification (falls back to a plain shuffle when a class is too small)."""
     from sklearn.model_selection import train_test_split
 
-    n_hold = math.ceil(holdout * n_rows)
-    n_valid = math.ceil(valid / (1 - holdout) * (n_rows - n_hold))
-    if n_rows - n_hold - n_valid < 1 or n_hold < 1 or n_valid < 1:
+    if min(split_sizes(n_rows, valid, holdout).values()) < 1:
         raise _fail(
             "training data",
             f"{n_rows} row(s) are too few to split into train/valid/holdout "
@@ -815,6 +831,125 @@ def check_test_columns(
         )
 
 
+def _check_unique_ids(ids: pd.Series, id_col: str, source: str) -> None:
+    """A submission holds one row per test id: repeated ids are refused before the search."""
+    repeated = ids.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        values = list(dict.fromkeys(_json_scalar(v) for v in ids[repeated]))
+        rows = np.flatnonzero(repeated)
+        raise _fail(
+            "spec field 'data.test'",
+            f"the id column {id_col!r} of {source!r} repeats {len(values)} id(s), e.g. "
+            f"{_short_list(values, 5)} (rows {', '.join(str(int(r)) for r in rows[:6])})",
+            "give every test row its own id: a submission holds one row per id",
+        )
+
+
+# --------------------------------------------------------------------------- checks before a run
+
+
+def split_sizes(n_rows: int, valid: float, holdout: float) -> dict[str, int]:
+    """The rows of train, valid and holdout that :func:`make_split` makes of ``n_rows``."""
+    n_hold = math.ceil(holdout * n_rows)
+    n_valid = math.ceil(valid / (1 - holdout) * (n_rows - n_hold))
+    return {"train": n_rows - n_hold - n_valid, "valid": n_valid, "holdout": n_hold}
+
+
+def check_split_sizes(n_rows: int, split: Any) -> None:
+    """Every split holds at least ``split.min_rows`` rows (a score on 1 row is noise)."""
+    least = int(getattr(split, "min_rows", 1))
+    sizes = split_sizes(n_rows, split.valid, split.holdout)
+    short = [k for k in SPLITS if sizes[k] < least]
+    if not short:
+        return
+    fixes = []
+    if short == ["train"]:
+        fixes.append("lower `split.valid` or `split.holdout`")
+    elif "train" not in short and (frac := _fraction_for(least, n_rows, split, short)):
+        fixes.append(f"raise {_and([f'`split.{k}`' for k in short])} to {frac:g}")
+    need = n_rows
+    while min(split_sizes(need, split.valid, split.holdout).values()) < least:
+        need += 1
+    fixes += [f"use a table of at least {need} rows", "or lower `split.min_rows`"]
+    raise _fail(
+        "spec field 'split.min_rows'",
+        f"{n_rows} rows split into train {sizes['train']}, valid {sizes['valid']}, holdout "
+        f"{sizes['holdout']} (split.valid {split.valid:g}, split.holdout {split.holdout:g}): "
+        f"{_and(short)} {'holds' if len(short) == 1 else 'hold'} fewer than "
+        f"split.min_rows = {least} rows",
+        ", ".join(fixes) + " (scores on fewer rows are noise)",
+    )
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _fraction_for(least: int, n_rows: int, split: Any, short: list[str]) -> float | None:
+    """The smallest 2-digit fraction that, given to the ``short`` splits, leaves every split
+    ``least`` rows with valid + holdout below 0.9; None if none does."""
+    for hundredths in range(1, 90):
+        frac = hundredths / 100
+        valid = max(split.valid, frac) if "valid" in short else split.valid
+        holdout = max(split.holdout, frac) if "holdout" in short else split.holdout
+        if valid + holdout >= 0.9:
+            return None
+        if min(split_sizes(n_rows, valid, holdout).values()) >= least:
+            return frac
+    return None
+
+
+def check_class_rows(
+    split_ids: dict[str, np.ndarray], y_codes: np.ndarray, target: Target, split: Any
+) -> None:
+    """Classification: every class holds at least ``split.min_class_rows`` rows in each split
+    (a class missing from valid or holdout cannot be scored there)."""
+    least = int(getattr(split, "min_class_rows", 0))
+    if least < 1 or target.classes is None:
+        return
+    total = np.bincount(y_codes, minlength=target.n_classes)
+    for name in SPLITS:
+        counts = np.bincount(y_codes[split_ids[name]], minlength=target.n_classes)
+        low = np.flatnonzero(counts < least)
+        if low.size:
+            k = int(low[0])
+            raise _fail(
+                "spec field 'split.min_class_rows'",
+                f"class {target.classes[k]!r} of target {target.name!r} has {int(counts[k])} "
+                f"row(s) in the {name} split ({int(total[k])} in all {len(y_codes)} rows), "
+                f"fewer than split.min_class_rows = {least}",
+                "add rows of that class, merge or drop the rare class(es), or set "
+                "`split.min_class_rows: 0` to accept splits without it",
+            )
+
+
+def check_features(columns: dict[str, str], spec_data: Any) -> None:
+    """At least one column is a feature (not the target, the id, or dropped)."""
+    if any(kind != "drop" for kind in columns.values()):
+        return
+    if not columns:
+        others = [f"{spec_data.target!r} (data.target)"]
+        if spec_data.id:
+            others.insert(0, f"{spec_data.id!r} (data.id)")
+        raise _fail(
+            f"training data {spec_data.train!r}",
+            f"has no feature column: its only columns are {' and '.join(others)}",
+            "add the columns the model should learn from to the table",
+        )
+    overridden = [c for c in columns if (spec_data.columns or {}).get(c) == "drop"]
+    inferred = [c for c in columns if c not in overridden]
+    parts = [f"{_short_list(overridden)} by `data.columns`"] if overridden else []
+    if inferred:
+        parts.append(f"{_short_list(inferred)} as constant or id-like")
+    example = (inferred or overridden)[0]
+    raise _fail(
+        "spec field 'data.columns'",
+        f"every feature column of the training data is dropped: {'; '.join(parts)}",
+        f"keep at least one: give it a kind in `data.columns`, e.g. `{{{example}: numeric}}`, "
+        "or remove its `drop`",
+    )
+
+
 # --------------------------------------------------------------------------- prepare
 
 
@@ -858,6 +993,8 @@ def _load_test(spec: Any, train: pd.DataFrame, target: Target) -> pd.DataFrame |
         return None
     test = load_table(d.test)
     check_test_columns(train, test, d.target, d.id)
+    if d.id and d.id in test.columns:
+        _check_unique_ids(test[d.id], d.id, d.test)
     if d.sample_submission:
         sub = load_table(d.sample_submission)
         if len(sub) != len(test):
@@ -919,7 +1056,14 @@ def _assemble(
 
 
 def prepare(spec: Any, run_dir: str | Path | None = None) -> PreparedData:
-    """Load, type, split, fit on train rows and transform every split (and the test table)."""
+    """Load, type, split, fit on train rows and transform every split (and the test table).
+
+    Everything a new run can check before it starts is checked here, before anything is
+    written: the data against the spec, at least one feature column, ``split.min_rows``
+    rows per split and ``split.min_class_rows`` rows of each class per split, unique test
+    ids, and last that ``output`` and an SQLite ``storage`` can be created
+    (:meth:`hpsearch.core.spec.Spec.check_run_paths`).
+    """
     d = spec.data
     train = load_table(d.train)
     _check_target_column(train, d.target, f"the training data {d.train!r}")
@@ -932,9 +1076,13 @@ def prepare(spec: Any, run_dir: str | Path | None = None) -> PreparedData:
     target = Target.fit(train[d.target], task=d.task, metric=getattr(spec, "metric", None))
     test = _load_test(spec, train, target)
     columns = infer_columns(train, d.target, d.id, d.columns, d.image_shape)
+    check_features(columns, d)
     y_codes = target.encode(train[d.target]) if target.task != "regression" else None
     s = spec.split
+    check_split_sizes(len(train), s)
     split_ids = make_split(len(train), y_codes, target.task, s.valid, s.holdout, s.seed)
+    if y_codes is not None:
+        check_class_rows(split_ids, y_codes, target, s)
     pre = Preprocessor().fit(train.iloc[split_ids["train"]], columns, d.image_shape)
     split_info = {
         "n_rows": len(train),
@@ -946,6 +1094,8 @@ def prepare(spec: Any, run_dir: str | Path | None = None) -> PreparedData:
         "ids": {k: [int(i) for i in v] for k, v in split_ids.items()},
     }
     prepared = _assemble(train, test, split_ids, pre, target, d.id, split_info)
+    if hasattr(spec, "check_run_paths"):  # last, once the data passed: it probes a folder
+        spec.check_run_paths()
     if run_dir is not None:
         save_prepared(prepared, run_dir, spec)
     return prepared

@@ -222,10 +222,13 @@ def read_trial_rows(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list[di
 def _load_study(rd: RunDir, meta: dict[str, Any]) -> optuna.Study:
     import optuna
 
+    from hpsearch.core.spec import storage_url_to_open
+
     rd.check_storage()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=meta["study_name"], storage=rd.storage_url())
+        url = storage_url_to_open(rd.storage_url(), f"run directory {rd.path}")  # redacted?
+        return optuna.load_study(study_name=meta["study_name"], storage=url)
     except KeyError:
         raise RunDirError(
             f"run directory {rd.path}: its study {meta['study_name']!r} is not in "

@@ -50,12 +50,20 @@ from pydantic import (
     ValidationInfo,
     WrapValidator,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 from typing_extensions import Self
 
-from hpsearch.core.errors import UserError
+from hpsearch.core.errors import (
+    REDACTED,
+    RunDirError,
+    UserError,
+    check_writable,
+    redact,
+    unwritable,
+)
 
 TASKS = ("binary", "multiclass", "regression")
 METRICS = ("log_loss", "roc_auc", "accuracy", "rmse", "rmsle", "mae", "f1_macro")
@@ -77,13 +85,16 @@ DEFAULT_TREES = ("rf", "et", "hgb")  # hpsearch.core.registry.TREE_MODELS lists 
 AUTO = "auto"  # the blend method with the best cross-fitted score
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 QUOTE_MAX = 200  # characters of a value quoted in a message
+MIN_ROWS = 10  # split.min_rows: the fewest rows of train, valid and holdout
+MIN_CLASS_ROWS = 1  # split.min_class_rows: every class in every split
+STORAGE_URL_ENV = "HPSEARCH_STORAGE_URL"  # the full URL of a run whose stored one is redacted
 
 
 class SpecError(UserError):
     """The spec is invalid. ``errors`` holds one message per problem."""
 
     def __init__(self, errors: list[str], source: str | None = None):
-        self.errors = list(errors)
+        self.errors = [redact(e) for e in errors]
         self.source = source
         where = f"spec {source}" if source else "spec"
         if len(self.errors) == 1:
@@ -229,6 +240,16 @@ def _resolve_path(p: str, base: Path) -> str:
     if not path.is_absolute():
         path = base / path
     return str(path.resolve())
+
+
+def _in_memory(url: str) -> bool:
+    """An SQLite URL of an in-memory (or temporary) database: ``sqlite://``,
+    ``sqlite:///:memory:``, ``sqlite+pysqlite:///:memory:?cache=shared``."""
+    scheme, _, rest = url.partition("://")
+    if not scheme.lower().startswith("sqlite"):
+        return False
+    db = rest.split("?", 1)[0]
+    return db in ("", "/", "/:memory:") or "mode=memory" in url
 
 
 def sqlite_file(url: str | None) -> str | None:
@@ -390,6 +411,27 @@ class SplitSpec(_SpecModel):
         integer(ge=0, le=SEED_MAX),
         Hint(example="0", fix=f"use a seed from 0 to {SEED_MAX}, for example `seed: 0`"),
     ] = 0
+    min_rows: Annotated[
+        integer(ge=1),
+        Hint(example="10", fix="give the fewest rows a split may hold, e.g. `min_rows: 10`"),
+    ] = Field(MIN_ROWS, description="the fewest rows each of train, valid and holdout may hold")
+    min_class_rows: Annotated[
+        integer(ge=0),
+        Hint(example="1", fix="give the fewest rows of each class per split, e.g. 1 (0: no check)"),
+    ] = Field(
+        MIN_CLASS_ROWS,
+        description="classification: the fewest rows of each class in each split (0: no check)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _minimums_when_set(self, handler: Any) -> dict[str, Any]:
+        """The minimums are dumped only when they differ from their defaults, so the split
+        of ``run.json`` (compared on --resume) reads as before they existed."""
+        d = handler(self)
+        for key, default in (("min_rows", MIN_ROWS), ("min_class_rows", MIN_CLASS_ROWS)):
+            if d.get(key) == default:
+                d.pop(key)
+        return d
 
     @model_validator(mode="after")
     def _leaves_rows_to_train(self) -> SplitSpec:
@@ -413,6 +455,49 @@ def _plugin(
         return value
     problem, fix = _unknown(what, value, [*extra, *reg_.names()])
     raise _fail(problem, f"{fix}, or one of your own as `{example}`{tail}")
+
+
+def _importable(target: str) -> None:
+    """``module:function`` whose module Python can find (``importlib.util.find_spec``: the
+    module itself is not run) and, when that is cheap to tell, that defines the function."""
+    import importlib.util
+    import sys
+
+    module, _, attr = target.partition(":")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a parent package that does not exist
+        found = None
+    if found is None:
+        raise _fail(
+            f"cannot find the module {module!r} of {_quote(target)}",
+            "check the module path, install its package or add its folder to PYTHONPATH "
+            "(it must import on the driver and on every Ray node)",
+        )
+    name = attr.split(".")[0]
+    loaded = sys.modules.get(module)
+    if not hasattr(loaded, name) if loaded is not None else _source_lacks(found, name):
+        raise _fail(
+            f"the module {module!r} defines no {name!r} (from {_quote(target)})",
+            "name a function the module defines, as `module:function`",
+        )
+
+
+def _source_lacks(found: Any, name: str) -> bool:
+    """True only when the module's source cannot define ``name``: the word appears nowhere
+    in it and nothing in it defines names dynamically (``import *``, ``globals()``, ...)."""
+    import re
+
+    origin = getattr(found, "origin", None)
+    if not origin or not str(origin).endswith(".py"):
+        return False
+    try:
+        text = Path(origin).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if re.search(r"import\s+\*|globals\(|__getattr__|setattr\(|exec\(", text):
+        return False
+    return re.search(rf"\b{re.escape(name)}\b", text) is None
 
 
 class SamplerSpec(_SpecModel):
@@ -510,7 +595,12 @@ class TrainingSpec(_SpecModel):
         if value is None:
             return None
         example = "trial_fn: mypackage.trials:train"
-        return _plugin("TRAINERS", "trainer", example, value, tail=", or leave it out")
+        value = _plugin("TRAINERS", "trainer", example, value, tail=", or leave it out")
+        from hpsearch.core.registry import TRAINERS
+
+        if value not in TRAINERS:
+            _importable(value)
+        return value
 
 
 class EnsembleSpec(_SpecModel):
@@ -635,13 +725,21 @@ class Spec(_SpecModel):
 
     __hash__ = None  # type: ignore[assignment]  # holds dicts, like the dataclass did
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML/JSON-able dict; ``load_spec(spec.to_dict()) == spec``."""
+    def to_dict(self, redact_secrets: bool = False) -> dict[str, Any]:
+        """Plain YAML/JSON-able dict; ``load_spec(spec.to_dict()) == spec``.
+        ``redact_secrets``: the storage URL's password as ``***`` (for files written)."""
         d = self.model_dump()
+        if redact_secrets and d["storage"]:
+            d["storage"] = redact(d["storage"])
         if self.data.image_shape is not None:
             d["data"]["image_shape"] = list(self.data.image_shape)
         d["ensemble"]["trees"] = list(self.ensemble.trees)
         return d
+
+    def check_run_paths(self) -> None:
+        """UserError when ``output`` or an SQLite ``storage`` cannot be created (before a new
+        run starts; see :func:`check_run_paths`)."""
+        check_run_paths(self)
 
     def fingerprint(self) -> str:
         """sha256 of the parts that define the data and the split (not the search settings)."""
@@ -692,6 +790,13 @@ class Spec(_SpecModel):
             raise _fail(
                 f"{_quote(storage)} is not an SQLAlchemy URL",
                 "write e.g. `storage: sqlite:///runs/study.db` or postgresql://user@host/db, or null",
+            )
+        if storage is not None and _in_memory(storage):
+            raise _fail(
+                f"{_quote(storage)} is an in-memory database, gone when the driver exits "
+                "(--resume and `hpsearch status` would find no study)",
+                "give an SQLite file, e.g. `storage: sqlite:///runs/study.db`, or null for "
+                "study.db in the run directory",
             )
         if (db := sqlite_file(storage)) and not db.startswith("/"):
             # a relative SQLite path means the same file from any working directory
@@ -1035,3 +1140,84 @@ def spec_json_schema() -> dict[str, Any]:
     schema.pop("default", None)
     schema["properties"]["output"].pop("default", None)  # runs/<name>, computed
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+# --------------------------------------------------------------------------- before a run
+
+
+def check_run_paths(spec: Spec) -> None:
+    """UserError when the run directory (``output``, unless a URI) or the SQLite file of
+    ``storage`` cannot be created: checked before a new run starts, leaving nothing behind."""
+    from hpsearch.core.remote import is_uri
+
+    output = None if is_uri(spec.output) else Path(spec.output)
+    if output is not None and not output.is_file():  # a file: open_run says so
+        check_writable(
+            output,
+            "spec field 'output': the run directory",
+            "set `output` to a directory path in a writable folder (it is created when missing)",
+        )
+    db = sqlite_file(spec.storage)
+    if db is None:
+        return
+    problem = _sqlite_file_problem(Path(db), output)
+    if problem is not None:
+        raise UserError(
+            f"spec field 'storage': the SQLite file {db} cannot be written: {problem}. Fix: "
+            "name a file in an existing writable folder, e.g. `storage: sqlite:///runs/study.db`, "
+            "or set `storage: null` for study.db in the run directory."
+        )
+
+
+def _sqlite_file_problem(db: Path, output: Path | None) -> str | None:
+    folder = db.parent
+    if output is not None and folder == output:
+        return None  # the run directory: created by the run, checked above
+    if not db.exists() and not folder.is_dir():
+        if folder.exists():
+            return f"{folder} is a file, not a directory"
+        return f"its folder {folder} does not exist (SQLite does not create folders)"
+    return unwritable(db, "file")
+
+
+def has_redacted_password(url: str | None) -> bool:
+    """True for a URL whose password was replaced by ``***`` when it was written."""
+    return bool(url and redact(url) == url and f":{REDACTED}@" in url)
+
+
+def storage_url_to_open(url: str, where: str = "") -> str:
+    """The URL to open a study with, given the one a spec or ``run.json`` holds.
+
+    A URL whose password was redacted when it was written (``user:***@``) is replaced by
+    ``$HPSEARCH_STORAGE_URL`` when that URL redacts to the same text; else, for
+    PostgreSQL with ``PGPASSWORD`` or a password file (``PGPASSFILE``, ``~/.pgpass``),
+    by the URL without a password, so the client reads it from there. Otherwise a
+    RunDirError says how to give the password. Any other URL is returned as it is.
+    """
+    if not has_redacted_password(url):
+        return url
+    given = os.environ.get(STORAGE_URL_ENV)
+    if given:
+        if redact(given) != url:
+            raise RunDirError(
+                f"{where or 'the run'}: ${STORAGE_URL_ENV} is {redact(given)!r}, not the "
+                f"run's storage {url!r}. Fix: set ${STORAGE_URL_ENV} to the run's storage URL "
+                "with its password, or unset it."
+            )
+        return given
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith("postgres") and _pg_password_available():
+        return url.replace(f":{REDACTED}@", "@", 1)
+    raise RunDirError(
+        f"{where or 'the run'}: its study storage {url!r} was written with the password "
+        f"redacted (hpsearch never writes passwords to files). Fix: set ${STORAGE_URL_ENV} "
+        "to the full URL with its password (or, for PostgreSQL, put the password in "
+        "~/.pgpass or PGPASSWORD), then run the command again."
+    )
+
+
+def _pg_password_available() -> bool:
+    if os.environ.get("PGPASSWORD"):
+        return True
+    passfile = os.environ.get("PGPASSFILE") or os.path.expanduser("~/.pgpass")
+    return os.path.isfile(passfile)

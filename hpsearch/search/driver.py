@@ -286,28 +286,31 @@ def open_run(
 def _check_study_name_free(spec: Spec) -> None:
     """A new run on a shared ``storage`` URL must not adopt another run's study (its trials,
     its budget, its RUNNING trials taken for a dead driver's)."""
+    from hpsearch.core.errors import redact
+    from hpsearch.core.spec import sqlite_file, storage_url_to_open
+
     if not spec.storage:
         return  # the default SQLite file lives in the new run directory
     if spec.storage.startswith("sqlite:///"):
-        from hpsearch.core.spec import sqlite_file
-
         db = sqlite_file(spec.storage)
         if db is None or not Path(db).is_file():
             return  # connecting would create the file
     import optuna
 
+    shown = redact(spec.storage)  # messages never show a password
+    url = storage_url_to_open(spec.storage, "spec field 'storage'")
     try:
-        names = optuna.get_all_study_names(storage=spec.storage)
+        names = optuna.get_all_study_names(storage=url)
     except Exception as exc:  # driver missing, host unreachable, bad credentials
         raise RunDirError(
-            f"spec field 'storage': cannot open {spec.storage!r}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}. Fix: check the URL, that the "
-            "database is reachable and its driver installed, or set `storage: null` for a "
+            f"spec field 'storage': cannot open {shown!r}: {type(exc).__name__}: "
+            f"{redact(str(exc).splitlines()[0]) if str(exc) else ''}. Fix: check the URL, that "
+            "the database is reachable and its driver installed, or set `storage: null` for a "
             "SQLite file in the run directory."
         ) from None
     if spec.name in names:
         raise RunDirError(
-            f"spec field 'name': the storage {spec.storage!r} already holds a study named "
+            f"spec field 'name': the storage {shown!r} already holds a study named "
             f"{spec.name!r}, which belongs to another run. Fix: give this run a new `name`, "
             "or continue that run with --resume on its own `output`."
         )
@@ -358,7 +361,8 @@ def _init_run_dir(rd: RunDir, spec: Spec, space: Space, prepared: PreparedData) 
 
     rd.path.mkdir(parents=True, exist_ok=True)
     save_prepared(prepared, rd.path, spec)
-    atomic.write_text(rd.path / "spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    frozen = spec.to_dict(redact_secrets=True)  # files never hold a storage password
+    atomic.write_text(rd.path / "spec.yaml", yaml.safe_dump(frozen, sort_keys=False))
     atomic.write_text(rd.path / "space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
     meta = {
         "format": 1,
@@ -377,7 +381,7 @@ def _init_run_dir(rd: RunDir, spec: Spec, space: Space, prepared: PreparedData) 
         "output_spec": prepared.output_spec.to_dict(),
         "has_test": "test" in prepared.x,
         "study_name": spec.name,
-        "storage": spec.storage,
+        "storage": frozen["storage"],
     }
     fault_point("kill_during_setup", 0)
     rd.write_meta(meta)
@@ -395,7 +399,11 @@ def _open_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    url = spec.storage or rd.default_storage
+    from hpsearch.core.spec import storage_url_to_open
+
+    # the spec's own URL (run.json keeps it redacted); a redacted one (a frozen spec.yaml)
+    # takes its password from $HPSEARCH_STORAGE_URL or the client's password file
+    url = storage_url_to_open(spec.storage or rd.default_storage, "spec field 'storage'")
     storage: str | optuna.storages.BaseStorage = url
     if url.startswith("sqlite"):
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
