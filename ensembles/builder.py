@@ -352,7 +352,7 @@ def _read_runs(run_dirs: list[str | Path]) -> _Runs:
     for rd in dirs:  # a build reads every run and writes into the first
         rd.check_links()
     _check_compatible(dirs, metas)
-    return _Runs(dirs, metas, load_spec(dirs[0].path / "spec.yaml"))
+    return _Runs(dirs, metas, load_spec(dirs[0].path / "spec.yaml", frozen=True))
 
 
 def _claim_target(run: RunDir, out, name, method: str) -> tuple[Path, bool]:

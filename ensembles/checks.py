@@ -255,7 +255,7 @@ def check_ensemble_submission(
                 f"the ensemble's run is at {run}; its test file path is not on this machine. "
                 "Fix: give the test file with --test (and --sample for sample_submission.csv)."
             )
-        spec = load_spec(Path(run) / "spec.yaml")
+        spec = load_spec(Path(run) / "spec.yaml", frozen=True)
         test = spec.data.test
         sample = sample or spec.data.sample_submission
     sub = check_submission_file(

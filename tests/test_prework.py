@@ -351,3 +351,20 @@ def test_duplicate_header_names_are_refused_in_compressed_csv_too(tmp_path):
         "silently rename the repeats 'x.1', 'y.1'). Fix: give every column of the header line "
         "its own name"
     )
+
+
+def test_a_run_s_frozen_spec_loads_without_its_trainer_module(tmp_path):
+    """A run copied to a machine without its trainer's module can still be read and
+    ensembled: the trainer is looked up only for a search."""
+    import yaml
+
+    from hpsearch.core.spec import SpecError, load_spec
+    from tests.conftest import make_spec_dict
+
+    raw = make_spec_dict(tmp_path, training={"trial_fn": "hpsearch.search.testing:oracle"})
+    raw["training"]["trial_fn"] = "my_lab_only.trainers:fit"
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_spec(path, frozen=True).training.trial_fn == "my_lab_only.trainers:fit"
+    with pytest.raises(SpecError, match="cannot find the module 'my_lab_only.trainers'"):
+        load_spec(path)

@@ -91,7 +91,7 @@ class Run:
         from hpsearch.core.spec import load_spec
 
         with local_copy(self.path, include=(SPEC_YAML,)) as (local, _):
-            return load_spec(Path(local) / SPEC_YAML)
+            return load_spec(Path(local) / SPEC_YAML, frozen=True)
 
     # -- trials -------------------------------------------------------------------------
     def trial_rows(self) -> list[dict[str, Any]]:

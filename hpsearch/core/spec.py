@@ -591,14 +591,14 @@ class TrainingSpec(_SpecModel):
 
     @field_validator("trial_fn", mode="before")
     @classmethod
-    def _registered(cls, value: Any) -> Any:
+    def _registered(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return None
         example = "trial_fn: mypackage.trials:train"
         value = _plugin("TRAINERS", "trainer", example, value, tail=", or leave it out")
         from hpsearch.core.registry import TRAINERS
 
-        if value not in TRAINERS:
+        if value not in TRAINERS and not (info.context or {}).get("frozen"):
             _importable(value)
         return value
 
@@ -1108,12 +1108,16 @@ def load_spec(
     path_or_dict: str | os.PathLike | dict[str, Any],
     overrides: Any = None,
     base_dir: str | os.PathLike | None = None,
+    *,
+    frozen: bool = False,
 ) -> Spec:
     """Read and validate a spec (a YAML path or an already-parsed dict).
 
     ``overrides``: ``{"budget.n_trials": 5}`` or ``["budget.n_trials=5"]``.
     ``base_dir``: where relative paths are resolved (default: for a file, its directory;
     for a dict, the current directory).
+    ``frozen``: the ``spec.yaml`` of an existing run, read to look at or ensemble it: the
+    trainer is not looked up (it runs only in a search, maybe on another machine).
     """
     if isinstance(path_or_dict, dict):
         raw: Any = copy.deepcopy(path_or_dict)
@@ -1129,7 +1133,8 @@ def load_spec(
     if not isinstance(raw, dict):
         raise SpecError([_section_type("", raw, source)], source)
     raw = _apply_overrides(raw, overrides)
-    spec = Spec.model_validate(raw, context={"base_dir": base, "source": source})
+    context = {"base_dir": base, "source": source, "frozen": frozen}
+    spec = Spec.model_validate(raw, context=context)
     spec._source = source
     return spec
 
