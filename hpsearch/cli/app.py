@@ -190,7 +190,18 @@ def _interrupted(exc: Any, where: Any, resume_cmd: str) -> int:
     return EXIT_INTERRUPTED
 
 
+_EXIT_STATUS = """exit status:
+  0    the budget was spent{done}
+  1    the search stopped early: resources.max_failures failed trials in a row, a trial
+       waited longer than resources.wait_timeout_s for its CPUs/GPUs, or the search ended
+       with no complete trial (the most common failure is named); the run directory is
+       kept and --resume continues it
+  2    bad input, refused before anything was written ("error: ... Fix: ...")
+  130  Ctrl-C, `hpsearch stop` or SIGTERM: trials in flight are queued for --resume"""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """``hpsearch run``; a search that stops early raises ``StudyStopped`` (exit 1)."""
     from hpsearch.search.driver import Interrupted, run_search
 
     spec = _load_spec(args.spec)
@@ -374,7 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of stdout")
     sc.set_defaults(func=cmd_spec_schema)
 
-    run = sub.add_parser("run", help="run (or resume) a search described by a spec file")
+    run = sub.add_parser(
+        "run",
+        help="run (or resume) a search described by a spec file",
+        epilog=_EXIT_STATUS.format(done=" with at least one complete trial"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("spec", metavar="SPEC")
     run.add_argument("--n-trials", type=int, help="override budget.n_trials")
     run.add_argument(
@@ -395,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser(
         "pipeline",
         help="search, ensemble and write a checked submission.csv (train.csv + test.csv in)",
+        epilog=_EXIT_STATUS.format(done=", the ensemble built and its submission written"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pl.add_argument("spec", metavar="SPEC")
     pl.add_argument("--n-trials", type=int, help="override budget.n_trials")

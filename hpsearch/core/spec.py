@@ -574,6 +574,18 @@ class ResourcesSpec(_SpecModel):
     warm_workers: Annotated[Flag, Hint(example="true")] = Field(
         True, description="keep one worker process per slot between trials"
     )
+    wait_timeout_s: Annotated[
+        number(gt=0) | None,
+        Hint(
+            example="600",
+            problem="must be positive, got {value}",
+            fix="give the seconds a trial may wait for its CPUs/GPUs, e.g. 600, or null to wait forever",
+        ),
+    ] = Field(
+        600,
+        description="stop the run when a trial waits longer than this for a worker with its "
+        "resources; null waits forever",
+    )
 
 
 class TrainingSpec(_SpecModel):

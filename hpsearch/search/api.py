@@ -33,8 +33,13 @@ def run(
         progress: print the live progress line on stderr.
 
     Raises:
-        hpsearch.UserError: bad input, found before any work (nothing written).
-        hpsearch.StudyStopped: too many consecutive failed trials (finished ones are kept).
+        hpsearch.UserError: bad input, found before any work (nothing written), resources
+            per trial that no node of the cluster has among it.
+        hpsearch.StudyStopped: the search stopped early: ``resources.max_failures``
+            consecutive failed trials, a trial that waited longer than
+            ``resources.wait_timeout_s`` for its resources, or a search that ended with no
+            complete trial (the message names the most common failure). Finished trials are
+            kept; ``resume=True`` continues the run.
         hpsearch.Interrupted: Ctrl-C or SIGTERM; trials in flight are queued for ``resume``.
     """
     from hpsearch.core.runs import load_run

@@ -23,6 +23,7 @@ study, then its ``trial.json``), so the run at the URI resumes the same way.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -48,6 +49,7 @@ from hpsearch.search.trial import (
     PRUNED,
     TrialPayload,
     TrialResult,
+    strip_ansi,
 )
 
 if TYPE_CHECKING:
@@ -457,7 +459,8 @@ def recover(study: optuna.Study, rd: RunDir, space: Space) -> tuple[int, int]:
                 if rec.info.get(key):
                     study._storage.set_trial_user_attr(t._trial_id, key, rec.info[key])
             if rec.info.get("error"):
-                study._storage.set_trial_user_attr(t._trial_id, "error", rec.info["error"][:500])
+                error = strip_ansi(str(rec.info["error"]))[:500]
+                study._storage.set_trial_user_attr(t._trial_id, "error", error)
             study.tell(t.number, rec.value if rec.state == COMPLETE else None, state=state)
             recovered += 1
             continue
@@ -509,11 +512,13 @@ def run_search(
     :class:`hpsearch.search.callbacks.Callback` objects whose hooks the loop calls.
     """
     from hpsearch.core.remote import driver_output
-    from hpsearch.search.runner import ensure_ray
+    from hpsearch.search.runner import check_resources, ensure_ray
 
     with driver_output(spec, resume) as (path, sync):
         rd, space, prepared, meta = open_run(spec, resume, path)
         ensure_ray(address)  # a cluster that cannot be reached is bad input: nothing written yet
+        # resources no node can give would leave every trial waiting forever: bad input too
+        check_resources(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial)
         with rd.locked():
             if not meta and rd.exists():
                 raise RunDirError(
@@ -541,8 +546,10 @@ class SearchLoop:
     """The search loop of :func:`run_search`, run while this process holds the run directory.
 
     Ask the study, hand the trial to a worker, collect finished trials, write their files,
-    tell the study; until the budget (``total`` trials or ``budget.timeout_s``) is spent or
-    ``resources.max_failures`` trials failed in a row. ``sync``
+    tell the study; until the budget (``total`` trials or ``budget.timeout_s``) is spent,
+    ``resources.max_failures`` trials failed in a row, or a trial waited longer than
+    ``resources.wait_timeout_s`` for a worker. The last two, and a search that ends with no
+    complete trial, raise ``StudyStopped`` after the bookkeeping. ``sync``
     (``hpsearch.core.remote.RunSync``) is told of each commit point; it pushes a run whose
     ``output`` is a URI. ``callbacks`` get the hooks of :class:`Callback`.
 
@@ -582,6 +589,7 @@ class SearchLoop:
         self.live: dict[int, optuna.Trial] = {}
         self.consecutive_failures = 0
         self.last_error = ""
+        self.stop_error: str | None = None  # why the search stopped early (StudyStopped)
         self.finished_now = 0  # trials finished by this driver (the ETA's rate)
         self.t0 = time.time()
         self._progress_args = {"stream": stream, "enabled": progress}
@@ -632,6 +640,7 @@ class SearchLoop:
             max_concurrent=res.max_concurrent,
             trial_fn=self.trial_fn,
             warm_workers=res.warm_workers,
+            wait_timeout_s=res.wait_timeout_s,
         )
         self.runner.start(_trial_arrays(self.prepared))
         self.t0 = time.time()
@@ -655,13 +664,28 @@ class SearchLoop:
         _update_meta(self.rd, self.summary)
         self.sync.finished()
         self.hooks("on_search_end", self.summary)
-        if self.consecutive_failures >= self.max_failures:
-            raise StudyStopped(
-                f"{self.summary.stopped}. Fix: read the failed trials' errors "
-                f"(`hpsearch trials {self.rd.path}`), correct their cause (spec, space, data or "
-                "trial function), then continue with --resume; finished trials are kept."
-            )
+        problem = self.stop_error or self.no_complete_trial()
+        if problem:
+            raise StudyStopped(problem)
         return self.summary
+
+    def no_complete_trial(self) -> str | None:
+        """Why a search that ends with no complete trial failed (its most common failure
+        reason); None when some trial completed."""
+        if self.summary.n_complete:
+            return None
+        s = self.summary
+        if s.n_failed:
+            why = f"{s.n_failed} failed, most often {_most_common_failure(self.study)}"
+        elif s.n_pruned:
+            why = f"all {s.n_pruned} finished trial(s) were pruned"
+        else:
+            why = s.stopped or "no trial finished"
+        return (
+            f"the search ended with no complete trial: {why}. Fix: read the failed trials' "
+            f"errors (`hpsearch trials {self.rd.path}`), correct their cause (spec, space, data "
+            "or trial function), then continue with --resume."
+        )
 
     # -- the loop's steps -----------------------------------------------------
     def step(self) -> bool:
@@ -676,6 +700,11 @@ class SearchLoop:
             self.summary.stopped = (
                 f"stopped after {self.consecutive_failures} consecutive failed trials "
                 f"(resources.max_failures = {self.max_failures}); last error: {self.last_error}"
+            )
+            self.stop_error = (
+                f"{self.summary.stopped}. Fix: read the failed trials' errors "
+                f"(`hpsearch trials {self.rd.path}`), correct their cause (spec, space, data or "
+                "trial function), then continue with --resume; finished trials are kept."
             )
             return False
         while (
@@ -696,7 +725,33 @@ class SearchLoop:
         for payload, result in results:
             self.finish(payload, result)
             self.show_progress(self.counts(), force=True)
+        late = self.runner.overdue()
+        if late:
+            self.stop_waiting(late[0])
+            return False
         return True
+
+    def stop_waiting(self, late: TrialPayload) -> None:
+        """A trial waited longer than ``resources.wait_timeout_s`` for a worker: cancel the
+        trials in flight (queued again for --resume) and stop with the reason."""
+        from hpsearch.search.runner import describe_resources, free_resources
+
+        request = self.runner.request()
+        wanted, free = describe_resources(request), free_resources(request)
+        n_cancelled = self.cancel_in_flight("interrupted")
+        timeout = self.spec.resources.wait_timeout_s
+        self.summary.stopped = (
+            f"trial {late.number} waited more than {timeout:g} s "
+            f"(resources.wait_timeout_s) for a Ray worker with {wanted} and did not start"
+        )
+        self.stop_error = (
+            f"{self.summary.stopped}; the cluster has {free} free. The search stopped; "
+            f"{n_cancelled} trial(s) in flight cancelled and queued again. Fix: free the "
+            "cluster's resources (`ray status` shows what holds them), or lower "
+            "`resources.max_concurrent` or the resources per trial (each warm worker keeps its "
+            "own), or raise `resources.wait_timeout_s` (null waits forever); then continue "
+            "with --resume; finished trials are kept."
+        )
 
     def counts(self) -> Counts:
         """Trials done, failed and pruned towards the budget; the best (number, value)."""
@@ -762,6 +817,8 @@ class SearchLoop:
             "classes": self.meta.get("classes"),
             "sampler": self.spec.sampler.name,
         }
+        # failure texts are stored without terminal colour codes, whatever the trainer sent
+        result.error, result.traceback = strip_ansi(result.error), strip_ansi(result.traceback)
         self.rd.write_trial(result, payload.params, extra)
         self.sync.trial_written(payload.number)  # before the tell: see hpsearch.core.remote
         fault_point("kill_after_commit", payload.number)
@@ -826,6 +883,24 @@ class SearchLoop:
                 self.space.flatten(config), user_attrs={"requeued_from": number}
             )
             self.summary.requeued.append(number)
+
+
+def _most_common_failure(study: optuna.Study) -> str:
+    """``"(2 of 2) with exception: PluginError: ..."``: the most common failure reason of the
+    study's failed trials, with the error of the latest trial that failed so."""
+    import optuna
+
+    failed = [t for t in counted_trials(study) if t.state == optuna.trial.TrialState.FAIL]
+    reasons = collections.Counter(t.user_attrs.get("reason") or "unknown" for t in failed)
+    if not reasons:
+        return "(no reason recorded)"
+    reason, n = reasons.most_common(1)[0]
+    errors = [t.user_attrs.get("error") for t in failed if t.user_attrs.get("reason") == reason]
+    error = next((e for e in reversed(errors) if e), "")
+    lines = (strip_ansi(error) or "").strip().splitlines()
+    first = lines[0].rstrip(".") if lines else ""
+    first = first if len(first) <= 200 else first[:197] + "..."
+    return f"({n} of {len(failed)}) with {reason}" + (f": {first}" if first else "")
 
 
 def _training_dict(spec: Spec) -> dict[str, Any]:

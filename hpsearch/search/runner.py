@@ -19,6 +19,12 @@ Per-epoch values travel through a small mailbox actor: workers post
 (pruning); the driver drains the mailbox between waits. A trial function that
 must have the driver's answer before it goes on (tests that prune
 deterministically) calls ``reporter.wait_for_answer()`` after a report.
+A worker also posts when it begins a trial: a trial that has not begun
+``wait_timeout_s`` after it was submitted is waiting for resources the cluster
+does not give (:meth:`TrialRunner.overdue`).
+
+Resources that no node can ever give (``cpus_per_trial: 1000``, a GPU on a
+machine without one) are refused before any work by :func:`check_resources`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,9 +43,11 @@ from hpsearch.search.trial import (
     FAIL,
     TrialPayload,
     TrialResult,
+    failure_reason,
     is_keras_trainer,
     resolve_trial_fn,
     run_guarded,
+    strip_ansi,
 )
 
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
@@ -91,6 +100,149 @@ def _unreachable(address: str, timeout: float = 5.0) -> str | None:
             return None
     except OSError as exc:
         return str(exc) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- resources
+
+# the spec field behind each Ray resource a trial asks for
+RESOURCE_FIELDS = {"CPU": "resources.cpus_per_trial", "GPU": "resources.gpus_per_trial"}
+_UNIT = {"CPU": "CPU(s)", "GPU": "GPU(s)"}
+
+
+def trial_request(
+    cpus: float, gpus: float, custom: dict[str, float] | None = None
+) -> dict[str, float]:
+    """The Ray resources one trial asks for (zero amounts left out, CPUs always named)."""
+    request = {"CPU": float(cpus)}
+    if gpus:
+        request["GPU"] = float(gpus)
+    request.update({k: float(v) for k, v in (custom or {}).items() if v})
+    return request
+
+
+def cluster_offers() -> tuple[list[dict[str, float]], list[dict[str, float]], bool]:
+    """What a single trial could get: the resources of each alive node, those of each node
+    type an autoscaler may add, and whether an autoscaler runs whose node types are unknown
+    (then nothing can be ruled out)."""
+    import ray
+
+    nodes = [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+    types: list[dict[str, float]] = []
+    try:  # autoscalers that report their node types (KubeRay, autoscaler v2)
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        for group in getattr(config, "node_group_configs", None) or ():
+            if group.max_count != 0:
+                types.append({k: float(v) for k, v in group.resources.items()})
+    except Exception:  # private API: absent or changed in this Ray version
+        pass
+    if types and not all(types):  # a node type of unknown size
+        return nodes, types, True
+    return nodes, types, not types and _autoscaler_running()
+
+
+def _autoscaler_running() -> bool:
+    """Whether the cluster's monitor reports an autoscaler that can add nodes (a ``ray up``
+    cluster), rather than the read-only one of a manually started cluster or an embedded
+    Ray, whose node types are its nodes (``node_<node id>``)."""
+    import json
+
+    try:
+        from ray._private import ray_constants
+        from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+        if not _internal_kv_initialized():
+            return False
+        status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        report = (json.loads(status) if status else {}).get("autoscaler_report") or {}
+    except Exception:  # private API: assume none
+        return False
+    names = {
+        *(report.get("active_nodes") or {}),
+        *(report.get("idle_nodes") or {}),
+        *(report.get("pending_launches") or {}),
+        *(report.get("node_type_mapping") or {}).values(),
+    }
+    return any(not _READONLY_TYPE.match(str(name)) for name in names)
+
+
+_READONLY_TYPE = re.compile(r"^node_[0-9a-f]{16,}$")
+
+
+def check_resources(cpus: float, gpus: float, custom: dict[str, float] | None = None) -> None:
+    """Refuse (``UserError``) resources per trial that no node of the cluster has, nor a node
+    type its autoscaler can add: such a trial would wait forever. A cluster that cannot be
+    asked, or an autoscaler of unknown node types, is given the benefit of the doubt."""
+    request = trial_request(cpus, gpus, custom)
+    try:
+        nodes, types, unknown = cluster_offers()
+    except Exception:  # a client connection without the state API: the wait timeout guards
+        return
+    offers = nodes + types
+    if unknown or not offers or any(_fits(request, offer) for offer in offers):
+        return
+    from hpsearch.core.errors import UserError
+
+    where = "the largest node of the Ray cluster"
+    if types:
+        where += " (or of the node types its autoscaler can add)"
+    for key, amount in request.items():
+        most = max(offer.get(key, 0.0) for offer in offers)
+        if most + 1e-9 < amount:
+            raise UserError(_refusal(key, amount, most, where))
+    raise UserError(
+        f"spec field 'resources': {describe_resources(request)} per trial, but no single node of the "
+        f"Ray cluster has them all (its nodes: {'; '.join(describe_resources(o, request) for o in offers)}"
+        "), so no trial could ever start. Fix: lower `cpus_per_trial` or `gpus_per_trial` to "
+        "what one node has, or join a cluster with bigger nodes (--address)."
+    )
+
+
+def _fits(request: dict[str, float], offer: dict[str, float]) -> bool:
+    return all(offer.get(key, 0.0) + 1e-9 >= amount for key, amount in request.items())
+
+
+def describe_resources(resources: dict[str, float], keys: dict[str, float] | None = None) -> str:
+    """``"4 CPU(s), 1 GPU(s)"``: the amounts of ``resources`` (of those ``keys`` names)."""
+    return ", ".join(
+        f"{resources.get(k, 0.0):g} {_UNIT.get(k, repr(k))}" for k in (keys or resources)
+    )
+
+
+def _refusal(key: str, amount: float, most: float, where: str) -> str:
+    """The one-line refusal of ``amount`` of resource ``key`` when ``most`` is the most a
+    node offers."""
+    if key in RESOURCE_FIELDS:
+        field, unit = RESOURCE_FIELDS[key], _UNIT[key]
+        what = f"spec field {field!r}: {amount:g} {unit}"
+        leaf = field.split(".")[1]
+        smaller = f"set `{leaf}` to at most {most:g}" if most else f"set `{leaf}: 0`"
+        bigger = "with GPU nodes" if key == "GPU" and not most else "with bigger nodes"
+        join = f"join a cluster {bigger} (--address)"
+    else:
+        what = f"trial resource {key!r}: {amount:g}"
+        smaller = f"ask for at most {most:g}" if most else f"leave {key!r} out"
+        join = f"start nodes that have it (`ray start --resources '{{\"{key}\": 1}}'`)"
+    noun = {"CPU": "a CPU", "GPU": "a GPU"}.get(key, repr(key))
+    has = f"{where} has {most:g}" if most else f"no node of the Ray cluster has {noun}"
+    return f"{what} per trial, but {has}, so no trial could ever start. Fix: {smaller}, or {join}."
+
+
+def free_resources(keys: dict[str, float]) -> str:
+    """``"0 of 4 CPU(s), 1 of 2 GPU(s)"``: what the cluster has free of each resource named."""
+    import ray
+
+    try:
+        free, total = ray.available_resources(), ray.cluster_resources()
+    except Exception:  # pragma: no cover - the cluster went away
+        return "unknown"
+    return ", ".join(
+        f"{free.get(k, 0.0):g} of {total.get(k, 0.0):g} {_UNIT.get(k, repr(k))}" for k in keys
+    )
+
+
+# --------------------------------------------------------------------------- workers
 
 
 def configure_worker(cpus: float, gpus: float, import_keras: bool) -> None:
@@ -159,9 +311,10 @@ class NullReporter:
 def _run_one(
     fn_spec: str | Callable, payload: TrialPayload, data: dict[str, Any], mailbox: Any
 ) -> TrialResult:
-    fn = resolve_trial_fn(fn_spec) if isinstance(fn_spec, str) else fn_spec
+    if mailbox is not None:  # the trial has its resources: the driver's wait timeout is off
+        mailbox.begin.remote(payload.number)
     reporter = Reporter(mailbox, payload.number) if mailbox is not None else NullReporter()
-    result = run_guarded(fn, payload, data, reporter)
+    result = run_guarded(_resolving(fn_spec), payload, data, reporter)
     try:
         import ray
 
@@ -169,6 +322,18 @@ def _run_one(
     except Exception:  # pragma: no cover
         pass
     return result
+
+
+def _resolving(fn_spec: str | Callable) -> Callable[..., TrialResult]:
+    """The trial function, imported when called: a module that does not import fails the
+    trial with its reason (not the worker)."""
+    if not isinstance(fn_spec, str):
+        return fn_spec
+
+    def call(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+        return resolve_trial_fn(fn_spec)(payload, data, reporter)
+
+    return call
 
 
 class _Worker:
@@ -217,17 +382,23 @@ def _fresh_task(fn_spec, cpus, gpus, import_keras, payload, data, mailbox):
 class _Mailbox:
     def __init__(self) -> None:
         self.reports: list[tuple[int, int, float]] = []
+        self.begun: list[int] = []
         self.stop: set[int] = set()
         self.drains = 0
+
+    def begin(self, number: int) -> None:
+        self.begun.append(number)
 
     def report(self, number: int, step: int, value: float) -> bool:
         self.reports.append((number, step, value))
         return number in self.stop
 
-    def drain(self) -> list[tuple[int, int, float]]:
+    def drain(self) -> tuple[list[tuple[int, int, float]], list[int]]:
+        """The reports posted since the last drain, and the trials begun since then."""
         out, self.reports = self.reports, []
+        begun, self.begun = self.begun, []
         self.drains += 1
-        return out
+        return out, begun
 
     def n_drains(self) -> int:
         return self.drains
@@ -244,11 +415,17 @@ class _InFlight:
     payload: TrialPayload
     ref: Any
     actor: Any = None
-    started: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.time)  # submitted (wall clock)
+    submitted: float = field(default_factory=time.monotonic)
+    begun: bool = False  # a worker has begun the trial (it got its resources)
 
 
 class TrialRunner:
-    """Submits trials to Ray and hands back finished ``TrialResult`` objects."""
+    """Submits trials to Ray and hands back finished ``TrialResult`` objects.
+
+    ``wait_timeout_s``: how long a submitted trial may wait for a worker to begin it
+    (:meth:`overdue`); None waits forever.
+    """
 
     def __init__(
         self,
@@ -259,9 +436,11 @@ class TrialRunner:
         trial_fn: str | Callable = DEFAULT_TRIAL_FN,
         warm_workers: bool = True,
         max_retries: int = 1,
+        wait_timeout_s: float | None = None,
     ):
         self.cpus = float(cpus_per_trial)
         self.gpus = float(gpus_per_trial)
+        self.wait_timeout_s = None if wait_timeout_s is None else float(wait_timeout_s)
         self.slots = int(max_concurrent)
         self.trial_fn = trial_fn
         self.warm = bool(warm_workers)
@@ -337,14 +516,8 @@ class TrialRunner:
             try:
                 result = ray.get(ref)
             except Exception as exc:  # the worker process died (twice) or Ray failed the task
-                result = TrialResult(
-                    number=item.payload.number,
-                    state=FAIL,
-                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                    reason="worker died",
-                    duration_s=time.time() - item.started,
-                )
-                if item.actor is not None:
+                result, died = _failure_in_ray(exc, item)
+                if died and item.actor is not None:
                     self._replace_actor(item.actor)
                     item.actor = None
             if item.actor is not None and result.extra.get("worker_restarted"):
@@ -366,11 +539,33 @@ class TrialRunner:
         self._add_actor()
 
     def drain_reports(self) -> list[tuple[int, int, float]]:
+        """The epoch reports posted since the last call; notes which trials have begun."""
         import ray
 
         if self.mailbox is None:
             return []
-        return ray.get(self.mailbox.drain.remote())
+        reports, begun = ray.get(self.mailbox.drain.remote())
+        if begun:
+            numbers = set(begun)
+            for item in self.in_flight.values():
+                item.begun = item.begun or item.payload.number in numbers
+        return reports
+
+    def overdue(self) -> list[TrialPayload]:
+        """Trials submitted more than ``wait_timeout_s`` ago that no worker has begun (as of
+        the last :meth:`drain_reports`): they wait for resources the cluster does not give."""
+        if self.wait_timeout_s is None:
+            return []
+        now = time.monotonic()
+        return [
+            item.payload
+            for item in self.in_flight.values()
+            if not item.begun and now - item.submitted > self.wait_timeout_s
+        ]
+
+    def request(self) -> dict[str, float]:
+        """The Ray resources each trial asks for."""
+        return trial_request(self.cpus, self.gpus)
 
     def request_stop(self, number: int) -> None:
         if self.mailbox is not None:
@@ -405,3 +600,34 @@ class TrialRunner:
         self.idle.clear()
         self.in_flight.clear()
         self.mailbox = None
+
+
+def _failure_in_ray(exc: Exception, item: _InFlight) -> tuple[TrialResult, bool]:
+    """The FAIL result of a trial whose ``ray.get`` raised, and whether its worker died.
+
+    An exception raised inside the task (``RayTaskError``) fails the trial with that
+    exception and its reason; the worker lives on. Anything else (the worker process died
+    twice, the actor could not be created) is "worker died". No terminal colour codes
+    (Ray colours its error headers) reach the stored text.
+    """
+    import ray
+
+    task_error = isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(
+        exc, ray.exceptions.RayActorError
+    )
+    cause = getattr(exc, "cause", None)
+    common = {
+        "number": item.payload.number,
+        "state": FAIL,
+        "duration_s": time.time() - item.started,
+    }
+    if task_error and isinstance(cause, BaseException):
+        return TrialResult(
+            **common,
+            error=strip_ansi(f"{type(cause).__name__}: {cause}"),
+            traceback=strip_ansi(str(exc)),
+            reason=failure_reason(cause),
+        ), False
+    text = (strip_ansi(str(exc)) or "").strip()
+    error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    return TrialResult(**common, error=error, reason="worker died"), not task_error

@@ -25,7 +25,13 @@ FAIL = "FAIL"
 PRUNED = "PRUNED"
 
 DEFAULT_TRIAL_FN = "keras"  # the registered trainer of hpsearch.search.training
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras colours parts of its error messages
+# terminal control sequences: Keras and Ray colour parts of their error messages
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def strip_ansi(text: str | None) -> str | None:
+    """``text`` without terminal colour codes (stored failure texts never carry them)."""
+    return None if text is None else _ANSI.sub("", text)
 
 
 @dataclass
@@ -123,10 +129,11 @@ def run_guarded(
         result = TrialResult(
             number=payload.number,
             state=FAIL,
-            error=_ANSI.sub("", f"{type(exc).__name__}: {exc}"),
-            traceback=_ANSI.sub("", traceback.format_exc()),
-            reason=_reason_for(exc),
+            error=strip_ansi(f"{type(exc).__name__}: {exc}"),
+            traceback=strip_ansi(traceback.format_exc()),
+            reason=failure_reason(exc),
         )
+    result.error, result.traceback = strip_ansi(result.error), strip_ansi(result.traceback)
     result.duration_s = result.duration_s or (time.perf_counter() - start)
     result.extra.setdefault("started_at", started_at)
     result.extra.setdefault("finished_at", time.time())
@@ -140,7 +147,8 @@ def run_guarded(
     return result
 
 
-def _reason_for(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """The reason recorded for a trial that raised ``exc``."""
     name = type(exc).__name__
     if name == "ResourceExhaustedError" or isinstance(exc, MemoryError):
         return "out of memory"
