@@ -42,7 +42,7 @@ class StudyStopped(RuntimeError):
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
-EXIT_STOPPED = 1  # the study ran but stopped early (consecutive failures); the run is kept
+EXIT_STOPPED = 1  # the study stopped early (failures, no complete trial, resources); run kept
 EXIT_USER_ERROR = 2  # bad input, refused before anything was written
 EXIT_INTERRUPTED = 130
 

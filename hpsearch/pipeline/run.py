@@ -66,11 +66,6 @@ def run_pipeline(
         stream=stream,
         trial_options=trial_options,
     )
-    if summary.n_complete == 0:
-        raise UserError(
-            f"the search in {spec.output} finished no trial, so there is nothing to ensemble. "
-            "Fix: look at the failures with `hpsearch trials RUN_DIR`, fix the spec and resume."
-        )
     if progress:
         print(
             f"search: {summary.n_complete} complete, {summary.n_failed} failed, "
