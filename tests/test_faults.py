@@ -153,10 +153,12 @@ def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(ray_session, tm
     if fault == "during_trial":
         proc = _driver(spec_path, ray_session, "--trial-fn", ORACLE, "--trial-option",
                        "fake_sleep_s=2.0")  # fmt: skip
-        deadline = time.time() + 120
-        while len(list(run_dir.glob("trials/*/trial.json"))) < 2:
+        deadline = time.time() + 300
+        # kill once two trials are committed and the study shows one running: a condition,
+        # not a guess at how long the driver takes between two trials
+        while not (len(list(run_dir.glob("trials/*/trial.json"))) >= 2 and _running(run_dir)):
             assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-            assert time.time() < deadline, "no trial finished in time"
+            assert time.time() < deadline, "no trial ran after the first two in time"
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
     else:
