@@ -470,6 +470,25 @@ NOTES = """\
 """
 
 
+FULL_RUN_ESTIMATE = "1.5 hours (80-110 minutes)"
+COMMANDS = f"""\
+```bash
+.venv/bin/python benchmarks/bench_quality.py          # the full run: {len(qt.TABLES)} tables, {FULL["timeout_s"]:g} s search budget
+.venv/bin/python benchmarks/bench_quality.py --quick  # 3 tables, {QUICK["timeout_s"]:g} s: the harness end to end
+.venv/bin/python benchmarks/bench_quality.py --tables wa_churn chem97 --timeout-s 300
+.venv/bin/python benchmarks/bench_quality.py --report-only   # this page again from the last results
+```
+
+The first run creates `benchmarks/.venv-quality` (about 2 GB with PyTorch's CPU build,
+1.2 GB without; 1-2 minutes from the package registry). Run directories, exported
+tables and `results.json` stay in `benchmarks/.quality-work/` (the quick run left 1.6 GB
+there, mostly the random forests' model files; expect several GB from the full run, each
+table's run directories are replaced when it runs again). The full run takes about
+{FULL_RUN_ESTIMATE} on 2 CPUs: per table up to 2 minutes of baselines, the pipeline
+({FULL["timeout_s"]:g} s of search, the trials in flight, then trees and blends: 5-9
+minutes) and AutoGluon for as long again; `--timeout-s` scales it."""
+
+
 def _machine(versions: dict[str, str]) -> str:
     import keras
     import sklearn
@@ -498,24 +517,9 @@ def _context(args, budget: dict, versions: dict[str, str], elapsed: float) -> di
         f"it; trials in flight finish), at most {budget['n_trials']} trials, "
         f"`training.max_epochs` {budget['max_epochs']}, `patience` {budget['patience']}."
     )
-    commands = f"""\
-```bash
-.venv/bin/python benchmarks/bench_quality.py          # the full run: {len(qt.TABLES)} tables, {FULL["timeout_s"]:g} s search budget
-.venv/bin/python benchmarks/bench_quality.py --quick  # 3 tables, {QUICK["timeout_s"]:g} s: the harness end to end
-.venv/bin/python benchmarks/bench_quality.py --tables wa_churn chem97 --timeout-s 300
-.venv/bin/python benchmarks/bench_quality.py --report-only   # this page again from the last results
-```
-
-The first run creates `benchmarks/.venv-quality` (about 2 GB with PyTorch's CPU build,
-1.2 GB without; 1-2 minutes from the package registry). Run directories, exported
-tables and `results.json` stay in `benchmarks/.quality-work/`. The full run takes about
-{args.estimate} on 2 CPUs: per table up to 2 minutes of baselines, the pipeline
-({FULL["timeout_s"]:g} s of search, the trials in flight, then trees and blends: 5-9
-minutes) and AutoGluon for as long again; `--timeout-s` scales it."""
     return {
         "run_line": run_line,
         "machine": _machine(versions),
-        "commands": commands,
     }
 
 
@@ -538,7 +542,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = ap.parse_args(argv)
     args.argv = argv
-    args.estimate = "1.5 hours (80-110 minutes)"
     return args
 
 
@@ -546,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     results_path = args.work / "results.json"
-    static = {"intro": INTRO, "method": METHOD, "notes": NOTES}
+    static = {"intro": INTRO, "method": METHOD, "notes": NOTES, "commands": COMMANDS}
     if args.report_only:
         results = json.loads(results_path.read_text())
         if results.get("context") is None:

@@ -162,7 +162,8 @@ def tables_markdown(metas: list[dict[str, Any]]) -> str:
 
 def write_doc(path: str | Path, results: dict[str, Any], static: dict[str, str]) -> Path:
     """``docs/benchmarks/quality.md`` from one run's ``results`` (``rows``, ``tables``,
-    ``context``) and the fixed text of ``static`` (``intro``, ``method``, ``notes``)."""
+    ``context``) and the fixed text of ``static`` (``intro``, ``method``, ``commands``,
+    ``notes``)."""
     ctx = results["context"]
     rows = results["rows"]
     parts = [
@@ -181,7 +182,7 @@ def write_doc(path: str | Path, results: dict[str, Any], static: dict[str, str])
         "## How each row is made",
         static["method"],
         "## Reproduce",
-        ctx["commands"],
+        static["commands"],
         "## Notes",
         static["notes"],
     ]

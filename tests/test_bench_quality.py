@@ -327,9 +327,9 @@ def test_write_doc_renders_every_section(tmp_path):
         "dates": ["d"],
         "text": [],
     }
-    context = {"run_line": "RUN", "machine": "MACHINE", "commands": "CMDS"}
+    context = {"run_line": "RUN", "machine": "MACHINE"}
     results = {"rows": _rows(), "tables": [meta], "context": context}
-    static = {"intro": "INTRO", "method": "METHOD", "notes": "NOTES"}
+    static = {"intro": "INTRO", "method": "METHOD", "notes": "NOTES", "commands": "CMDS"}
     text = qr.write_doc(tmp_path / "q.md", results, static).read_text()
     for part in ("# Quality benchmark", "RUN", "MACHINE", "CMDS", "METHOD", "NOTES", "## Tables"):
         assert part in text
