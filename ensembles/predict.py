@@ -176,7 +176,14 @@ class _Members:
         from hpsearch.core.store import load_keras_model
         from hpsearch.search.training import _head_prediction, _model_inputs
 
-        keras_model = load_keras_model(model)
+        path = rd.trial_path(int(member["trial"])) / "model.keras"
+        keras_model = load_keras_model(
+            model,
+            path=path,
+            who=f"member {member['label']}",
+            fix=f"restore {path.parent} from a copy of the run, or build the ensemble again "
+            "(`ensembles build RUN_DIR`) without that trial (delete its trial directory).",
+        )
         heads = rd.read_meta().get("output_spec", {}).get("heads") or [{"name": "output"}]
         raw = keras_model.predict(
             _model_inputs(keras_model, self.inputs(run)), batch_size=1024, verbose=0

@@ -10,6 +10,7 @@ docs/faults.md lists every drill with its outcome.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -845,9 +846,42 @@ def _prework_case(name: str, d: Path, df: pd.DataFrame) -> tuple[Path, list[str]
             f"spec file '{spec}' is not UTF-8 text (byte 0xe9 at offset 9). Fix: save it as "
             "UTF-8, for example `iconv -f latin1 -t utf-8 OLD.yaml > NEW.yaml`."
         )
+    elif name in ("alias bomb in the spec", "alias bomb in a space file", "recursive alias"):
+        return _alias_case(name, d)
     else:
         raise AssertionError(name)
     return spec, [], expected
+
+
+# under 1 KB, it expands to 9**9 values: minutes and gigabytes when unguarded (issue 16)
+ALIAS_BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+def _alias_case(name: str, d: Path) -> tuple[Path, list[str], str]:
+    bomb = (
+        "YAML aliases expand this value beyond 10000 added values (an alias bomb); it is "
+        "refused unread. Fix: write the values out, or repeat an anchored value (*name) a few "
+        "times rather than nesting aliases of aliases."
+    )
+    if name == "alias bomb in the spec":
+        spec = _raw_spec(d, ALIAS_BOMB + "name: *i\n")
+        return spec, [], f"spec file '{spec}' line 5, column 4: {bomb}"
+    if name == "alias bomb in a space file":
+        space = d / "bomb.yaml"
+        space.write_text(ALIAS_BOMB + "name: bomb\nfamily: dense\nparams:\n  n: *i\n")
+        return write_spec(d, space=str(space)), [], f"{space} (line 5, column 4): {bomb}"
+    spec = _raw_spec(d, "name: &n [*n]\n")
+    return (
+        spec,
+        [],
+        (
+            f"spec file '{spec}' line 1, column 7: a YAML alias refers to the value that contains "
+            "it (a recursive alias). Fix: replace the alias (*name) inside its own anchored value "
+            "by a plain value."
+        ),
+    )
 
 
 PREWORK_CASES = [
@@ -865,6 +899,9 @@ PREWORK_CASES = [
     "duplicate CSV column names",
     "duplicate YAML keys",
     "spec saved in latin-1",
+    "alias bomb in the spec",
+    "alias bomb in a space file",
+    "recursive alias",
 ]
 
 
@@ -1001,3 +1038,561 @@ def test_a_new_run_may_not_adopt_another_runs_study_on_a_shared_storage(
 
     assert sorted(optuna.get_all_study_names(f"sqlite:///{db}")) == ["bc-second", "bc-test"]
     assert len(optuna.load_study(study_name="bc-test", storage=f"sqlite:///{db}").trials) == 2
+
+
+# --------------------------------------------------------------------------- damaged run files
+
+
+def _lambda_model_bytes(tmp_path: Path) -> bytes:
+    """A model.keras holding a Lambda layer (Python code), which Keras' safe mode refuses."""
+    import keras
+
+    x = keras.Input((30,))
+    y = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Lambda(lambda t: t * 2.0)(x))
+    path = tmp_path / "lambda.keras"
+    keras.Model(x, y).save(path)
+    return path.read_bytes()
+
+
+def _foreign_class_model_bytes(tmp_path: Path) -> bytes:
+    """A valid .keras zip whose config names a class outside Keras (``os.system``)."""
+    import io
+    import zipfile
+
+    import keras
+
+    path = tmp_path / "plain.keras"
+    keras.Sequential([keras.Input((30,)), keras.layers.Dense(1)]).save(path)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(buf, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                config.update(module="os", class_name="system", registered_name="system")
+                data = json.dumps(config).encode()
+            zout.writestr(item, data)
+    return buf.getvalue()
+
+
+def _record_model(tdir: Path, data: bytes) -> Path:
+    """Write ``model.keras`` into a trial and record its SHA-256, as the writer would
+    (``hpsearch.core.atomic.write_hashed``): the hash check passes, Keras must refuse."""
+    from hpsearch.core import atomic
+
+    info = json.loads((tdir / "trial.json").read_text())
+    info["files"]["model.keras"] = atomic.write_hashed(tdir / "model.keras", data)
+    atomic.write_json(tdir / "trial.json", info)
+    return tdir / "model.keras"
+
+
+SAFE_MODE = (
+    "is refused by Keras safe mode: it holds Python code (such as a Lambda layer) that loading "
+    "would run, so it is not loaded. Fix: only if you trust whoever wrote the run, load it "
+    "yourself with `keras.saving.load_model(path, safe_mode=False)`; otherwise leave that "
+    "trial out (delete its trial directory, then build any ensemble that uses it again), and "
+    "save models without Python code (no Lambda layers) in the trial function."
+)
+
+
+def test_a_model_refused_by_keras_safe_mode_is_one_line_naming_the_file(tmp_path):
+    """`hpsearch.load_run(RUN).model(n)` on a model.keras whose recorded hash matches but
+    which Keras refuses (a Lambda layer) or cannot read (rehashed junk, a foreign class):
+    a RunDirError of one line naming the file and the fix, never a Keras traceback."""
+    import hpsearch
+    from hpsearch.core.errors import RunDirError
+    from hpsearch.search.trial import TrialResult
+
+    rd = RunDir(tmp_path / "run")
+    rd.path.mkdir()
+    rd.write_meta({"name": "hand-made"})
+    models = {
+        0: _lambda_model_bytes(tmp_path),
+        1: b"PK\x03\x04 not a zip archive, rehashed",
+        2: _foreign_class_model_bytes(tmp_path),
+    }
+    for number, data in models.items():
+        result = TrialResult(number, "COMPLETE", value=0.5, predictions={"valid": np.zeros(4)})
+        result.model_bytes = data  # written and hashed by the writer itself
+        rd.write_trial(result, {})
+    run = hpsearch.load_run(rd.path)
+    fix = (
+        "Fix: restore {t} from a copy of the run, or delete that trial directory (an ensemble "
+        "then leaves the trial out)."
+    )
+    expected = {
+        0: f"{SAFE_MODE}",
+        1: "cannot be loaded by Keras (it is not a .keras zip archive). " + fix,
+        2: "cannot be loaded by Keras (TypeError: Could not locate class 'system'.",
+    }
+    for number, tail in expected.items():
+        tdir = rd.trial_path(number)
+        with pytest.raises(RunDirError) as err:
+            run.model(number)
+        message = str(err.value)
+        head = f"trial {number}: model {tdir / 'model.keras'} "
+        assert message.startswith(head + tail.format(t=tdir)), message
+        assert "\n" not in message and "Fix: " in message
+        assert "/tmp/hpsearch-model-" not in message  # the file's own path, not the copy's
+
+
+def test_ensembles_predict_with_a_model_refused_by_safe_mode_exits_2(oracle_run, tmp_path, capsys):
+    """The same through `ensembles predict`: the member's model checks out against
+    ensemble.json, Keras safe mode refuses it: exit 2, one line, no prediction written."""
+    import ensembles
+    from ensembles.cli import main as ens_main
+    from hpsearch.core.data import load_table
+
+    run = _copy_run(oracle_run, tmp_path / "run")
+    model = _record_model(RunDir(run).trial_path(0), _lambda_model_bytes(tmp_path))
+    ens = ensembles.build(run, trees=(), method="mean", name="lambda")
+    assert [m["trial"] for m in ens.info["members"] if m["kind"] == "network"].count(0) == 1
+    rows = tmp_path / "new.csv"
+    load_table("sklearn:breast_cancer").drop(columns=["target"]).head(5).to_csv(rows, index=False)
+    out = tmp_path / "out.csv"
+    label = next(m["label"] for m in ens.info["members"] if m.get("trial") == 0)
+    assert ens_main(["predict", str(ens.out_dir), str(rows), "-o", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: member {label}: model {model} {SAFE_MODE}\n"
+    assert not out.exists()
+
+
+def _pred_result(number: int, value: float) -> Any:
+    from hpsearch.search.trial import TrialResult
+
+    rng = np.random.default_rng(number)
+    preds = {"valid": rng.random(6), "holdout": rng.random(6)}
+    return TrialResult(number, "COMPLETE", value=value, predictions=preds)
+
+
+def test_resume_moves_damaged_trials_aside_and_runs_them_again(tmp_path):
+    """recover() without Ray: a COMPLETE trial whose recorded prediction file is missing or
+    changed, or whose trial.json is damaged, is moved to damaged/trials/<n> and its
+    parameters queued again (`replaces: n`), out of the budget; a FAIL trial with a damaged
+    trial.json is only moved aside; a sound trial is left alone; running it twice (or after
+    a driver killed between the queueing and the move) queues nothing twice."""
+    from hpsearch.search.driver import counted_trials, recover
+    from hpsearch.search.trial import TrialResult
+    from search_spaces import load_space
+
+    space = load_space("tabular_mlp")
+    rd = RunDir(tmp_path / "run")
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    configs = {}
+    for number in range(5):
+        trial = study.ask()
+        configs[number] = space.sample_optuna(trial)
+        if number == 4:
+            result = TrialResult(4, "FAIL", error="RuntimeError: boom", reason="exception")
+            rd.write_trial(result, configs[4])
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        rd.write_trial(_pred_result(number, 0.1 * number), configs[number])
+        study.tell(trial, 0.1 * number)
+    (rd.trial_path(1) / "holdout_pred.npy").unlink()
+    np.save(rd.trial_path(2) / "valid_pred.npy", np.zeros(6))  # same shape, other values
+    for number in (3, 4):
+        path = rd.trial_path(number) / "trial.json"
+        path.write_text(path.read_text()[:25])
+
+    notes: list[str] = []
+    assert recover(study, rd, space, notes) == (0, 3)
+
+    assert [r.number for r in rd.trials()] == [0]
+    moved = sorted(p.name for p in (rd.path / "damaged" / "trials").iterdir())
+    assert moved == ["00001", "00002", "00003", "00004"]
+    why = (rd.path / "damaged" / "trials" / "00001" / "damaged.txt").read_text()
+    assert why.startswith("trial 1: holdout prediction file ") and "is missing" in why
+    assert "does not match the SHA-256" in notes[1] and "queued to run again" in notes[1]
+    assert notes[3].endswith("; kept in the study as it ended")
+    assert len(notes) == 4
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.user_attrs["replaces"] for t in waiting] == [1, 2, 3]
+    assert sorted(t.number for t in counted_trials(study)) == [0, 4]
+    for t in waiting:  # each runs its own parameters once more
+        again = study.ask()
+        assert space.sample_optuna(again) == configs[t.user_attrs["replaces"]]
+        rd.write_trial(_pred_result(again.number, 0.5), space.sample_optuna(again))
+        study.tell(again, 0.5)
+    assert len(counted_trials(study)) == 5  # the budget: 5 trials, as before the damage
+    assert recover(study, rd, space) == (0, 0)
+
+    # killed between queueing trial 0 again and moving it: the next resume moves it only
+    (rd.trial_path(0) / "valid_pred.npy").write_bytes(b"junk")
+
+    def killed(*args: Any) -> None:
+        raise KeyboardInterrupt("killed before the move")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RunDir, "move_aside", killed)
+        with pytest.raises(KeyboardInterrupt):
+            recover(study, rd, space)
+    assert rd.trial_path(0).exists()
+    assert recover(study, rd, space) == (0, 0)
+    replacing = [t for t in study.get_trials() if t.user_attrs.get("replaces") == 0]
+    assert len(replacing) == 1 and not rd.trial_path(0).exists()
+
+
+DAMAGED_SPEC = {
+    "budget": {"n_trials": 3},
+    "resources": {"max_concurrent": 1},
+    "sampler": {"name": "random", "seed": 0},
+    "training": {"trial_fn": ORACLE},
+}
+
+
+@pytest.fixture(scope="module")
+def damaged_pristine(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("damaged-pristine")
+    assert run_search(load_spec(make_spec_dict(root, **DAMAGED_SPEC)), progress=False).n_complete
+    return root / "run"
+
+
+def _damage(run: Path, how: str) -> Path:
+    """Break one file of a run as a crash, a full disk or a careless hand would."""
+    trial = run / "trials" / "00001"
+    if how == "truncated trial.json":
+        path = trial / "trial.json"
+        path.write_text(path.read_text()[:20])
+    elif how == "trial.json holding a list":
+        path = trial / "trial.json"
+        path.write_text("[1, 2]")
+    elif how == "trial.json an empty object":
+        path = trial / "trial.json"
+        path.write_text("{}")
+    elif how == "truncated run.json":
+        path = run / "run.json"
+        path.write_text('{"name": ')
+    elif how in ("empty study.db", "garbage study.db", "truncated study.db"):
+        path = run / "study.db"
+        data = path.read_bytes()
+        cut = {"empty study.db": b"", "garbage study.db": b"this is no database at all"}
+        path.write_bytes(cut.get(how, data[: len(data) // 2]))  # truncated: header intact
+    elif how == "missing valid predictions":
+        path = trial / "valid_pred.npy"
+        path.unlink()
+    elif how == "changed holdout predictions":
+        path = trial / "holdout_pred.npy"
+        np.save(path, np.load(path)[::-1])  # same shape, other values
+    else:
+        raise AssertionError(how)
+    return path
+
+
+# damage -> the start of the one error line (after "error: ") for the commands that refuse
+# it; "ok" where the command does not need the damaged file; "repaired" where --resume
+# moves the trial aside and runs it again
+_TRIAL_JSON = "{path} is damaged (trial.json "
+_STUDY_DB = "{path} is damaged ("
+_PRED = "run {run}: trial 1: "
+DAMAGED_FILES = {
+    #                              status/trials/best  ensembles build  run --resume
+    "truncated trial.json": (_TRIAL_JSON, _TRIAL_JSON, "repaired"),
+    "trial.json holding a list": (_TRIAL_JSON, _TRIAL_JSON, "repaired"),
+    "trial.json an empty object": (_TRIAL_JSON + "holds no trial number", _TRIAL_JSON, "repaired"),
+    "truncated run.json": (
+        "{path} is damaged (run.json ",
+        "{path} is damaged (run.json ",
+        "{path} is damaged (run.json ",
+    ),
+    "empty study.db": (_STUDY_DB + "empty)", "ok", _STUDY_DB + "empty)"),
+    "garbage study.db": (_STUDY_DB + "not an SQLite database)", "ok", _STUDY_DB + "not an"),
+    "truncated study.db": (
+        _STUDY_DB + "SQLite: database disk image is malformed)",
+        "ok",
+        _STUDY_DB + "SQLite:",
+    ),
+    "missing valid predictions": ("ok", "ok", "repaired"),  # a build reads no valid predictions
+    "changed holdout predictions": (
+        "ok",
+        _PRED + "holdout prediction file {path} does not match",
+        "repaired",
+    ),
+}
+DAMAGE_COMMANDS = ("status", "trials", "best", "build", "resume")
+
+
+def _command(name: str, run: Path, spec: Path) -> int:
+    from ensembles.cli import main as ens_main
+
+    if name == "build":
+        return ens_main(["build", str(run), "--trees", "none", "--quiet"])
+    if name == "resume":
+        return main(["run", str(spec), "--resume", "--quiet"])
+    return main([name, str(run)])
+
+
+@pytest.mark.parametrize("command", DAMAGE_COMMANDS)
+@pytest.mark.parametrize("damage", list(DAMAGED_FILES))
+def test_a_damaged_run_file_is_refused_or_repaired(
+    damaged_pristine, tmp_path, capsys, damage, command
+):
+    """Every reader of a run (status, trials, best, ensembles build, --resume) on each kind
+    of damaged file: exit 2 with one line naming the file and the fix, nothing written;
+    or, where the command does not need that file, it works; or --resume repairs it."""
+    run = tmp_path / "run"
+    shutil.copytree(damaged_pristine, run)
+    spec = write_spec(tmp_path, **DAMAGED_SPEC)
+    path = _damage(run, damage)
+    expected = DAMAGED_FILES[damage][{"build": 1, "resume": 2}.get(command, 0)]
+    before = _snapshot(run)
+    code = _command(command, run, spec)
+    out, err = capsys.readouterr()
+    if expected == "repaired":
+        assert code == 0, err
+        _assert_repaired(run, DAMAGED_SPEC["budget"]["n_trials"], path)
+        return
+    if expected == "ok":
+        assert code == 0, err
+        if command != "build":  # a read-only command writes nothing
+            assert _snapshot(run) == before
+        return
+    assert (code, out) == (2, "")
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: " + expected.format(path=path, run=run)), lines[0]
+    assert " Fix: " in lines[0] and "Traceback" not in err
+    assert _snapshot(run) == before  # refused: nothing written, the damaged file as it was
+
+
+def _assert_repaired(run: Path, n_trials: int, damaged: Path) -> None:
+    """Trial 1 moved to damaged/trials/00001 (with why), its parameters run once more as a
+    new trial that `replaces` it, the budget kept, every remaining file sound."""
+    moved = run / "damaged" / "trials" / "00001"
+    assert (moved / damaged.name).exists() or not damaged.exists()
+    assert (moved / "damaged.txt").read_text().startswith(("trial 1: ", str(damaged)))
+    rd = RunDir(run)
+    study = _study(run)
+    again = [t for t in study.trials if t.user_attrs.get("replaces") == 1]
+    assert len(again) == 1 and again[0].state == optuna.trial.TrialState.COMPLETE
+    assert again[0].params == study.trials[1].params
+    complete = rd.trials("COMPLETE")
+    assert sorted(r.number for r in complete) == [0, 2, again[0].number]
+    assert len(complete) == n_trials
+    for rec in complete:
+        for split in ("valid", "holdout"):
+            assert rec.predictions(split).ndim == 1
+    rows = {r["number"]: r for r in hpsearch_run(run).trial_rows()}
+    assert (rows[1]["state"], rows[1]["reason"], rows[1]["interrupted"]) == (
+        "COMPLETE", "damaged, run again", True
+    )  # fmt: skip
+    assert hpsearch_run(run).status()["trials"] == {
+        "COMPLETE": n_trials, "COMPLETE (damaged, run again)": 1
+    }  # fmt: skip
+    assert RunDir(run).read_meta()["n_trials_done"] == n_trials
+
+
+def hpsearch_run(run: Path) -> Any:
+    from hpsearch.core.runs import Run
+
+    return Run(run)
+
+
+# --------------------------------------------------------------------------- resume without repeats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["tpe", "hyperopt-tpe", "random"])
+def test_kill_and_resume_repeats_no_configuration(ray_session, tmp_path, sampler):
+    """The drill of issue 16: a seeded search SIGKILLed right after trial 1 was told, then
+    resumed to 8 trials through the real driver. Before the seed was shifted on resume,
+    the new driver's sampler replayed its draws from the start (trial 5 had trial 0's exact
+    parameters). Now every COMPLETE trial has its own configuration, and a trial that was in
+    flight at the kill runs its own parameters exactly once more."""
+    spec_path = write_spec(
+        tmp_path,
+        budget={"n_trials": 8},
+        resources={"max_concurrent": 2},
+        sampler={"name": sampler, "seed": 0},
+    )
+    run_dir = tmp_path / "run"
+    proc = _driver(spec_path, ray_session, "--trial-fn", ORACLE, "--trial-option",
+                   "fake_sleep_s=0.3", env={FAULT_ENV: "kill_after_trial:1"})  # fmt: skip
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
+    killed = _study(run_dir)
+    first = {t.number: t.params for t in killed.trials}
+    in_flight = [t.number for t in killed.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert killed.trials[1].state == optuna.trial.TrialState.COMPLETE
+
+    summary = run_search(load_spec(spec_path), resume=True, trial_fn=ORACLE, progress=False)
+    assert (summary.n_complete, summary.n_failed) == (8, 0)
+    _assert_consistent(run_dir, 8)
+    study = _study(run_dir)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    configs = [json.dumps(t.params, sort_keys=True) for t in complete]
+    assert len(set(configs)) == len(configs) == 8, configs
+    for number in in_flight:
+        again = [t for t in study.trials if t.user_attrs.get("requeued_from") == number]
+        assert len(again) == 1 and again[0].state == optuna.trial.TrialState.COMPLETE
+        assert again[0].params == first[number]
+    assert all(t.params != first[0] for t in complete if t.number > max(first))
+
+
+# --------------------------------------------------------------------------- issue 16, case by case
+
+# Each case of issue 16 ("Reliability, round 2") -> the tests that prove it is refused with
+# exit 2 and one line, or handled as docs/faults.md describes. `[...]` names a row of a
+# table-driven test. test_every_case_of_issue_16_names_tests_that_exist keeps it true.
+ISSUE_16 = {
+    "1 code run from a tampered run directory": [
+        "test_integrity.py::test_a_planted_joblib_payload_is_never_loaded",
+        "test_integrity.py::test_a_planted_pickle_with_a_matching_tree_json_is_refused_by_the_ensemble",
+        "test_integrity.py::test_changed_planted_or_missing_trial_files_are_refused",
+        "test_integrity.py::test_run_model_loads_only_the_recorded_model",
+        "test_faults.py::test_a_model_refused_by_keras_safe_mode_is_one_line_naming_the_file",
+        "test_faults.py::test_ensembles_predict_with_a_model_refused_by_safe_mode_exits_2",
+    ],
+    "2 YAML alias bombs, duplicate keys, long values quoted": [
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[alias bomb in the spec]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[alias bomb in a space file]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[recursive alias]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[duplicate YAML keys]",
+        "test_spec.py::test_messages_quote_at_most_about_200_characters_of_a_value",
+        "test_malformed.py::test_generated_specs_load_or_are_refused_cleanly",
+    ],
+    "3 resources that cannot be had": [
+        "test_resources.py::test_resources_no_node_has_are_refused_with_nothing_written",
+        "test_resources.py::test_a_custom_resource_no_node_has_is_refused",
+        "test_resources.py::test_no_gpu_at_all_names_cpu_only_trials_as_the_fix",
+        "test_resources.py::test_a_trial_waiting_longer_than_wait_timeout_s_stops_the_run",
+    ],
+    "4 no repeated configuration on resume": [
+        "test_faults.py::test_kill_and_resume_repeats_no_configuration[tpe]",
+        "test_faults.py::test_kill_and_resume_repeats_no_configuration[hyperopt-tpe]",
+        "test_faults.py::test_kill_and_resume_repeats_no_configuration[random]",
+        "test_samplers.py::test_a_resumed_study_proposes_no_configuration_it_has_run",
+    ],
+    "5 damaged run files": [
+        "test_faults.py::test_a_damaged_run_file_is_refused_or_repaired",
+        "test_faults.py::test_resume_moves_damaged_trials_aside_and_runs_them_again",
+        "test_faults.py::test_a_model_refused_by_keras_safe_mode_is_one_line_naming_the_file",
+        "test_damaged.py::test_damaged_study_db_is_refused_and_left_as_it_was",
+        "test_damaged.py::test_truncated_trial_json_is_refused_naming_the_file",
+        "test_faults.py::test_a_lost_or_replaced_study_storage_is_refused",
+    ],
+    "6 unwritable paths, a spec not in UTF-8": [
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[output under /proc]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[output under a file]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[storage under /proc]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[spec saved in latin-1]",
+        "test_prework.py::test_cli_output_paths_are_checked_before_any_work",
+    ],
+    "7 exit status when every trial failed": [
+        "test_resources.py::test_a_search_with_no_complete_trial_exits_1_naming_the_most_common_failure",
+        "test_resources.py::test_stored_failure_texts_carry_no_colour_codes_and_the_api_raises",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[data.columns drops every feature]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[only an id and a target]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[training.trial_fn not importable]",
+        "test_faults.py::test_all_failing_trials_stop_the_study_with_exit_1",
+    ],
+    "8 duplicate ids in test.csv": [
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[duplicate test ids]",
+    ],
+    "9 degenerate data": [
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[one-row valid and holdout splits]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[a 5-row table]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[a class missing from a split]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[in-memory storage]",
+        "test_faults.py::test_bad_input_exits_2_and_writes_nothing[duplicate CSV column names]",
+        "test_malformed.py::test_generated_csv_tables_load_or_are_refused_cleanly",
+    ],
+    "10 storage passwords": [
+        "test_prework.py::test_redact_hides_the_password_of_every_url",
+        "test_prework.py::test_a_password_never_reaches_the_run_files_and_the_run_resumes_and_reads",
+    ],
+    "11 symbolic links out of a run": [
+        "test_integrity.py::test_a_symlinked_trial_directory_is_refused_before_resume",
+        "test_integrity.py::test_a_symlinked_ensembles_folder_is_refused_before_any_work",
+    ],
+    "12 a SIGKILLed driver and its Ray processes": [
+        "test_faults.py::test_driver_sigkill_then_resume_loses_and_duplicates_nothing[during_trial]",
+        "test_faults.py::test_driver_sigkill_then_resume_loses_and_duplicates_nothing[kill_after_files:3]",
+        "test_faults.py::test_driver_sigkill_then_resume_loses_and_duplicates_nothing[kill_after_commit:3]",
+        "test_faults.py::test_driver_sigkill_then_resume_loses_and_duplicates_nothing[kill_after_trial:3]",
+        "test_faults.py::test_driver_killed_during_setup_is_refused_then_resumed",
+        "test_faults.py::test_a_second_driver_on_a_busy_run_is_refused",
+    ],
+}  # fmt: skip
+
+
+def _parametrized_ids(fn: Any) -> set[str]:
+    """The ids pytest gives the rows of ``fn``'s one-argument parametrize marks."""
+    ids: set[str] = set()
+    for mark in getattr(fn, "pytestmark", []):
+        if mark.name == "parametrize":
+            for value in mark.args[1]:
+                ids.add(value.id if hasattr(value, "id") and value.id else str(value))
+                if hasattr(value, "values"):
+                    ids.update(str(v) for v in value.values)
+    return ids
+
+
+def test_every_case_of_issue_16_names_tests_that_exist():
+    """The table above (and docs/faults.md, which quotes it) cannot name a test or a row
+    that was renamed or removed."""
+    import importlib
+
+    assert sorted(int(case.split()[0]) for case in ISSUE_16) == list(range(1, 13))
+    for case, nodes in ISSUE_16.items():
+        assert nodes, case
+        for node in nodes:
+            file, _, name = node.partition("::")
+            func, _, row = name.partition("[")
+            fn = getattr(importlib.import_module(f"tests.{file.removesuffix('.py')}"), func, None)
+            assert callable(fn), f"{case}: {node} does not exist"
+            if row:
+                assert row.rstrip("]") in _parametrized_ids(fn), f"{case}: {node}: no such row"
+
+
+# the drills that break a running or finished service (docs/faults.md, "Figures")
+FAULT_DRILLS = (
+    test_driver_sigkill_then_resume_loses_and_duplicates_nothing,
+    test_driver_killed_during_setup_is_refused_then_resumed,
+    test_kill_and_resume_repeats_no_configuration,
+    test_a_second_driver_on_a_busy_run_is_refused,
+    test_a_lost_or_replaced_study_storage_is_refused,
+    test_worker_killed_mid_trial_is_retried_or_failed_with_reason,
+    test_every_kind_of_failing_trial_is_recorded_and_the_study_goes_on,
+    test_all_failing_trials_stop_the_study_with_exit_1,
+    test_two_ensemble_builds_with_one_name_at_once,
+    test_ensembles_build_refuses_bad_runs_with_exit_2,
+    test_resume_moves_damaged_trials_aside_and_runs_them_again,
+    test_a_model_refused_by_keras_safe_mode_is_one_line_naming_the_file,
+    test_ensembles_predict_with_a_model_refused_by_safe_mode_exits_2,
+)
+
+
+def _n_cases(fn: Any) -> int:
+    """How many test cases pytest makes of ``fn`` (the product of its parametrize rows)."""
+    n = 1
+    for mark in getattr(fn, "pytestmark", []):
+        if mark.name == "parametrize":
+            n *= len(mark.args[1])
+    return n
+
+
+def test_docs_quote_the_figures_of_the_tables():
+    """docs/faults.md's figures are counted from the tables and settings, not written by
+    hand: the bad inputs, the damaged-file cases, the generated inputs and the drills."""
+    from tests.test_malformed import MAX_EXAMPLES
+
+    text = (ROOT / "docs" / "faults.md").read_text()
+    outcomes = collections.Counter(
+        "works" if v == "ok" else "repaired" if v == "repaired" else "refused with one line"
+        for readers, build, resume in DAMAGED_FILES.values()
+        for v in (readers, readers, readers, build, resume)
+    )
+    figures = dict(outcomes) | {
+        "bad inputs written by hand": len(BAD_INPUT),
+        "damaged-file cases": len(DAMAGED_FILES) * len(DAMAGE_COMMANDS),
+        "generated malformed inputs": 2 * MAX_EXAMPLES,
+        "fault drills": sum(_n_cases(fn) for fn in FAULT_DRILLS),
+        "cases of issue 16": len(ISSUE_16),
+    }
+    for what, n in figures.items():
+        assert f"**{n}** {what}" in text, f"docs/faults.md should say **{n}** {what}"

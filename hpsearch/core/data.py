@@ -121,7 +121,9 @@ def load_table(source: str | Path) -> pd.DataFrame:
         if isinstance(e, DataError):
             raise
         raise _fail(
-            f"data file {src!r}", f"cannot be parsed: {e}", "check that it is valid CSV/Parquet"
+            f"data file {src!r}",
+            f"cannot be parsed: {' '.join(str(e).split())}",
+            "check that it is valid CSV/Parquet",
         ) from None
     if len(df) == 0:
         raise _fail(f"data file {src!r}", "has a header but no rows", "add data rows")

@@ -50,6 +50,7 @@ TRIAL_COLUMNS = (
     "interrupted",
 )
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+DAMAGED_REASON = "damaged, run again"  # the reason of a trial --resume moved aside and reran
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -143,7 +144,10 @@ class Run:
         rows = self.trial_rows()
         counts: dict[str, int] = {}
         for r in rows:
-            key = r["state"] + (" (interrupted, re-queued)" if r["interrupted"] else "")
+            if r["reason"] == DAMAGED_REASON and r["interrupted"]:
+                key = f"{r['state']} ({DAMAGED_REASON})"
+            else:
+                key = r["state"] + (" (interrupted, re-queued)" if r["interrupted"] else "")
             counts[key] = counts.get(key, 0) + 1
         ranked = sorted_complete(self.meta, rows)
         m = self.meta
@@ -180,7 +184,7 @@ class Run:
     def model(self, trial: int) -> keras.Model:
         """Trial ``trial``'s Keras model, loaded in safe mode (no code from the file runs),
         once its bytes match the SHA-256 its ``trial.json`` recorded."""
-        from hpsearch.core.store import load_keras_model
+        from hpsearch.core.store import TRIAL_FIX, load_keras_model
 
         rel = f"trials/{trial_dirname(int(trial))}"
         with local_copy(self.path, include=(f"{rel}/trial.json", f"{rel}/model.keras")) as (
@@ -193,7 +197,13 @@ class Run:
                     f"trial {trial} of {self.path} has no saved model: its trial function did "
                     "not save one. Fix: pick a trial trained by the Keras trainer."
                 )
-            return load_keras_model(data)
+            tdir = f"{self.path}/{rel}" if is_uri(self.path) else str(Path(self.path, rel))
+            return load_keras_model(
+                data,
+                path=f"{tdir}/model.keras",
+                who=f"trial {int(trial)}",
+                fix=TRIAL_FIX.format(path=tdir),
+            )
 
     def _record(self, local: Path, trial: int) -> Any:
         rd = RunDir(local)
@@ -212,10 +222,16 @@ def read_trial_rows(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list[di
     rd = RunDir(run_dir)
     meta = rd.read_meta()
     study = _load_study(rd, meta)
+    trials = study.get_trials(deepcopy=False)
+    # damaged trials that --resume moved aside and ran again (the new trial `replaces` them)
+    replaced = {int(t.user_attrs["replaces"]) for t in trials if "replaces" in t.user_attrs}
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         rec = rd.read_trial(t.number)
-        rows.append(_trial_row(t, rec.info if rec else {}))
+        row = _trial_row(t, rec.info if rec else {})
+        if t.number in replaced:
+            row["interrupted"], row["reason"] = True, DAMAGED_REASON
+        rows.append(row)
     return meta, rows
 
 
@@ -257,8 +273,13 @@ def _trial_row(t: optuna.trial.FrozenTrial, info: dict[str, Any]) -> dict[str, A
 
 
 def sorted_complete(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The COMPLETE rows, best first by the run's direction."""
-    done = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    """The COMPLETE rows, best first by the run's direction (not the damaged trials that
+    ``--resume`` ran again)."""
+    done = [
+        r
+        for r in rows
+        if r["state"] == "COMPLETE" and r["value"] is not None and not r["interrupted"]
+    ]
     return sorted(done, key=lambda r: r["value"], reverse=meta.get("direction") == "maximize")
 
 

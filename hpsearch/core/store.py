@@ -34,6 +34,7 @@ STUDY_DB = "study.db"
 TRIALS = "trials"
 TRIAL_JSON = "trial.json"
 LOCK = ".lock"
+DAMAGED = "damaged"  # RUN_DIR/damaged/trials/<n>: damaged trials --resume moved aside
 PRED_SPLITS = ("valid", "holdout", "test")
 FAULT_ENV = "HPSEARCH_FAULT"
 
@@ -118,7 +119,8 @@ class TrialRecord:
         except (ValueError, OSError, EOFError) as exc:
             raise RunDirError(
                 f"trial {self.number}: prediction file {path} is unreadable ({exc}). "
-                "Fix: delete the trial directory and resume the run, or exclude the trial."
+                "Fix: resume the run (`hpsearch run SPEC --resume` moves the trial aside and "
+                "runs it again), or delete the trial directory to leave the trial out."
             ) from exc
 
     @property
@@ -140,18 +142,53 @@ LEGACY_TRIAL_FIX = (
 )
 
 
-def load_keras_model(data: bytes) -> Any:
+def load_keras_model(
+    data: bytes, *, path: str | Path = "model.keras", who: str = "", fix: str | None = None
+) -> Any:
     """A Keras model from the verified bytes of a ``model.keras``, in safe mode (no code
     from the file runs). The bytes are loaded from a private temporary copy, so what is
-    loaded is what was checked."""
+    loaded is what was checked.
+
+    A file Keras refuses (safe mode: a ``Lambda`` layer or other Python code in it) or
+    cannot read is a ``RunDirError`` of one line naming ``path`` (the file the bytes came
+    from; ``who``: the trial or member) and ``fix``, never a Keras traceback.
+    """
     import tempfile
 
     import keras
 
     with tempfile.TemporaryDirectory(prefix="hpsearch-model-") as tmp:
-        path = Path(tmp) / "model.keras"
-        path.write_bytes(data)
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        copy = Path(tmp) / "model.keras"
+        copy.write_bytes(data)
+        try:
+            return keras.saving.load_model(copy, compile=False, safe_mode=True)
+        except Exception as exc:  # whatever the file holds, Keras' error is not for users
+            raise RunDirError(_keras_refusal(exc, str(copy), path, who, fix)) from None
+
+
+def _keras_refusal(
+    exc: BaseException, copy: str, path: str | Path, who: str, fix: str | None
+) -> str:
+    """The one-line message for a ``model.keras`` that Keras refused or could not read."""
+    import zipfile
+
+    head = f"{who}: " if who else ""
+    text = " ".join(str(exc).replace(copy, str(path)).split())
+    if "safe_mode" in text:
+        return (
+            f"{head}model {path} is refused by Keras safe mode: it holds Python code (such as "
+            "a Lambda layer) that loading would run, so it is not loaded. Fix: only if you "
+            "trust whoever wrote the run, load it yourself with `keras.saving.load_model(path, "
+            "safe_mode=False)`; otherwise leave that trial out (delete its trial directory, "
+            "then build any ensemble that uses it again), and save models without Python code "
+            "(no Lambda layers) in the trial function."
+        )
+    if not zipfile.is_zipfile(copy):
+        text = "it is not a .keras zip archive"
+    else:
+        text = f"{type(exc).__name__}: {text if len(text) <= 200 else text[:197] + '...'}"
+    fix = (fix or "restore it from a copy of the run, or retrain that trial.").rstrip(".")
+    return f"{head}model {path} cannot be loaded by Keras ({text}). Fix: {fix}."
 
 
 def link_problem(path: Path, root: Path) -> str | None:
@@ -168,7 +205,7 @@ def link_problem(path: Path, root: Path) -> str | None:
     return None
 
 
-WRITTEN_DIRS = ("trials", "trees", "ensembles", "data")
+WRITTEN_DIRS = ("trials", "trees", "ensembles", "data", DAMAGED)
 LINK_FIX = (
     "Fix: replace the link with a copy of what it points to, or remove it; hpsearch "
     "neither reads nor writes a run directory through such links."
@@ -309,7 +346,7 @@ class RunDir:
             return
         if not url.startswith(prefix):
             return
-        n = len(self.trials())
+        n = len(self.trial_numbers())  # a damaged trial.json counts: it is still recorded
         if n:
             raise RunDirError(
                 f"run directory {self.path}: the study storage {url[len(prefix) :]} is missing "
@@ -373,7 +410,7 @@ class RunDir:
         path = tdir / TRIAL_JSON
         if not path.exists():
             return None
-        return TrialRecord(tdir, *read_record(path, "trial.json"))
+        return _trial_record(tdir)
 
     def trials(self, state: str | None = None) -> list[TrialRecord]:
         out = []
@@ -383,10 +420,58 @@ class RunDir:
             path = tdir / TRIAL_JSON
             if not path.exists():
                 continue
-            rec = TrialRecord(tdir, *read_record(path, "trial.json"))
+            rec = _trial_record(tdir)
             if state is None or rec.state == state:
                 out.append(rec)
         return out
+
+    def trial_numbers(self) -> list[int]:
+        """The numbers of the committed trial directories (those holding a ``trial.json``),
+        from their names: no ``trial.json`` is read, so a damaged one is counted too."""
+        if not self.trials_dir.is_dir():
+            return []
+        out = []
+        for tdir in sorted(self.trials_dir.iterdir()):
+            if tdir.name.isdigit() and (tdir / TRIAL_JSON).exists():
+                out.append(int(tdir.name))
+        return out
+
+    def trial_damage(self, number: int) -> str | None:
+        """Why committed trial ``number`` cannot be used as it is: its ``trial.json`` is
+        damaged (or lacks its number and state), or, for a COMPLETE trial, a prediction
+        file is missing though recorded, does not match its recorded SHA-256, was added
+        unrecorded, or does not load. None when it is sound; a record written before
+        hashes were recorded is not checked. The reason is one line without its ``Fix:``
+        (``--resume`` moves such a trial aside and runs it again)."""
+        try:
+            rec = self.read_trial(number)
+            if rec is None or rec.info.get("state") != "COMPLETE":
+                return None
+            if not atomic.has_hashes(rec.info.get("files")):
+                return None
+            for split in PRED_SPLITS:
+                if f"{split}_pred.npy" in rec.files or rec.has_predictions(split):
+                    rec.predictions(split)  # checked against its SHA-256, then loaded
+        except RunDirError as exc:
+            return str(exc).split(" Fix: ", 1)[0]
+        return None
+
+    def move_aside(self, number: int, why: str) -> Path:
+        """Move trial ``number``'s directory to ``damaged/trials/<n>`` (``<n>-2``, ... when
+        taken), with ``why`` in its ``damaged.txt``; returns where it went. A rename: the
+        trial is either in ``trials/`` or moved, never half."""
+        src = self.trial_path(number)
+        dest_root = self.path / DAMAGED / TRIALS
+        for path in (self.trials_dir, src, self.path / DAMAGED, dest_root):
+            self.check_not_link(path)
+        dest_root.mkdir(parents=True, exist_ok=True)
+        dest, k = dest_root / src.name, 1
+        while dest.exists():
+            k += 1
+            dest = dest_root / f"{src.name}-{k}"
+        os.rename(src, dest)
+        atomic.write_text(dest / "damaged.txt", why + "\n")
+        return dest
 
     def remove_incomplete_trial_dirs(self) -> list[int]:
         """Trial directories without ``trial.json`` (a driver died while writing them)."""
@@ -403,6 +488,29 @@ class RunDir:
         return removed
 
 
+def _trial_record(tdir: Path) -> TrialRecord:
+    """The committed trial in ``tdir``; RunDirError when its ``trial.json`` is damaged,
+    including a JSON object without the trial's number and state."""
+    path = tdir / TRIAL_JSON
+    info, digest = read_record(path, "trial.json")
+    number, state = info.get("number"), info.get("state")
+    if not isinstance(number, int) or isinstance(number, bool) or not isinstance(state, str):
+        raise RunDirError(
+            f"{path} is damaged (trial.json holds no trial number and state). "
+            f"{_record_fix('trial.json')}"
+        )
+    return TrialRecord(tdir, info, digest)
+
+
+def _record_fix(what: str) -> str:
+    return "Fix: restore it from a copy of the run" + (
+        ", or delete its trial directory to leave the trial out; `hpsearch run SPEC --resume` "
+        "moves it aside and runs the trial again."
+        if what == "trial.json"
+        else "."
+    )
+
+
 def read_run_json(path: Path, what: str) -> Any:
     """A JSON file of the run directory; a damaged one is a RunDirError naming the file."""
     return read_record(path, what)[0]
@@ -412,24 +520,18 @@ def read_record(path: Path, what: str, data: bytes | None = None) -> tuple[dict[
     """(the object of a JSON file of the run directory, the SHA-256 of its bytes); ``data``:
     bytes already read (and checked) instead of the file. A damaged one is a RunDirError
     naming the file."""
+    fix = _record_fix(what)
     try:
         if data is None:
             data = Path(path).read_bytes()
         info = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise RunDirError(
-            f"{path} is damaged ({what} is not valid JSON: {str(exc)[:120]}). Fix: restore it "
-            "from a copy of the run"
-            + (
-                ", or delete its trial directory and --resume to run the trial again."
-                if what == "trial.json"
-                else "."
-            )
+            f"{path} is damaged ({what} is not valid JSON: {str(exc)[:120]}). {fix}"
         ) from None
     if not isinstance(info, dict):
         raise RunDirError(
-            f"{path} is damaged ({what} holds {type(info).__name__}, not an object). "
-            "Fix: restore it from a copy of the run."
+            f"{path} is damaged ({what} holds {type(info).__name__}, not an object). {fix}"
         )
     return info, atomic.sha256(data)
 
@@ -447,11 +549,34 @@ def _check_sqlite_file(path: Path) -> None:
         raise RunDirError(
             f"{path}: cannot read the study storage ({exc}). Fix: check its permissions."
         ) from None
+    problem = None
     if head != _SQLITE_HEADER:
+        problem = "empty" if not head else "not an SQLite database"
+    else:
+        problem = _sqlite_problem(path)
+    if problem:
         raise RunDirError(
-            f"{path} is damaged ({'empty' if not head else 'not an SQLite database'}). Fix: "
+            f"{path} is damaged ({problem}). Fix: "
             "restore the run's study.db from a copy of the run; hpsearch does not rebuild it."
         )
+
+
+def _sqlite_problem(path: Path) -> str | None:
+    """SQLite's ``quick_check`` of a study file, opened read-only (nothing is written): the
+    first problem it finds, or None. A database that is busy (locked by a driver that is
+    writing) is given the benefit of the doubt."""
+    import sqlite3
+
+    try:
+        uri = f"file:{path}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as con:
+            rows = con.execute("PRAGMA quick_check(1)").fetchall()
+    except sqlite3.OperationalError:
+        return None  # busy or locked: not a sign of damage
+    except sqlite3.DatabaseError as exc:
+        return f"SQLite: {exc}"
+    first = " ".join(str(rows[0][0]).split()) if rows else "ok"
+    return None if first == "ok" else f"SQLite: {first[:200]}"
 
 
 def _history_csv(history: list[dict[str, float]]) -> str:

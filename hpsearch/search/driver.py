@@ -431,7 +431,7 @@ def _check_study_knows_trials(study: optuna.Study, rd: RunDir) -> None:
     """Every recorded trial must be in the study: new trials would take their numbers and
     overwrite their directories."""
     known = {t.number for t in study.get_trials(deepcopy=False)}
-    unknown = sorted(r.number for r in rd.trials() if r.number not in known)
+    unknown = [n for n in rd.trial_numbers() if n not in known]  # a damaged trial.json too
     if unknown:
         raise RunDirError(
             f"the study {study.study_name!r} in {rd.storage_url()} does not know trial(s) "
@@ -442,26 +442,22 @@ def _check_study_knows_trials(study: optuna.Study, rd: RunDir) -> None:
         )
 
 
-def recover(study: optuna.Study, rd: RunDir, space: Space) -> tuple[int, int]:
-    """Settle trials a dead driver left RUNNING. Returns (told COMPLETE from files, re-queued)."""
+def recover(
+    study: optuna.Study, rd: RunDir, space: Space, notes: list[str] | None = None
+) -> tuple[int, int]:
+    """Settle what a dead driver (or damage) left behind: trials left RUNNING are told what
+    their ``trial.json`` says, else failed and re-queued; damaged trials are repaired
+    (:func:`repair_damaged`). Returns (told from files, re-queued or re-run); ``notes`` gets
+    one line per repaired trial."""
     import optuna
 
     rd.remove_incomplete_trial_dirs()
+    repaired = repair_damaged(study, rd, notes)
     recovered = requeued = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         rec = rd.read_trial(t.number)
         if rec is not None and rec.state in (COMPLETE, PRUNED, FAIL):
-            state = {
-                COMPLETE: optuna.trial.TrialState.COMPLETE,
-                PRUNED: optuna.trial.TrialState.PRUNED,
-            }.get(rec.state, optuna.trial.TrialState.FAIL)
-            for key in ("node_id", "hostname", "reason"):
-                if rec.info.get(key):
-                    study._storage.set_trial_user_attr(t._trial_id, key, rec.info[key])
-            if rec.info.get("error"):
-                error = strip_ansi(str(rec.info["error"]))[:500]
-                study._storage.set_trial_user_attr(t._trial_id, "error", error)
-            study.tell(t.number, rec.value if rec.state == COMPLETE else None, state=state)
+            _tell_from_record(study, t, rec)
             recovered += 1
             continue
         study._storage.set_trial_user_attr(t._trial_id, "requeued", True)
@@ -469,11 +465,68 @@ def recover(study: optuna.Study, rd: RunDir, space: Space) -> tuple[int, int]:
         if t.params:
             study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
         requeued += 1
-    return recovered, requeued
+    return recovered, requeued + repaired
+
+
+def _tell_from_record(study: optuna.Study, t: optuna.trial.FrozenTrial, rec: Any) -> None:
+    """Tell the study the outcome that trial ``t``'s ``trial.json`` records."""
+    import optuna
+
+    state = {
+        COMPLETE: optuna.trial.TrialState.COMPLETE,
+        PRUNED: optuna.trial.TrialState.PRUNED,
+    }.get(rec.state, optuna.trial.TrialState.FAIL)
+    for key in ("node_id", "hostname", "reason"):
+        if rec.info.get(key):
+            study._storage.set_trial_user_attr(t._trial_id, key, rec.info[key])
+    if rec.info.get("error"):
+        error = strip_ansi(str(rec.info["error"]))[:500]
+        study._storage.set_trial_user_attr(t._trial_id, "error", error)
+    study.tell(t.number, rec.value if rec.state == COMPLETE else None, state=state)
+
+
+def repair_damaged(study: optuna.Study, rd: RunDir, notes: list[str] | None = None) -> int:
+    """Move aside every committed trial that cannot be used as it is (a damaged
+    ``trial.json``, a recorded prediction file missing or not matching its SHA-256:
+    :meth:`RunDir.trial_damage`) to ``damaged/trials/<n>``, and run again what it held.
+
+    A trial the study still has RUNNING is then re-queued like any trial a dead driver left
+    (by :func:`recover`). One the study has COMPLETE is run again with its parameters: the
+    new trial carries ``replaces: <n>``, and :func:`counted_trials` leaves trial n out of the
+    budget, so the run still ends with its ``n_trials``. A FAIL or PRUNED trial is only moved
+    aside: the study keeps its outcome, and it has no predictions to lose. Returns the number
+    of trials queued to run again."""
+    import optuna
+
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    replaced = _replaced_numbers(by_number.values())
+    queued = 0
+    for number in rd.trial_numbers():
+        why = rd.trial_damage(number)
+        t = by_number.get(number)
+        if why is None or t is None:
+            continue
+        rerun = t.state == optuna.trial.TrialState.COMPLETE and number not in replaced
+        if rerun:  # queued before the move: a driver killed in between repairs it again once
+            attrs = {"requeued_from": number, "replaces": number}
+            study.enqueue_trial(dict(t.params), user_attrs=attrs)
+            queued += 1
+        dest = rd.move_aside(number, why)
+        if notes is not None:
+            again = rerun or t.state == optuna.trial.TrialState.RUNNING  # re-queued below
+            then = "queued to run again" if again else "kept in the study as it ended"
+            notes.append(f"resume: trial {number} moved to {dest} ({why}); {then}")
+    return queued
+
+
+def _replaced_numbers(trials: Any) -> set[int]:
+    """Numbers of trials that a later trial runs again (``replaces``): out of the budget."""
+    return {int(t.user_attrs["replaces"]) for t in trials if "replaces" in t.user_attrs}
 
 
 def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count towards the budget: finished, not interrupted or re-queued."""
+    """Trials that count towards the budget: finished, not interrupted or re-queued, and
+    not run again by a later trial (``replaces``: a damaged trial repaired by --resume)."""
     import optuna
 
     final = (
@@ -481,10 +534,15 @@ def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         optuna.trial.TrialState.PRUNED,
         optuna.trial.TrialState.FAIL,
     )
+    trials = study.get_trials(deepcopy=False)
+    replaced = _replaced_numbers(trials)  # damaged trials that --resume runs again
     return [
         t
-        for t in study.get_trials(deepcopy=False, states=final)
-        if not t.user_attrs.get("requeued") and not t.user_attrs.get("interrupted")
+        for t in trials
+        if t.state in final
+        and not t.user_attrs.get("requeued")
+        and not t.user_attrs.get("interrupted")
+        and t.number not in replaced
     ]
 
 
@@ -627,8 +685,11 @@ class SearchLoop:
             self.sync.setup_written()
         self.study = _open_study(self.rd, spec, self.space, self.meta, res.max_concurrent)
         _check_study_knows_trials(self.study, self.rd)
-        recovered, requeued = recover(self.study, self.rd, self.space)
+        notes: list[str] = []
+        recovered, requeued = recover(self.study, self.rd, self.space, notes)
         self.prog = _Progress(self.total, **self._progress_args)
+        for line in notes:
+            self.prog.note(line)
         if recovered or requeued:
             self.prog.note(
                 f"resume: {recovered} finished trial(s) recovered from their files, "
@@ -916,8 +977,11 @@ def _fill_summary(summary: SearchSummary, study: optuna.Study, t0: float) -> Non
     summary.n_failed = sum(t.state == optuna.trial.TrialState.FAIL for t in ts)
     summary.n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in ts)
     summary.elapsed_s = time.time() - t0
-    if summary.n_complete:
-        best = study.best_trial
+    if summary.n_complete:  # the best counted trial (not a damaged one run again)
+        pick = max if study.direction.name == "MAXIMIZE" else min
+        best = pick(
+            (t for t in ts if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value
+        )
         summary.best_number, summary.best_value = best.number, best.value
         summary.best_params = best.user_attrs.get("config") or dict(best.params)
 
