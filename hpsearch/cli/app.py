@@ -353,6 +353,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _search_arguments(p: argparse.ArgumentParser, resume_help: str) -> None:
+    """The arguments `run` and `pipeline` share."""
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--n-trials", type=int, help="override budget.n_trials")
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument(
+        "--address", help="address of a running Ray cluster (default: embedded local Ray)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    # tests and fault drills: a module:function trainer, and key=value trial options
+    p.add_argument("--trial-fn", help=argparse.SUPPRESS)
+    p.add_argument("--trial-option", action="append", default=[], help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hpsearch",
@@ -391,21 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXIT_STATUS.format(done=" with at least one complete trial"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("spec", metavar="SPEC")
-    run.add_argument("--n-trials", type=int, help="override budget.n_trials")
-    run.add_argument(
-        "--resume", action="store_true", help="continue the run in the spec's output directory"
-    )
-    run.add_argument(
-        "--address", help="address of a running Ray cluster (default: embedded local Ray)"
-    )
-    run.add_argument("--quiet", action="store_true", help="no progress display")
-    run.add_argument(
-        "--trial-fn", help=argparse.SUPPRESS
-    )  # tests and fault drills: module:function
-    run.add_argument(
-        "--trial-option", action="append", default=[], help=argparse.SUPPRESS
-    )  # key=value
+    _search_arguments(run, "continue the run in the spec's output directory")
     run.set_defaults(func=cmd_run)
 
     pl = sub.add_parser(
@@ -414,18 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXIT_STATUS.format(done=", the ensemble built and its submission written"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pl.add_argument("spec", metavar="SPEC")
-    pl.add_argument("--n-trials", type=int, help="override budget.n_trials")
-    pl.add_argument(
-        "--resume", action="store_true", help="continue the search in the spec's output directory"
-    )
-    pl.add_argument(
-        "--address", help="address of a running Ray cluster (default: embedded local Ray)"
-    )
+    _search_arguments(pl, "continue the search in the spec's output directory")
     pl.add_argument("--name", help="name of the ensemble (default pipeline-<timestamp>)")
-    pl.add_argument("--quiet", action="store_true", help="no progress display")
-    pl.add_argument("--trial-fn", help=argparse.SUPPRESS)
-    pl.add_argument("--trial-option", action="append", default=[], help=argparse.SUPPRESS)
     pl.set_defaults(func=cmd_pipeline)
 
     st = sub.add_parser("status", help="summary of a run directory")
