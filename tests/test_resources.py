@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,9 @@ class _Alive:
     def ping(self) -> int:
         return 1
 
+    def die(self) -> None:
+        os._exit(1)
+
 
 def test_ray_failures_are_stored_without_colour_codes(ray_session):
     """Ray colours the header of an error raised in a task; a dead worker is "worker died"."""
@@ -306,9 +310,10 @@ def test_ray_failures_are_stored_without_colour_codes(ray_session):
     assert "\x1b" not in result.traceback and "ValueError" in result.traceback
     actor = ray.remote(num_cpus=0)(here._Alive).remote()
     ray.get(actor.ping.remote())
-    ray.kill(actor, no_restart=True)
+    # the process exits inside the call: ray.kill is asynchronous, and a call sent right
+    # after it could still be answered
     with pytest.raises(ray.exceptions.RayActorError) as dead:
-        ray.get(actor.ping.remote())
+        ray.get(actor.die.remote())
     result, died = runner._failure_in_ray(dead.value, runner._InFlight(payload, None))
     assert (result.reason, died) == ("worker died", True)
     assert result.error.startswith("ActorDiedError: ") and "\x1b" not in result.error
