@@ -526,6 +526,71 @@ def make_split(
     }
 
 
+def make_folds(n_rows: int, y: np.ndarray | None, task: str, k: int, seed: int) -> np.ndarray:
+    """The fold (0 .. k-1) of each of ``n_rows`` labelled rows: seeded and shuffled,
+    stratified by the class for classification (a plain shuffle when a class has fewer than
+    ``k`` rows). The same table, ``k`` and seed always give the same folds."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if n_rows < k:
+        raise _fail(
+            "spec field 'split.folds'",
+            f"{n_rows} row(s) are too few for {k} folds",
+            "lower `split.folds` or use a larger table",
+        )
+    ids = np.arange(n_rows)
+    fold_of = np.full(n_rows, -1, dtype=np.int64)
+    splits = None
+    if task in ("binary", "multiclass") and y is not None:
+        counts = np.bincount(np.asarray(y, dtype=np.int64))
+        if counts[counts > 0].min() >= k:
+            splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(ids, y)
+    if splits is None:
+        splits = KFold(k, shuffle=True, random_state=seed).split(ids)
+    for fold, (_, held) in enumerate(splits):
+        fold_of[held] = fold
+    return fold_of
+
+
+def fold_rows(
+    fold_of: np.ndarray,
+    fold: int,
+    y: np.ndarray | None,
+    task: str,
+    inner_valid: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train, valid, held)``: positions (into the labelled rows) that fold ``fold`` of a
+    cross-validated run trains on, watches for early stopping (an ``inner_valid`` slice of
+    its own training rows, stratified for classification) and predicts out of fold. Every
+    trainer of the run (networks and trees) gets the same three sets."""
+    from sklearn.model_selection import train_test_split
+
+    fold_of = np.asarray(fold_of)
+    held = np.flatnonzero(fold_of == fold)
+    rest = np.flatnonzero(fold_of != fold)
+    state = (int(seed) * 1_000_003 + int(fold)) % (2**32)
+    strat = None
+    if task in ("binary", "multiclass") and y is not None:
+        strat = np.asarray(y)[rest]
+    try:
+        train, valid = train_test_split(
+            rest, test_size=inner_valid, random_state=state, stratify=strat
+        )
+    except ValueError:  # a class too small to stratify
+        train, valid = train_test_split(rest, test_size=inner_valid, random_state=state)
+    return np.sort(train), np.sort(valid), held
+
+
+def folds_fingerprint(split_info: dict[str, Any]) -> str | None:
+    """What two cross-validated runs share when they split the same rows into the same folds
+    (the table's content hash and every row's fold); None for a train/valid/holdout run."""
+    if not split_info.get("folds"):
+        return None
+    payload = {"data_hash": split_info.get("data_hash"), "fold_of": split_info.get("fold_of")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 # --------------------------------------------------------------------------- preprocessing
 
 
@@ -925,6 +990,41 @@ def check_class_rows(
             )
 
 
+def check_fold_sizes(
+    fold_of: np.ndarray, y_codes: np.ndarray | None, target: Target, split: Any
+) -> None:
+    """Cross-validated: every fold holds out at least ``split.min_rows`` rows, and for
+    classification at least ``split.min_class_rows`` rows of each class."""
+    least = int(getattr(split, "min_rows", 1))
+    k = int(fold_of.max()) + 1 if len(fold_of) else 0
+    sizes = np.bincount(fold_of, minlength=k)
+    if sizes.size and sizes.min() < least:
+        raise _fail(
+            "spec field 'split.folds'",
+            f"{len(fold_of)} rows split into {k} folds hold out {int(sizes.min())} row(s) in "
+            f"the smallest fold, fewer than split.min_rows = {least}",
+            f"lower `split.folds`, use a table of at least {least * k} rows, or lower "
+            "`split.min_rows` (scores on fewer rows are noise)",
+        )
+    least_class = int(getattr(split, "min_class_rows", 0))
+    if y_codes is None or least_class < 1 or target.classes is None:
+        return
+    for fold in range(k):
+        counts = np.bincount(y_codes[fold_of == fold], minlength=target.n_classes)
+        low = np.flatnonzero(counts < least_class)
+        if low.size:
+            c = int(low[0])
+            total = int(np.sum(y_codes == c))
+            raise _fail(
+                "spec field 'split.min_class_rows'",
+                f"class {target.classes[c]!r} of target {target.name!r} has {int(counts[c])} "
+                f"row(s) in fold {fold} of {k} ({total} in all {len(y_codes)} rows), fewer "
+                f"than split.min_class_rows = {least_class}",
+                "lower `split.folds`, add rows of that class, merge or drop the rare "
+                "class(es), or set `split.min_class_rows: 0`",
+            )
+
+
 def check_features(columns: dict[str, str], spec_data: Any) -> None:
     """At least one column is a feature (not the target, the id, or dropped)."""
     if any(kind != "drop" for kind in columns.values()):
@@ -975,9 +1075,28 @@ class PreparedData:
     def n_classes(self) -> int:
         return self.target.n_classes
 
+    @property
+    def folds(self) -> int | None:
+        """The number of cross-validation folds; None for a train/valid/holdout split."""
+        k = self.split.get("folds")
+        return int(k) if k else None
+
+    @property
+    def fold_of(self) -> np.ndarray | None:
+        """The fold of each labelled row (the rows of ``x["train"]``, in order); None for a
+        train/valid/holdout split."""
+        if not self.folds:
+            return None
+        return np.asarray(self.split["fold_of"], dtype=np.int64)
+
 
 def _fingerprint(
-    split_ids: dict[str, np.ndarray], shape: tuple[int, int], dhash: str, pre, target
+    split_ids: dict[str, np.ndarray],
+    shape: tuple[int, int],
+    dhash: str,
+    pre,
+    target,
+    fold_of: list[int] | None = None,
 ) -> str:
     payload = {
         "split": {k: [int(i) for i in v] for k, v in split_ids.items()},
@@ -986,6 +1105,8 @@ def _fingerprint(
         "preprocessor": pre.to_dict(),
         "target": target.to_dict(),
     }
+    if fold_of is not None:  # cross-validated runs only: earlier fingerprints stay as they were
+        payload["fold_of"] = [int(f) for f in fold_of]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -1025,7 +1146,7 @@ def _assemble(
 ) -> PreparedData:
     y_all = target.encode(train[target.name])
     x, y, ids, tree_x = {}, {}, {}, {}
-    for name in SPLITS:
+    for name in (k for k in SPLITS if k in split_ids):
         rows = split_ids[name]
         part = train.iloc[rows]
         x[name] = pre.transform(part, "the training data")
@@ -1039,7 +1160,9 @@ def _assemble(
         ids["test"] = (
             test[id_col].to_numpy() if id_col and id_col in test.columns else np.arange(len(test))
         )
-    fp = _fingerprint(split_ids, train.shape, split_info["data_hash"], pre, target)
+    fp = _fingerprint(
+        split_ids, train.shape, split_info["data_hash"], pre, target, split_info.get("fold_of")
+    )
     return PreparedData(
         x=x,
         y=y,
@@ -1081,20 +1204,37 @@ def prepare(spec: Any, run_dir: str | Path | None = None) -> PreparedData:
     check_features(columns, d)
     y_codes = target.encode(train[d.target]) if target.task != "regression" else None
     s = spec.split
-    check_split_sizes(len(train), s)
-    split_ids = make_split(len(train), y_codes, target.task, s.valid, s.holdout, s.seed)
-    if y_codes is not None:
-        check_class_rows(split_ids, y_codes, target, s)
+    k_folds = getattr(s, "folds", None)
+    cv: dict[str, Any] = {}
+    if k_folds:
+        fold_of = make_folds(len(train), y_codes, target.task, int(k_folds), s.seed)
+        check_fold_sizes(fold_of, y_codes, target, s)
+        split_ids = {"train": np.arange(len(train), dtype=np.int64)}
+        cv = {
+            "folds": int(k_folds),
+            "inner_valid": float(s.inner_valid),
+            "fold_of": [int(f) for f in fold_of],
+        }
+    else:
+        check_split_sizes(len(train), s)
+        split_ids = make_split(len(train), y_codes, target.task, s.valid, s.holdout, s.seed)
+        if y_codes is not None:
+            check_class_rows(split_ids, y_codes, target, s)
+    # cross-validated: the preprocessor (scaling, vocabularies: no target) sees every
+    # labelled row, as every fold model shares it
     pre = Preprocessor().fit(train.iloc[split_ids["train"]], columns, d.image_shape)
     split_info = {
         "n_rows": len(train),
         "seed": s.seed,
-        "valid": s.valid,
-        "holdout": s.holdout,
+        "valid": None if cv else s.valid,
+        "holdout": None if cv else s.holdout,
+        **cv,
         "data_hash": data_hash(train),
         "test_hash": data_hash(test) if test is not None else None,
         "ids": {k: [int(i) for i in v] for k, v in split_ids.items()},
     }
+    if cv:
+        split_info["folds_fingerprint"] = folds_fingerprint(split_info)
     prepared = _assemble(train, test, split_ids, pre, target, d.id, split_info)
     if hasattr(spec, "check_run_paths"):  # last, once the data passed: it probes a folder
         spec.check_run_paths()

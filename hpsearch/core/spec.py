@@ -85,6 +85,8 @@ DEFAULT_TREES = ("rf", "et", "hgb")  # hpsearch.core.registry.TREE_MODELS lists 
 AUTO = "auto"  # the blend method with the best cross-fitted score
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 QUOTE_MAX = 200  # characters of a value quoted in a message
+MAX_FOLDS = 20  # split.folds: the most cross-validation folds
+INNER_VALID = 0.1  # split.inner_valid: the early-stopping slice of a fold's training rows
 MIN_ROWS = 10  # split.min_rows: the fewest rows of train, valid and holdout
 MIN_CLASS_ROWS = 1  # split.min_class_rows: every class in every split
 STORAGE_URL_ENV = "HPSEARCH_STORAGE_URL"  # the full URL of a run whose stored one is redacted
@@ -402,7 +404,8 @@ def _fraction(key: str) -> Any:
 
 
 class SplitSpec(_SpecModel):
-    """The `split` section: the valid and holdout fractions and the split's seed."""
+    """The `split` section: the valid and holdout fractions and the split's seed, or
+    ``folds`` for cross-validated trials (then ``valid`` and ``holdout`` are unused)."""
 
     _section: ClassVar[str] = "split"
     valid: _fraction("valid") = Field(0.2, description="fraction of rows scored during the search")
@@ -423,13 +426,45 @@ class SplitSpec(_SpecModel):
         description="classification: the fewest rows of each class in each split (0: no check)",
     )
 
+    folds: Annotated[
+        integer(ge=2, le=MAX_FOLDS) | None,
+        Hint(
+            example="5",
+            fix=f"give the number of cross-validation folds, from 2 to {MAX_FOLDS} "
+            "(for example `folds: 5`), or null for the train/valid/holdout split",
+        ),
+    ] = Field(
+        None,
+        description="cross-validated trials: one model per fold, out-of-fold predictions for "
+        "every labelled row (null: the train/valid/holdout split)",
+    )
+    inner_valid: Annotated[
+        number(gt=0, lt=0.5),
+        Hint(
+            example="0.1",
+            problem="must be above 0 and below 0.5, got {value}",
+            fix="give the fraction of each fold's training rows used for early stopping, "
+            "for example 0.1",
+        ),
+    ] = Field(
+        INNER_VALID,
+        description="with folds: the fraction of each fold's training rows that early "
+        "stopping watches (never the fold's held-out rows)",
+    )
+
     @model_serializer(mode="wrap")
     def _minimums_when_set(self, handler: Any) -> dict[str, Any]:
-        """The minimums are dumped only when they differ from their defaults, so the split
-        of ``run.json`` (compared on --resume) reads as before they existed."""
+        """The minimums and the cross-validation fields are dumped only when they differ from
+        their defaults, so the split of ``run.json`` (compared on --resume) reads as before
+        they existed."""
         d = handler(self)
-        for key, default in (("min_rows", MIN_ROWS), ("min_class_rows", MIN_CLASS_ROWS)):
-            if d.get(key) == default:
+        for key, default in (
+            ("min_rows", MIN_ROWS),
+            ("min_class_rows", MIN_CLASS_ROWS),
+            ("folds", None),
+            ("inner_valid", INNER_VALID),
+        ):
+            if key in d and d.get(key) == default:
                 d.pop(key)
         return d
 
