@@ -59,6 +59,7 @@ OPTIONAL_TORCH = "torch==2.13.0+cpu"
 WORKER = HERE / "quality_worker.py"
 DOC = ROOT / "docs" / "benchmarks" / "quality.md"
 CV_FOLDS = 5
+TREES = ("rf", "et", "hgb", "lgbm")  # the pipeline's fixed-parameter tree members
 BLEND_ROWS = (("best", "best single"), ("greedy", "greedy"), ("nelder-mead", "nelder-mead"))
 FULL = {"timeout_s": 180.0, "n_trials": 100, "max_epochs": 20, "patience": 4}
 QUICK = {"timeout_s": 45.0, "n_trials": 4, "max_epochs": 8, "patience": 2}
@@ -199,8 +200,11 @@ def _refit_blends(info: dict[str, Any], meta: dict[str, Any], y_test: np.ndarray
 
     run_dir = Path(info["runs"][0])
     spec = hpsearch.load_spec(run_dir / "spec.yaml")
-    y_holdout = np.asarray(load_prepared(run_dir, spec).y["holdout"])
-    P_h = np.stack([_member_preds(run_dir, m, "holdout") for m in info["members"]])
+    prepared = load_prepared(run_dir, spec)
+    # CV mode: blends are fitted on the out-of-fold predictions of every labelled row
+    fit_split, y_split = ("oof", "train") if prepared.folds else ("holdout", "holdout")
+    y_holdout = np.asarray(prepared.y[y_split])
+    P_h = np.stack([_member_preds(run_dir, m, fit_split) for m in info["members"]])
     P_t = np.stack([_member_preds(run_dir, m, "test") for m in info["members"]])
     methods = tuple(dict.fromkeys([m for m, _ in BLEND_ROWS] + [info["method"]]))
     return blend_test_scores(P_h, y_holdout, P_t, y_test, meta["metric"], methods)
@@ -237,7 +241,7 @@ def pipeline_spec(
             "max_concurrent": int(budget.get("max_concurrent", 2)),
         },
         "training": {"max_epochs": int(budget["max_epochs"]), "patience": int(budget["patience"])},
-        "ensemble": {"trees": ["rf", "et", "hgb"]},
+        "ensemble": {"trees": list(TREES)},
         "output": str(out),
     }
 
