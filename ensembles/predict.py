@@ -6,7 +6,9 @@ preprocessor (``hpsearch.core.data.transform_new``), trees from
 ``trees/<name>/model.joblib`` fed by the run's tree matrix
 (``hpsearch.core.data.tree_matrix_new``). Predictions follow the training
 conventions (``hpsearch.search.training``): the head's output, binary as P(class 1),
-regression in natural units. The blend is the blender restored from the ``blend``
+regression in natural units (un-standardized and, under ``rmsle``, ``expm1``'d back:
+``hpsearch.core.targets.from_network`` with the trial's ``target_scaling`` and
+``target_transform``). The blend is the blender restored from the ``blend``
 entry of ``ensemble.json`` (``Ensemble.blender``), so the run's test file reproduces
 ``test_pred.npy``. Each function takes a loaded ``Ensemble`` (``ensembles.load(path)``), whose
 ``predict``/``predict_frame`` call them.
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from hpsearch.core import atomic
+from hpsearch.core import atomic, targets
 from hpsearch.core.errors import RunDirError, UserError
 from hpsearch.core.store import TRIAL_JSON, RunDir, read_record
 
@@ -190,9 +192,8 @@ class _Members:
         )
         pred = _head_prediction(raw, heads[0]["name"], self.task)
         scaling = member.get("target_scaling") or info.get("target_scaling")
-        if self.task == "regression" and scaling:
-            pred = pred * float(scaling[1]) + float(scaling[0])
-        return pred
+        transform = member.get("target_transform", info.get("target_transform"))
+        return targets.from_network(pred, self.task, scaling, transform)
 
     def tree(self, member: dict[str, Any], model: bytes | None) -> np.ndarray:
         from ensembles.trees import predict_tree, tree_model_from_bytes

@@ -809,7 +809,11 @@ def _member_holdout(run: Path, member: dict) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("source", "task", "metric"),
-    [("breast_cancer", "binary", "log_loss"), ("diabetes", "regression", "rmse")],
+    [
+        ("breast_cancer", "binary", "log_loss"),
+        ("diabetes", "regression", "rmse"),
+        ("diabetes", "regression", "rmsle"),
+    ],
 )
 def test_predict_reproduces_test_predictions_with_keras_models(
     ray_session, tmp_path, source, task, metric
@@ -840,6 +844,11 @@ def test_predict_reproduces_test_predictions_with_keras_models(
     assert all(r.model_path.exists() for r in records)
     if task == "regression":  # networks learn a standardized target; predictions are not
         assert all(r.info["target_scaling"] for r in records)
+    # under rmsle they learn log1p(target) and predict it back (expm1, non-negative)
+    transform = "log1p" if metric == "rmsle" else None
+    assert all(r.info["target_transform"] == transform for r in records)
+    if metric == "rmsle":
+        assert all((r.predictions("test") >= 0).all() for r in records)
     import ensembles
 
     ens = ensembles.build([run], trees=("rf",), method="mean", name="keras")
