@@ -116,10 +116,11 @@ def _test_hash(run: RunDir) -> str | None:
 @dataclass
 class _Options:
     top_k: int | None
-    max_corr: float
+    max_corr: float | None  # None: no correlation filter
     trees: tuple[str, ...]
     method: str
     folds: int
+    margin: float | None = None  # None: no eligibility cut
 
 
 def _check_method(method: Any) -> str:
@@ -143,26 +144,61 @@ def _check_method(method: Any) -> str:
     return method
 
 
-def _options(ens: Any, top_k, max_corr, trees, method, folds) -> _Options:
+OFF = "none"  # max_corr / margin: no correlation filter / no eligibility cut
+
+
+def _off(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() in (OFF, "null", "off")
+
+
+def _check_max_corr(max_corr: Any) -> float | None:
+    if max_corr is None or _off(max_corr):
+        return None
+    try:
+        value = float(max_corr)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(max_corr, bool) or not (0.0 < value <= 1.0):
+        raise UserError(
+            f"max_corr must be in (0, 1], or 'none' for no correlation filter; got {max_corr!r}."
+        )
+    return value
+
+
+def _check_margin(margin: Any) -> float | None:
+    if margin is None or _off(margin):
+        return None
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(margin, bool) or math.isnan(value) or value < 0:
+        raise UserError(
+            f"margin must be 0 or more, or 'none' for no eligibility cut; got {margin!r}."
+        )
+    return None if math.isinf(value) else value
+
+
+def _options(ens: Any, top_k, max_corr, trees, method, folds, margin=None) -> _Options:
     from ensembles.trees import check_tree_names
 
     top_k = ens.top_k if top_k is None else top_k
-    max_corr = ens.max_corr if max_corr is None else max_corr
+    max_corr = _check_max_corr(ens.max_corr if max_corr is None else max_corr)
+    margin = _check_margin(getattr(ens, "margin", None) if margin is None else margin)
     trees = ens.trees if trees is None else trees
     method = _check_method(ens.method if method is None else method)
     folds = ens.folds if folds is None else folds
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
         raise UserError(f"top_k must be at least 1; got {top_k!r}.")
-    if not (0.0 < float(max_corr) <= 1.0):
-        raise UserError(f"max_corr must be in (0, 1]; got {max_corr!r}.")
     if isinstance(folds, bool) or int(folds) < 2:
         raise UserError(f"folds must be at least 2; got {folds!r}.")
     return _Options(
         top_k=None if top_k is None else int(top_k),
-        max_corr=float(max_corr),
+        max_corr=max_corr,
         trees=check_tree_names(trees),
         method=method,
         folds=int(folds),
+        margin=margin,
     )
 
 
@@ -275,7 +311,7 @@ def _test_layout(spec: Any, prepared: Any, id_column: str | None):
 def build_ensemble(
     run_dirs: str | Path | Sequence[str | Path],
     top_k: int | None = None,
-    max_corr: float | None = None,
+    max_corr: float | str | None = None,
     trees: Iterable[str] | str | None = None,
     method: str | None = None,
     folds: int | None = None,
@@ -284,6 +320,7 @@ def build_ensemble(
     progress: bool = False,
     seed: int = 0,
     run_names: Sequence[str] | None = None,
+    margin: float | str | None = None,
 ) -> Ensemble:
     """Build an ensemble of the finished trials (and tree models) of ``run_dirs``.
 
@@ -293,7 +330,12 @@ def build_ensemble(
         top_k: at most this many networks (trees do not count); default from the
             first run's spec (``ensemble.top_k``), as for every option below.
         max_corr: drop a candidate whose holdout errors correlate above this with a
-            better kept one.
+            better kept one; ``"none"`` (or the spec's ``max_corr: null``): no
+            correlation filter.
+        margin: a candidate worse than the best by more than ``margin`` x the robust
+            spread of the candidates' validation scores is not eligible
+            (``ensembles.selection``); ``"none"`` (or ``math.inf``, or the spec's
+            ``margin: null``): every candidate is eligible.
         trees: tree models to fit (or reuse) and offer as candidates: rf, et, hgb
             (lgbm, xgb when installed); ``()`` for none.
         method: the blender that makes the ensemble: auto (the best cross-fitted), best,
@@ -315,7 +357,9 @@ def build_ensemble(
     from hpsearch.core.remote import is_uri
 
     run_dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
-    options = dict(top_k=top_k, max_corr=max_corr, trees=trees, method=method, folds=folds)
+    options = dict(
+        top_k=top_k, max_corr=max_corr, trees=trees, method=method, folds=folds, margin=margin
+    )
     if any(is_uri(str(r)) for r in run_dirs):
         return _build_at_uris(run_dirs, out=out, name=name, progress=progress, seed=seed, **options)
     log = _logger(progress)
@@ -331,6 +375,7 @@ def build_ensemble(
     info, holdout_pred, test_pred = _ensemble_info(
         target, runs, data, opts, seed, run_names, members, dropped, blend
     )
+    info["eligibility"] = _eligibility(candidates, data, opts)
     layout, ids = (None, None)
     if data.has_test:
         layout, ids = _test_layout(runs.spec, data.prepared, _id_column(runs.first))
@@ -438,18 +483,21 @@ def _select(
         opts.top_k,
         opts.max_corr,
         always=[c.label for c in candidates if c.kind == "tree"],
+        margin=opts.margin,
     )
     if not selection.selected:
         raise UserError(
             "no candidate is left after selection ("
             + "; ".join(f"{k}: {v}" for k, v in selection.dropped.items())
-            + "). Fix: raise --top-k or --max-corr."
+            + "). Fix: raise --top-k, --max-corr or --margin."
         )
     by_label = {c.label: c for c in candidates}
     members = [by_label[lb] for lb in selection.selected]
+    n_ineligible = sum(r.startswith("not eligible") for r in selection.dropped.values())
     log(
         f"selected {len(members)} of {len(candidates)} candidate(s) "
-        f"(top_k {opts.top_k}, max_corr {opts.max_corr})"
+        f"(top_k {opts.top_k}, max_corr {_setting(opts.max_corr)}, "
+        f"margin {_setting(opts.margin)}: {n_ineligible} not eligible)"
     )
     dropped = [
         {
@@ -460,6 +508,24 @@ def _select(
         for lb, reason in selection.dropped.items()
     ]
     return members, dropped
+
+
+def _setting(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+def _eligibility(candidates: list[Candidate], data: _Data, opts: _Options) -> dict[str, Any]:
+    """The eligibility cut as ``ensemble.json`` records it."""
+    from ensembles.selection import eligibility_cut
+
+    cut = eligibility_cut([c.valid_score for c in candidates], data.metric, opts.margin)
+    return {
+        "margin": cut.margin,
+        "best": None if cut.best is None else candidates[cut.best].label,
+        "best_score": _nan_to_none(cut.best_score),
+        "spread": _nan_to_none(cut.spread),
+        "allowed_gap": None if math.isinf(cut.allowed) else cut.allowed,
+    }
 
 
 def _fit_blend(P: np.ndarray, data: _Data, opts: _Options, seed: int, log) -> _Blend:
@@ -545,6 +611,7 @@ def _ensemble_info(
         "n_test": data.n_test,
         "top_k": opts.top_k,
         "max_corr": opts.max_corr,
+        "margin": opts.margin,
         "trees": list(opts.trees),
         "folds": opts.folds,
         "seed": seed,

@@ -100,10 +100,26 @@ def _report_header(info: dict[str, Any]) -> list[str]:
         f"- method: **{info['method']}**{_auto_words(info)} ({info['task']}, metric `{info['metric']}`, {_direction_words(info)})",
         f"- runs: {', '.join(f'`{r}`' for r in info['runs'])}",
         f"- holdout rows: {info['n_holdout']}; folds for cross-fitting: {info['folds']}; "
-        f"top_k: {info['top_k']}; max_corr: {info['max_corr']}; trees: "
-        f"{', '.join(info['trees']) or 'none'}",
+        f"top_k: {info['top_k']}; max_corr: {_off(info['max_corr'])}; "
+        f"margin: {_off(info.get('margin'))}; trees: {', '.join(info['trees']) or 'none'}",
+        *_eligibility_line(info),
         f"- built: {info['created']}",
         "",
+    ]
+
+
+def _off(value: Any) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+def _eligibility_line(info: dict[str, Any]) -> list[str]:
+    cut = info.get("eligibility")
+    if not cut or cut.get("allowed_gap") is None:
+        return []
+    return [
+        f"- eligible: candidates within {_fmt(cut['allowed_gap'])} of the best "
+        f"({cut['best']}, {_fmt(cut['best_score'])}): margin {_off(cut['margin'])} x "
+        f"spread {_fmt(cut['spread'])} of the validation scores"
     ]
 
 
