@@ -48,6 +48,7 @@ def build(
     out: str | Path | None = None,
     progress: bool = False,
     seed: int = 0,
+    refit: bool | None = None,
 ) -> Ensemble:
     """Build an ensemble of the finished trials (and tree models) of ``runs``.
 
@@ -58,7 +59,10 @@ def build(
     ``top_k``, ``max_corr`` (``"none"``: no correlation filter), ``margin`` (``"none"``
     or ``math.inf``: no eligibility cut), ``trees``, ``method`` (auto, best, mean, greedy,
     nelder-mead, stack or ``"module:Class"``), ``folds``; ``None`` takes the spec's value;
-    ``progress`` prints progress lines on stderr; ``seed`` seeds the cross-fitting folds.
+    ``progress`` prints progress lines on stderr; ``seed`` seeds the cross-fitting folds;
+    ``refit=True`` trains the members the blend uses again on every labelled row (train,
+    valid and holdout) and blends their test predictions with the same weights
+    (``ensembles.refit``; refused for runs with cross-validated trials).
     Raises ``hpsearch.core.errors.UserError`` (or its ``RunDirError``) for input a user
     can fix.
     """
@@ -78,6 +82,7 @@ def build(
         name=name,
         progress=progress,
         seed=seed,
+        refit=refit,
     )
 
 

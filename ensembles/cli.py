@@ -37,6 +37,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         out=args.out,
         name=args.name,
         progress=not args.quiet,
+        refit=args.refit,
     )
     print(ens.summary_text())
     return 0
@@ -200,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         "your own; auto (the spec's default): the one with the best cross-fitted score",
     )
     b.add_argument("--folds", type=int, help="folds for the cross-fitted scores")
+    b.add_argument(
+        "--refit",
+        action="store_true",
+        default=None,
+        help="after blending, train the members again on every labelled row (train, valid "
+        "and holdout) and blend their test predictions with the same weights (holdout mode)",
+    )
     b.add_argument("--out", help="ensemble directory (must not exist)")
     b.add_argument("--name", help="name under RUN_DIR/ensembles/ (default <method>-<timestamp>)")
     b.add_argument("--quiet", action="store_true", help="no progress lines")

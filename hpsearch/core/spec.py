@@ -651,6 +651,11 @@ class EnsembleSpec(_SpecModel):
         Field(AUTO, description="auto: the blend method with the best cross-fitted score")
     )
     folds: Annotated[integer(ge=2), Hint(example="5")] = 5
+    refit: Flag = Field(
+        False,
+        description="after blending, train the members again on every labelled row and blend "
+        "their test predictions (holdout mode; see docs/ensembles.md)",
+    )
 
     @field_validator("trees", mode="before")
     @classmethod
