@@ -40,13 +40,15 @@ def build(
     *,
     name: str | None = None,
     top_k: int | None = None,
-    max_corr: float | None = None,
+    max_corr: float | str | None = None,
+    margin: float | str | None = None,
     trees: Iterable[str] | str | None = None,
     method: str | None = None,
     folds: int | None = None,
     out: str | Path | None = None,
     progress: bool = False,
     seed: int = 0,
+    refit: bool | None = None,
 ) -> Ensemble:
     """Build an ensemble of the finished trials (and tree models) of ``runs``.
 
@@ -54,9 +56,13 @@ def build(
     or an object with a ``.path`` (the ``Run`` of ``hpsearch.load_run``). The options are
     those of ``ensembles build`` (defaults from the first run's spec ``ensemble:``
     section): ``name`` (under ``RUN_DIR/ensembles/``) or ``out`` (a directory),
-    ``top_k``, ``max_corr``, ``trees``, ``method`` (auto, best, mean, greedy,
-    nelder-mead, stack or ``"module:Class"``), ``folds``; ``progress`` prints progress
-    lines on stderr; ``seed`` seeds the cross-fitting folds.
+    ``top_k``, ``max_corr`` (``"none"``: no correlation filter), ``margin`` (``"none"``
+    or ``math.inf``: no eligibility cut), ``trees``, ``method`` (auto, best, mean, greedy,
+    nelder-mead, stack or ``"module:Class"``), ``folds``; ``None`` takes the spec's value;
+    ``progress`` prints progress lines on stderr; ``seed`` seeds the cross-fitting folds;
+    ``refit=True`` trains the members the blend uses again on every labelled row (train,
+    valid and holdout) and blends their test predictions with the same weights
+    (``ensembles.refit``; refused for runs with cross-validated trials).
     Raises ``hpsearch.core.errors.UserError`` (or its ``RunDirError``) for input a user
     can fix.
     """
@@ -68,6 +74,7 @@ def build(
         [_location(r) for r in runs],
         top_k=top_k,
         max_corr=max_corr,
+        margin=margin,
         trees=trees,
         method=method,
         folds=folds,
@@ -75,6 +82,7 @@ def build(
         name=name,
         progress=progress,
         seed=seed,
+        refit=refit,
     )
 
 

@@ -13,12 +13,15 @@
    when a tree must be fitted, the tree matrix; every complete trial of every run (kind
    ``network``) and the tree models of the first run (kind ``tree``, fitted or reused by
    ``ensembles.trees``) are candidates (``ensembles.candidates``);
-3. **select** (``_select``): the best ``top_k`` by validation score whose holdout errors
-   correlate at most ``max_corr`` (``ensembles.selection``; trees are always eligible);
+3. **select** (``_select``): among the candidates within ``margin`` x the spread of the
+   scores of the best (eligible), the best ``top_k`` by validation score whose holdout
+   errors correlate at most ``max_corr`` (``ensembles.selection``; trees skip ``top_k``);
 4. **blend** (``_fit_blend``): ``AutoBlender`` fits EVERY blender on the members'
    holdout predictions and scores it *fitted* (in-sample) and *cross-fitted*
    (``folds``-fold out-of-fold); ``auto`` keeps the best cross-fitted, a named
-   ``method`` is kept as asked;
+   ``method`` is kept as asked; with ``refit``, the members the blend uses are then
+   trained again on every labelled row (``_refit``, ``ensembles.refit``) and the test
+   blend reads their test predictions;
 5. **write** (``_write``): ``ensemble.json`` (with the SHA-256 of the ensemble's own files
    and of each member's JSON and model, which ``ensembles.predict`` checks before loading
    anything), ``holdout_pred.npy``, ``test_pred.npy`` and
@@ -116,10 +119,12 @@ def _test_hash(run: RunDir) -> str | None:
 @dataclass
 class _Options:
     top_k: int | None
-    max_corr: float
+    max_corr: float | None  # None: no correlation filter
     trees: tuple[str, ...]
     method: str
     folds: int
+    margin: float | None = None  # None: no eligibility cut
+    refit: bool = False  # train the members again on every labelled row (ensembles.refit)
 
 
 def _check_method(method: Any) -> str:
@@ -143,26 +148,65 @@ def _check_method(method: Any) -> str:
     return method
 
 
-def _options(ens: Any, top_k, max_corr, trees, method, folds) -> _Options:
+OFF = "none"  # max_corr / margin: no correlation filter / no eligibility cut
+
+
+def _off(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() in (OFF, "null", "off")
+
+
+def _check_max_corr(max_corr: Any) -> float | None:
+    if max_corr is None or _off(max_corr):
+        return None
+    try:
+        value = float(max_corr)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(max_corr, bool) or not (0.0 < value <= 1.0):
+        raise UserError(
+            f"max_corr must be in (0, 1], or 'none' for no correlation filter; got {max_corr!r}."
+        )
+    return value
+
+
+def _check_margin(margin: Any) -> float | None:
+    if margin is None or _off(margin):
+        return None
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(margin, bool) or math.isnan(value) or value < 0:
+        raise UserError(
+            f"margin must be 0 or more, or 'none' for no eligibility cut; got {margin!r}."
+        )
+    return None if math.isinf(value) else value
+
+
+def _options(ens: Any, top_k, max_corr, trees, method, folds, margin=None, refit=None) -> _Options:
     from ensembles.trees import check_tree_names
 
     top_k = ens.top_k if top_k is None else top_k
-    max_corr = ens.max_corr if max_corr is None else max_corr
+    max_corr = _check_max_corr(ens.max_corr if max_corr is None else max_corr)
+    margin = _check_margin(getattr(ens, "margin", None) if margin is None else margin)
     trees = ens.trees if trees is None else trees
     method = _check_method(ens.method if method is None else method)
     folds = ens.folds if folds is None else folds
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
         raise UserError(f"top_k must be at least 1; got {top_k!r}.")
-    if not (0.0 < float(max_corr) <= 1.0):
-        raise UserError(f"max_corr must be in (0, 1]; got {max_corr!r}.")
     if isinstance(folds, bool) or int(folds) < 2:
         raise UserError(f"folds must be at least 2; got {folds!r}.")
+    refit = bool(getattr(ens, "refit", False)) if refit is None else refit
+    if not isinstance(refit, bool):
+        raise UserError(f"refit must be true or false; got {refit!r}.")
     return _Options(
         top_k=None if top_k is None else int(top_k),
-        max_corr=float(max_corr),
+        max_corr=max_corr,
         trees=check_tree_names(trees),
         method=method,
         folds=int(folds),
+        margin=margin,
+        refit=refit,
     )
 
 
@@ -275,7 +319,7 @@ def _test_layout(spec: Any, prepared: Any, id_column: str | None):
 def build_ensemble(
     run_dirs: str | Path | Sequence[str | Path],
     top_k: int | None = None,
-    max_corr: float | None = None,
+    max_corr: float | str | None = None,
     trees: Iterable[str] | str | None = None,
     method: str | None = None,
     folds: int | None = None,
@@ -284,6 +328,8 @@ def build_ensemble(
     progress: bool = False,
     seed: int = 0,
     run_names: Sequence[str] | None = None,
+    margin: float | str | None = None,
+    refit: bool | None = None,
 ) -> Ensemble:
     """Build an ensemble of the finished trials (and tree models) of ``run_dirs``.
 
@@ -293,7 +339,15 @@ def build_ensemble(
         top_k: at most this many networks (trees do not count); default from the
             first run's spec (``ensemble.top_k``), as for every option below.
         max_corr: drop a candidate whose holdout errors correlate above this with a
-            better kept one.
+            better kept one; ``"none"`` (or the spec's ``max_corr: null``): no
+            correlation filter.
+        margin: a candidate worse than the best by more than ``margin`` x the robust
+            spread of the candidates' validation scores is not eligible
+            (``ensembles.selection``); ``"none"`` (or ``math.inf``, or the spec's
+            ``margin: null``): every candidate is eligible.
+        refit: after selection and blending, train the members the blend uses again on
+            every labelled row and blend their test predictions with the same weights
+            (``ensembles.refit``; holdout mode only).
         trees: tree models to fit (or reuse) and offer as candidates: rf, et, hgb
             (lgbm, xgb when installed); ``()`` for none.
         method: the blender that makes the ensemble: auto (the best cross-fitted), best,
@@ -315,12 +369,24 @@ def build_ensemble(
     from hpsearch.core.remote import is_uri
 
     run_dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
-    options = dict(top_k=top_k, max_corr=max_corr, trees=trees, method=method, folds=folds)
+    options = dict(
+        top_k=top_k,
+        max_corr=max_corr,
+        trees=trees,
+        method=method,
+        folds=folds,
+        margin=margin,
+        refit=refit,
+    )
     if any(is_uri(str(r)) for r in run_dirs):
         return _build_at_uris(run_dirs, out=out, name=name, progress=progress, seed=seed, **options)
     log = _logger(progress)
     runs = _read_runs(run_dirs)
     opts = _options(runs.spec.ensemble, **options)
+    if opts.refit:
+        from ensembles.refit import check_refit_allowed
+
+        check_refit_allowed([rd.path for rd in runs.dirs])
     target, auto = _claim_target(runs.first, out, name, opts.method)
     records = _complete_trials(runs)
     data = _load_data(runs, log)
@@ -328,9 +394,11 @@ def build_ensemble(
     members, dropped = _select(candidates, data, opts, log)
     P = np.stack([c.holdout for c in members])
     blend = _fit_blend(P, data, opts, seed, log)
+    refits = _refit(runs, members, blend, data, log) if opts.refit else None
     info, holdout_pred, test_pred = _ensemble_info(
-        target, runs, data, opts, seed, run_names, members, dropped, blend
+        target, runs, data, opts, seed, run_names, members, dropped, blend, refits
     )
+    info["eligibility"] = _eligibility(candidates, data, opts)
     layout, ids = (None, None)
     if data.has_test:
         layout, ids = _test_layout(runs.spec, data.prepared, _id_column(runs.first))
@@ -338,7 +406,7 @@ def build_ensemble(
     local = [str(rd.path.resolve()) for rd in runs.dirs]
     for path in (runs.first.ensembles_dir, target):
         runs.first.check_not_link(path)  # links appeared during the build
-    out_dir = _write(target, auto, info, local, holdout_pred, test_pred, layout, ids, log)
+    out_dir = _write(target, auto, info, local, holdout_pred, test_pred, layout, ids, log, refits)
     log(f"wrote {out_dir}")
     return Ensemble(out_dir, info)
 
@@ -438,18 +506,21 @@ def _select(
         opts.top_k,
         opts.max_corr,
         always=[c.label for c in candidates if c.kind == "tree"],
+        margin=opts.margin,
     )
     if not selection.selected:
         raise UserError(
             "no candidate is left after selection ("
             + "; ".join(f"{k}: {v}" for k, v in selection.dropped.items())
-            + "). Fix: raise --top-k or --max-corr."
+            + "). Fix: raise --top-k, --max-corr or --margin."
         )
     by_label = {c.label: c for c in candidates}
     members = [by_label[lb] for lb in selection.selected]
+    n_ineligible = sum(r.startswith("not eligible") for r in selection.dropped.values())
     log(
         f"selected {len(members)} of {len(candidates)} candidate(s) "
-        f"(top_k {opts.top_k}, max_corr {opts.max_corr})"
+        f"(top_k {opts.top_k}, max_corr {_setting(opts.max_corr)}, "
+        f"margin {_setting(opts.margin)}: {n_ineligible} not eligible)"
     )
     dropped = [
         {
@@ -460,6 +531,24 @@ def _select(
         for lb, reason in selection.dropped.items()
     ]
     return members, dropped
+
+
+def _setting(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+def _eligibility(candidates: list[Candidate], data: _Data, opts: _Options) -> dict[str, Any]:
+    """The eligibility cut as ``ensemble.json`` records it."""
+    from ensembles.selection import eligibility_cut
+
+    cut = eligibility_cut([c.valid_score for c in candidates], data.metric, opts.margin)
+    return {
+        "margin": cut.margin,
+        "best": None if cut.best is None else candidates[cut.best].label,
+        "best_score": _nan_to_none(cut.best_score),
+        "spread": _nan_to_none(cut.spread),
+        "allowed_gap": None if math.isinf(cut.allowed) else cut.allowed,
+    }
 
 
 def _fit_blend(P: np.ndarray, data: _Data, opts: _Options, seed: int, log) -> _Blend:
@@ -492,6 +581,18 @@ def _fit_blend(P: np.ndarray, data: _Data, opts: _Options, seed: int, log) -> _B
     return _Blend(method, requested, entry, blender, scores)
 
 
+def _refit(runs: _Runs, members: list[Candidate], blend: _Blend, data: _Data, log) -> list:
+    """Each member trained again on every labelled row, or why not (``ensembles.refit``)."""
+    from ensembles.refit import refit_members
+    from hpsearch.core.spec import load_spec
+
+    specs = {runs.first.path.resolve(): runs.spec}
+    for rd in runs.dirs[1:]:
+        specs[rd.path.resolve()] = load_spec(rd.path / "spec.yaml", frozen=True)
+    used = list(blend.blender.members_used())
+    return refit_members(members, used, data.prepared, data.metric, specs, log)
+
+
 def _ensemble_info(
     target: Path,
     runs: _Runs,
@@ -502,15 +603,20 @@ def _ensemble_info(
     members: list[Candidate],
     dropped: list[dict[str, Any]],
     blend: _Blend,
+    refits: list | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
-    """(the content of ``ensemble.json``, the holdout and the test blend)."""
+    """(the content of ``ensemble.json``, the holdout and the test blend); with
+    ``refits``, the test blend reads the refit members' test predictions."""
+    from ensembles.refit import Refit
     from ensembles.selection import correlation_matrix
 
     P = np.stack([c.holdout for c in members])
     holdout_pred = blend.blender.predict(P)
-    test_pred = (
-        blend.blender.predict(np.stack([c.test for c in members])) if data.has_test else None
-    )
+    refits = refits or [None] * len(members)
+    tests = [
+        r.test if isinstance(r, Refit) else c.test for c, r in zip(members, refits, strict=True)
+    ]
+    test_pred = blend.blender.predict(np.stack(tests)) if data.has_test else None
 
     def score(pred: np.ndarray) -> float:
         return float(_metrics.score(data.metric, data.y, pred))
@@ -523,8 +629,9 @@ def _ensemble_info(
             "valid_score": _nan_to_none(c.valid_score),
             "holdout_score": score(c.holdout),
             "files": c.files,
+            **_refit_record(r),
         }
-        for c, w in zip(members, weights, strict=True)
+        for c, w, r in zip(members, weights, refits, strict=True)
     ]
     run0 = runs.first
     info: dict[str, Any] = {
@@ -545,6 +652,8 @@ def _ensemble_info(
         "n_test": data.n_test,
         "top_k": opts.top_k,
         "max_corr": opts.max_corr,
+        "margin": opts.margin,
+        "refit": opts.refit,
         "trees": list(opts.trees),
         "folds": opts.folds,
         "seed": seed,
@@ -559,6 +668,17 @@ def _ensemble_info(
         },
     }
     return info, holdout_pred, test_pred
+
+
+def _refit_record(refit: Any) -> dict[str, Any]:
+    """A member's ``refit`` entries in ``ensemble.json``."""
+    from ensembles.refit import Refit
+
+    if isinstance(refit, Refit):
+        return {"refit": True, "refit_model": refit.record()}
+    if refit is None:  # the build did not refit
+        return {"refit": False}
+    return {"refit": False, "refit_reason": refit}
 
 
 def _build_at_uris(
@@ -628,6 +748,7 @@ def _write(
     layout: dict[str, Any] | None,
     ids: np.ndarray | None,
     log: Callable[[str], None],
+    refits: list | None = None,
 ) -> Path:
     from hpsearch.core.submission import submission_frame
 
@@ -648,6 +769,7 @@ def _write(
             frame = submission_frame(layout, ids, test_pred, info["classes"])
             csv = frame.to_csv(index=False).encode("utf-8")
             files["submission.csv"] = atomic.write_hashed(tmp / "submission.csv", csv)
+        _write_refits(tmp, refits)
         info["files"] = files  # the SHA-256 of the ensemble's own outputs
         log("writing the report and plots...")
         while True:
@@ -667,6 +789,22 @@ def _write(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_refits(folder: Path, refits: list | None) -> None:
+    """The refit members' models under ``folder/refit/``, each checked against the
+    SHA-256 its ``ensemble.json`` entry records."""
+    from ensembles.refit import Refit
+
+    for refit in refits or []:
+        if not isinstance(refit, Refit):
+            continue
+        where = folder / refit.folder
+        where.mkdir(parents=True, exist_ok=True)
+        recorded = refit.record()["files"]
+        for name, data in refit.files.items():
+            if atomic.write_hashed(where / name, data) != recorded[name]:  # pragma: no cover
+                raise RunDirError(f"refit model {where / name} was not written as recorded.")
 
 
 def _nan_to_none(value: float | None) -> float | None:

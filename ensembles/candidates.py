@@ -41,6 +41,7 @@ class Candidate:
     tree: str | None = None
     fit_id: str | None = None
     target_scaling: list[float] | None = None
+    target_transform: str | None = None
     files: dict[str, str] | None = None  # name -> SHA-256 of the member's JSON and model
 
     def record(self) -> dict[str, Any]:
@@ -48,6 +49,7 @@ class Candidate:
         if self.kind == "network":
             out["trial"] = self.trial
             out["target_scaling"] = self.target_scaling
+            out["target_transform"] = self.target_transform
         else:
             out["tree"] = self.tree
             out["fit_id"] = self.fit_id
@@ -156,6 +158,7 @@ def network_candidates(
                 test=preds.get("test"),
                 trial=rec.number,
                 target_scaling=rec.info.get("target_scaling"),
+                target_transform=rec.info.get("target_transform"),
                 files=_member_files(rec, "trial.json", "model.keras"),
             )
         )

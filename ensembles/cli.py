@@ -30,12 +30,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         args.run_dirs,
         top_k=args.top_k,
         max_corr=args.max_corr,
+        margin=args.margin,
         trees=args.trees,
         method=args.method,
         folds=args.folds,
         out=args.out,
         name=args.name,
         progress=not args.quiet,
+        refit=args.refit,
     )
     print(ens.summary_text())
     return 0
@@ -126,6 +128,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _none_or(low: float, high: float, what: str):
+    """An argparse type: a number in [low, high], or ``none`` (switched off)."""
+
+    def parse(text: str) -> float | str:
+        if text.strip().lower() == "none":
+            return "none"
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number or none ({what}), got {text!r}"
+            ) from None
+        if not (low <= value <= high):
+            raise argparse.ArgumentTypeError(
+                f"must be in [{low:g}, {high:g}] or none ({what}), got {text}"
+            )
+        return value
+
+    return parse
+
+
 def _trees(text: str) -> tuple[str, ...]:
     if text.strip().lower() in ("", "none"):
         return ()
@@ -152,7 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
         "run_dirs", metavar="RUN_DIR", nargs="+", help="run directories, paths or URIs (s3://...)"
     )
     b.add_argument("--top-k", type=_positive_int, help="at most K networks (trees not counted)")
-    b.add_argument("--max-corr", type=float, help="drop a candidate whose errors correlate above R")
+    b.add_argument(
+        "--max-corr",
+        type=_none_or(0.0, 1.0, "none: no correlation filter"),
+        metavar="R",
+        help="drop a candidate whose holdout errors correlate above R with a better kept one; "
+        "none: no correlation filter",
+    )
+    b.add_argument(
+        "--margin",
+        type=_none_or(0.0, float("inf"), "none: every candidate is eligible"),
+        metavar="M",
+        help="a candidate worse than the best by more than M x the robust spread of the "
+        "candidates' validation scores is not eligible; none: no eligibility cut",
+    )
     b.add_argument(
         "--trees",
         type=_trees,
@@ -165,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         "your own; auto (the spec's default): the one with the best cross-fitted score",
     )
     b.add_argument("--folds", type=int, help="folds for the cross-fitted scores")
+    b.add_argument(
+        "--refit",
+        action="store_true",
+        default=None,
+        help="after blending, train the members again on every labelled row (train, valid "
+        "and holdout) and blend their test predictions with the same weights (holdout mode)",
+    )
     b.add_argument("--out", help="ensemble directory (must not exist)")
     b.add_argument("--name", help="name under RUN_DIR/ensembles/ (default <method>-<timestamp>)")
     b.add_argument("--quiet", action="store_true", help="no progress lines")

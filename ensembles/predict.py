@@ -6,10 +6,16 @@ preprocessor (``hpsearch.core.data.transform_new``), trees from
 ``trees/<name>/model.joblib`` fed by the run's tree matrix
 (``hpsearch.core.data.tree_matrix_new``). Predictions follow the training
 conventions (``hpsearch.search.training``): the head's output, binary as P(class 1),
-regression in natural units. The blend is the blender restored from the ``blend``
+regression in natural units (un-standardized and, under ``rmsle``, ``expm1``'d back:
+``hpsearch.core.targets.from_network`` with the trial's ``target_scaling`` and
+``target_transform``). The blend is the blender restored from the ``blend``
 entry of ``ensemble.json`` (``Ensemble.blender``), so the run's test file reproduces
 ``test_pred.npy``. Each function takes a loaded ``Ensemble`` (``ensembles.load(path)``), whose
 ``predict``/``predict_frame`` call them.
+
+A refit member (``ensembles build --refit``; ``"refit": true`` in ``ensemble.json``) is
+loaded from the ensemble's own ``refit/`` folder instead, with its ``refit_model``'s
+target scaling.
 
 Integrity: before any member is loaded, every member the blend uses is checked
 (``_Members.verify``): its ``trial.json`` or ``tree.json`` and its model file must match
@@ -26,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from hpsearch.core import atomic
+from hpsearch.core import atomic, targets
 from hpsearch.core.errors import RunDirError, UserError
 from hpsearch.core.store import TRIAL_JSON, RunDir, read_record
 
@@ -109,9 +115,41 @@ class _Members:
                 "for its files (built before ensembles recorded them), so it is not loaded. "
                 "Fix: build the ensemble again (`ensembles build RUN_DIR`)."
             )
+        if member.get("refit"):
+            return self._verify_refit(member)
         if member["kind"] == "network":
             return self._verify_network(member)
         return self._verify_tree(member)
+
+    def _verify_refit(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        """(the member's ``refit_model`` entry, the bytes of the refit model saved in the
+        ensemble directory), checked against the SHA-256 ``ensemble.json`` recorded."""
+        from ensembles.trees import MODEL_FILE
+
+        entry = member.get("refit_model") or {}
+        root = self.ens.out_dir.resolve()
+        folder = (root / str(entry.get("dir") or "")).resolve()
+        name = "model.keras" if member["kind"] == "network" else MODEL_FILE
+        fix = "build the ensemble again (`ensembles build RUN_DIR --refit`)."
+        if folder == root or not folder.is_relative_to(root):
+            raise RunDirError(
+                f"ensemble {self.ens.out_dir}: member {member['label']}'s refit model "
+                f"{entry.get('dir')!r} is not a folder inside the ensemble directory, so it is "
+                f"not loaded. Fix: {fix}"
+            )
+        data = atomic.read_verified(
+            folder / name,
+            entry.get("files"),
+            record=str(self.ens.out_dir / "ensemble.json"),
+            who=f"member {member['label']}",
+            what="refit model",
+            fix=fix,
+        )
+        if data is None:
+            raise RunDirError(
+                f"member {member['label']}: refit model {folder / name} is missing. Fix: {fix}"
+            )
+        return entry, data
 
     def _read(self, member: dict[str, Any], path: Path, what: str, fix: str) -> bytes | None:
         return atomic.read_verified(
@@ -166,6 +204,11 @@ class _Members:
     def network(self, member: dict[str, Any], info: dict[str, Any], model: bytes | None):
         run = self.runs[member["run"]]
         rd = RunDir(run)
+        if member.get("refit"):  # info: the member's refit_model entry
+            path = self.ens.out_dir / str(info["dir"]) / "model.keras"
+            fix = "build the ensemble again (`ensembles build RUN_DIR --refit`)."
+            keras_model = self._keras(model, path, member, fix)
+            return self._network_output(keras_model, rd, run, info)
         if model is None:
             path = rd.trial_path(int(member["trial"])) / "model.keras"
             raise UserError(
@@ -173,26 +216,40 @@ class _Members:
                 "trial function did not save one, so this ensemble cannot predict new rows. "
                 "Fix: build the ensemble from trials trained by the Keras trainer."
             )
-        from hpsearch.core.store import load_keras_model
-        from hpsearch.search.training import _head_prediction, _model_inputs
-
         path = rd.trial_path(int(member["trial"])) / "model.keras"
-        keras_model = load_keras_model(
+        keras_model = self._keras(
             model,
-            path=path,
-            who=f"member {member['label']}",
-            fix=f"restore {path.parent} from a copy of the run, or build the ensemble again "
+            path,
+            member,
+            f"restore {path.parent} from a copy of the run, or build the ensemble again "
             "(`ensembles build RUN_DIR`) without that trial (delete its trial directory).",
         )
+        scaling = member.get("target_scaling") or info.get("target_scaling")
+        transform = member.get("target_transform", info.get("target_transform"))
+        return self._network_output(
+            keras_model, rd, run, {"target_scaling": scaling, "target_transform": transform}
+        )
+
+    @staticmethod
+    def _keras(model: bytes | None, path: Path, member: dict[str, Any], fix: str) -> Any:
+        from hpsearch.core.store import load_keras_model
+
+        assert model is not None
+        return load_keras_model(model, path=path, who=f"member {member['label']}", fix=fix)
+
+    def _network_output(self, keras_model: Any, rd: RunDir, run: Path, how: dict[str, Any]):
+        """The network's predictions of the new rows, in natural units (``how``: its
+        ``target_scaling`` and ``target_transform``)."""
+        from hpsearch.search.training import _head_prediction, _model_inputs
+
         heads = rd.read_meta().get("output_spec", {}).get("heads") or [{"name": "output"}]
         raw = keras_model.predict(
             _model_inputs(keras_model, self.inputs(run)), batch_size=1024, verbose=0
         )
         pred = _head_prediction(raw, heads[0]["name"], self.task)
-        scaling = member.get("target_scaling") or info.get("target_scaling")
-        if self.task == "regression" and scaling:
-            pred = pred * float(scaling[1]) + float(scaling[0])
-        return pred
+        return targets.from_network(
+            pred, self.task, how.get("target_scaling"), how.get("target_transform")
+        )
 
     def tree(self, member: dict[str, Any], model: bytes | None) -> np.ndarray:
         from ensembles.trees import predict_tree, tree_model_from_bytes
@@ -201,7 +258,11 @@ class _Members:
         if model is None:  # pragma: no cover - a tree always records its model
             raise RunDirError(f"tree {member['tree']} of run {run} has no saved model.")
         estimator = tree_model_from_bytes(model)
-        return predict_tree(estimator, self.tree_x(run), self.task, self.k)
+        pred = predict_tree(estimator, self.tree_x(run), self.task, self.k)
+        transform = (member.get("refit_model") or {}).get("target_transform")
+        if member.get("refit") and transform:  # a refit tree that learnt a transformed target
+            pred = targets.decode(pred, transform)
+        return pred
 
     def predict(self, member: dict[str, Any], checked: tuple[dict[str, Any], bytes | None]):
         info, model = checked

@@ -69,6 +69,10 @@ def summary_text(info: dict[str, Any]) -> str:
             f"  {_member_name(m):<{width}} {m['kind']:<8} {_weight(m.get('weight')):>8} "
             f"{_fmt(m.get('valid_score')):>10} {_fmt(m.get('holdout_score')):>10}"
         )
+    if info.get("refit"):
+        lines.append(
+            f"  refit: {_refit_words(info)}; their test predictions come from the refit models"
+        )
     if info.get("dropped"):
         lines.append(f"  ({len(info['dropped'])} candidate(s) left out; see ensemble.json)")
     if info.get("out_dir"):
@@ -76,9 +80,51 @@ def summary_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _refit_words(info: dict[str, Any]) -> str:
+    refit = [m for m in info["members"] if m.get("refit")]
+    rows = {m["refit_model"].get("n_rows") for m in refit}
+    where = f" on {rows.pop()} labelled rows" if len(rows) == 1 else ""
+    return f"{len(refit)} of {len(info['members'])} member(s) trained again{where}"
+
+
+def _report_refit(info: dict[str, Any]) -> list[str]:
+    if not info.get("refit"):
+        return []
+    out = [
+        "",
+        "## Refit",
+        "",
+        f"Built with `--refit`: {_refit_words(info)} (train, valid and holdout), after "
+        "selection and blending. The blend weights fitted on the original members' holdout "
+        "predictions are applied to the refit members: the test predictions "
+        "(`test_pred.npy`, `submission.csv`) and `ensembles predict` come from the refit "
+        "models; the holdout predictions and every score above are the original members'.",
+        "",
+        "| member | refit | test predictions from | how |",
+        "|---|---|---|---|",
+    ]
+    for m in info["members"]:
+        r = m.get("refit_model") or {}
+        if m.get("refit") and m["kind"] == "network":
+            how = (
+                f"{r.get('epochs')} epoch(s) on {r.get('n_rows')} rows (early stopping kept "
+                f"{r.get('best_epoch')} on {r.get('n_train')} train rows)"
+            )
+        elif m.get("refit"):
+            how = f"same parameters on {r.get('n_rows')} rows"
+        else:
+            how = m.get("refit_reason") or "-"
+        source = f"`{r.get('dir')}`" if m.get("refit") else "the original member"
+        out.append(
+            f"| {_member_name(m)} | {'yes' if m.get('refit') else 'no'} | {source} | {how} |"
+        )
+    return out
+
+
 def report_markdown(info: dict[str, Any]) -> str:
-    """``report.md``: scores, members, dropped candidates and the plots."""
+    """``report.md``: scores, members, refit members, dropped candidates and the plots."""
     out = _report_header(info) + _report_scores(info) + _report_members(info)
+    out += _report_refit(info)
     out += [
         "",
         "## Plots",
@@ -100,10 +146,26 @@ def _report_header(info: dict[str, Any]) -> list[str]:
         f"- method: **{info['method']}**{_auto_words(info)} ({info['task']}, metric `{info['metric']}`, {_direction_words(info)})",
         f"- runs: {', '.join(f'`{r}`' for r in info['runs'])}",
         f"- holdout rows: {info['n_holdout']}; folds for cross-fitting: {info['folds']}; "
-        f"top_k: {info['top_k']}; max_corr: {info['max_corr']}; trees: "
-        f"{', '.join(info['trees']) or 'none'}",
+        f"top_k: {info['top_k']}; max_corr: {_off(info['max_corr'])}; "
+        f"margin: {_off(info.get('margin'))}; trees: {', '.join(info['trees']) or 'none'}",
+        *_eligibility_line(info),
         f"- built: {info['created']}",
         "",
+    ]
+
+
+def _off(value: Any) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+def _eligibility_line(info: dict[str, Any]) -> list[str]:
+    cut = info.get("eligibility")
+    if not cut or cut.get("allowed_gap") is None:
+        return []
+    return [
+        f"- eligible: candidates within {_fmt(cut['allowed_gap'])} of the best "
+        f"({cut['best']}, {_fmt(cut['best_score'])}): margin {_off(cut['margin'])} x "
+        f"spread {_fmt(cut['spread'])} of the validation scores"
     ]
 
 

@@ -16,9 +16,19 @@ always get 1 (so exact duplicates are caught even when their errors are
 constant, e.g. two perfect models).
 
 Selection policy (``select_diverse``): candidates are ranked by validation score
-(metric direction; a missing/NaN score ranks last and is dropped). Walking down
-the ranking, a candidate is kept when its error correlation with EVERY
-candidate kept so far is ``<= max_corr``. At most ``top_k`` candidates not named
+(metric direction; a missing/NaN score ranks last and is dropped).
+
+**Eligibility** (``eligibility_cut``): a candidate whose score is worse than the
+best by more than ``margin x spread`` is not eligible, whatever its errors. The
+spread is a robust spread of the candidates' validation scores: ``1.4826 x`` their
+median absolute deviation from the median (the standard deviation for normal
+scores, unmoved by a few very bad candidates), floored at 2 % of the best score's
+magnitude (``1e-12`` when that is 0), so near-identical scores do not exclude
+every candidate but the best. ``margin=None`` disables the cut.
+
+**Diversity**: walking down the ranking of the eligible candidates, a candidate is
+kept when its error correlation with EVERY candidate kept so far is
+``<= max_corr`` (``max_corr=None``: no correlation filter). At most ``top_k`` candidates not named
 in ``always`` are kept; once ``top_k`` are kept the rest are dropped as
 "outside top K". Candidates named in ``always`` (e.g. tree models) bypass the
 ``top_k`` cap and do not count towards it, but still go through the
@@ -36,7 +46,18 @@ import numpy as np
 
 from hpsearch.core import metrics as _metrics
 
-__all__ = ["Selection", "correlation_matrix", "error_matrix", "select_diverse"]
+__all__ = [
+    "Cut",
+    "Selection",
+    "correlation_matrix",
+    "eligibility_cut",
+    "error_matrix",
+    "select_diverse",
+]
+
+# the spread of the scores is at least this share of the best score's magnitude
+SPREAD_FLOOR = 0.02
+_MAD_TO_SD = 1.4826
 
 _TASKS = ("binary", "multiclass", "regression")
 
@@ -114,6 +135,46 @@ def correlation_matrix(P, y, task: str) -> np.ndarray:
     return C
 
 
+class Cut(NamedTuple):
+    """The eligibility cut: the best candidate (its index and score), the robust spread of
+    the candidates' scores, and ``allowed``: the largest gap to the best score that stays
+    eligible (``margin x spread``; inf when ``margin`` is None)."""
+
+    best: int | None
+    best_score: float
+    spread: float
+    margin: float | None
+    allowed: float
+
+    def gap(self, score: float, greater_is_better: bool) -> float:
+        """How much worse than the best ``score`` is (>= 0)."""
+        diff = self.best_score - score if greater_is_better else score - self.best_score
+        return max(0.0, float(diff))
+
+
+def eligibility_cut(scores: Sequence[float | None], metric: str, margin: float | None) -> Cut:
+    """The cut of ``select_diverse`` for these validation scores (None/NaN ignored): a
+    candidate is eligible when ``cut.gap(score) <= cut.allowed``. See the module doc."""
+    if margin is not None:
+        margin = float(margin)
+        if math.isnan(margin) or margin < 0:
+            raise ValueError(f"margin must be >= 0 or None; got {margin}")
+        if math.isinf(margin):
+            margin = None
+    metric_ = _metrics.get_metric(metric)
+    values = [math.nan if s is None else float(s) for s in scores]
+    values = [v if math.isfinite(v) else math.nan for v in values]
+    finite = np.array([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if finite.size == 0:
+        return Cut(None, math.nan, math.nan, margin, math.inf)
+    best = int(np.nanargmax(values) if metric_.greater_is_better else np.nanargmin(values))
+    best_score = values[best]
+    mad = float(np.median(np.abs(finite - np.median(finite))))
+    spread = max(_MAD_TO_SD * mad, SPREAD_FLOOR * abs(best_score), 1e-12)
+    allowed = math.inf if margin is None else float(margin) * spread
+    return Cut(best, best_score, spread, margin, allowed)
+
+
 def _scores_list(names: Sequence, valid_scores) -> list[float]:
     if isinstance(valid_scores, Mapping):
         out = []
@@ -135,16 +196,20 @@ def select_diverse(
     task: str,
     metric: str,
     top_k: int | None,
-    max_corr: float = 0.95,
+    max_corr: float | None = 0.95,
     always: Iterable[Any] = (),
+    margin: float | None = None,
 ) -> Selection:
-    """Rank by validation score and keep the best ``top_k`` mutually diverse candidates.
+    """Rank by validation score and keep the best ``top_k`` mutually diverse candidates
+    among the eligible ones.
 
     ``names[i]`` describes ``P_holdout[i]`` and ``valid_scores[i]`` (or
     ``valid_scores[name]`` when a mapping). Returns ``Selection(selected, dropped)``,
     unpackable as a tuple: ``selected`` the kept names, best first; ``dropped`` maps
-    each other name to its reason, e.g. ``"correlated 0.991 with trial_3"`` or
-    ``"outside top K (K=5)"``. See the module docstring for the policy.
+    each other name to its reason, e.g. ``"not eligible: worse than the best (trial_2)
+    by 0.53 > margin 0.044 (3 x spread 0.0148)"``, ``"correlated 0.991 with trial_3"``
+    or ``"outside top K (K=5)"``. ``margin=None``: every candidate is eligible;
+    ``max_corr=None``: no correlation filter. See the module docstring for the policy.
     """
     names = list(names)
     if len(set(names)) != len(names):
@@ -154,6 +219,8 @@ def select_diverse(
         raise ValueError(f"{len(names)} names but P_holdout holds {P.shape[0]} members")
     if top_k is not None and int(top_k) < 0:
         raise ValueError(f"top_k must be >= 0 or None; got {top_k}")
+    if max_corr is not None and not (-1.0 <= float(max_corr) <= 1.0):
+        raise ValueError(f"max_corr must be in [-1, 1] or None; got {max_corr}")
     metric_ = _metrics.get_metric(metric)
     always_set = set(always)
     unknown = always_set - set(names)
@@ -171,15 +238,29 @@ def select_diverse(
     sign = -1.0 if metric_.greater_is_better else 1.0
     ranked.sort(key=lambda i: (sign * scores[i], i))
 
-    C = correlation_matrix(P, y, task) if P.shape[0] else np.zeros((0, 0))
+    cut = eligibility_cut(scores, metric_.name, margin)
+    eligible = []
+    for i in ranked:
+        gap = cut.gap(scores[i], metric_.greater_is_better)
+        if gap > cut.allowed:
+            dropped[names[i]] = (
+                f"not eligible: worse than the best ({names[cut.best]}) by {gap:.4g} > "
+                f"margin {cut.allowed:.4g} ({cut.margin:g} x spread {cut.spread:.4g})"
+            )
+        else:
+            eligible.append(i)
+
+    C = None
+    if max_corr is not None and P.shape[0]:
+        C = correlation_matrix(P, y, task)
     kept: list[int] = []
     n_capped = 0
-    for i in ranked:
+    for i in eligible:
         is_always = names[i] in always_set
         if not is_always and top_k is not None and n_capped >= int(top_k):
             dropped[names[i]] = f"outside top K (K={int(top_k)})"
             continue
-        too_close = [(C[i, j], j) for j in kept if C[i, j] > max_corr]
+        too_close = [] if C is None else [(C[i, j], j) for j in kept if C[i, j] > max_corr]
         if too_close:
             c, j = max(too_close, key=lambda t: t[0])
             dropped[names[i]] = f"correlated {c:.3f} with {names[j]}"

@@ -313,6 +313,41 @@ def test_two_compatible_runs_are_blended(binary_run, tmp_path):
     assert ens.info["runs"] == [str(binary_run.resolve()), str(second.resolve())]
 
 
+def test_margin_cut_and_no_correlation_filter_are_recorded(binary_run, tmp_path, capsys):
+    run = _copy_run(binary_run, tmp_path / "run")
+    # margin 0: only the best validation score is eligible; the others say by how much
+    ens = build_ensemble([run], trees=("rf",), top_k=20, margin=0, name="only-best")
+    info = ens.info
+    assert info["margin"] == 0 and info["max_corr"] == 0.95
+    cut = info["eligibility"]
+    assert [m["label"] for m in info["members"]] == [cut["best"]]
+    assert cut["allowed_gap"] == 0 and cut["spread"] > 0
+    best = cut["best_score"]
+    for d in info["dropped"]:
+        gap = d["valid_score"] - best  # log loss: lower is better
+        assert d["reason"] == (
+            f"not eligible: worse than the best ({cut['best']}) by {gap:.4g} > margin 0 "
+            f"(0 x spread {cut['spread']:.4g})"
+        )
+    report = (ens.out_dir / "report.md").read_text()
+    assert "margin: 0" in report and "| not eligible: worse than the best" in report
+    # both switched off from the command line: every candidate is kept (top_k allowing)
+    argv = ["build", str(run), "--trees", "rf", "--top-k", "20", "--name", "all", "--quiet"]
+    assert main([*argv, "--max-corr", "none", "--margin", "none"]) == 0
+    info = load_ensemble(run / "ensembles" / "all").info
+    assert info["max_corr"] is None and info["margin"] is None
+    assert len(info["members"]) == 8 + 1 and info["dropped"] == []
+    assert info["eligibility"]["allowed_gap"] is None
+    assert "max_corr: none; margin: none" in (run / "ensembles" / "all" / "report.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:-3], "--margin", "-1"])
+    assert exc.value.code == 2
+    assert "--margin: must be in [0, inf] or none" in capsys.readouterr().err
+    with pytest.raises(UserError, match="margin must be 0 or more, or 'none'"):
+        build_ensemble([run], margin="lots")
+
+
 # --------------------------------------------------------------------------- refusals
 
 
@@ -809,7 +844,11 @@ def _member_holdout(run: Path, member: dict) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("source", "task", "metric"),
-    [("breast_cancer", "binary", "log_loss"), ("diabetes", "regression", "rmse")],
+    [
+        ("breast_cancer", "binary", "log_loss"),
+        ("diabetes", "regression", "rmse"),
+        ("diabetes", "regression", "rmsle"),
+    ],
 )
 def test_predict_reproduces_test_predictions_with_keras_models(
     ray_session, tmp_path, source, task, metric
@@ -840,6 +879,11 @@ def test_predict_reproduces_test_predictions_with_keras_models(
     assert all(r.model_path.exists() for r in records)
     if task == "regression":  # networks learn a standardized target; predictions are not
         assert all(r.info["target_scaling"] for r in records)
+    # under rmsle they learn log1p(target) and predict it back (expm1, non-negative)
+    transform = "log1p" if metric == "rmsle" else None
+    assert all(r.info["target_transform"] == transform for r in records)
+    if metric == "rmsle":
+        assert all((r.predictions("test") >= 0).all() for r in records)
     import ensembles
 
     ens = ensembles.build([run], trees=("rf",), method="mean", name="keras")

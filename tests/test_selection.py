@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensembles.selection import correlation_matrix, error_matrix, select_diverse
+from ensembles.selection import correlation_matrix, eligibility_cut, error_matrix, select_diverse
 
 
 def _members(n=300, m=5, seed=0):
@@ -135,3 +135,108 @@ def test_multiclass_selection():
     assert sel == [0, 2] and 1 in dropped
     C = correlation_matrix(P, y, "multiclass")
     assert C.shape == (3, 3) and not np.isnan(C).any()
+
+
+# --------------------------------------------------------------------------- eligibility
+
+
+def _log_loss_members(n=400, seed=5):
+    """Five good binary members (log loss about 0.5) whose errors share most of their
+    noise, and one twice as bad with independent errors."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    logit = np.where(y == 1, 1.2, -1.2)
+    shared = rng.normal(size=n)
+
+    def member(z):
+        return 1 / (1 + np.exp(-z))
+
+    good = [member(logit + 1.2 * shared + 0.3 * rng.normal(size=n)) for _ in range(5)]
+    bad = member(0.3 * logit + 2.0 * rng.normal(size=n))
+    return np.stack([*good, bad]), y
+
+
+def test_a_candidate_twice_as_bad_with_uncorrelated_errors_is_not_eligible():
+    from hpsearch.core.metrics import score
+
+    P, y = _log_loss_members()
+    names = ["g0", "g1", "g2", "g3", "g4", "bad"]
+    scores = [score("log_loss", y, p) for p in P]
+    assert scores[-1] > 1.9 * min(scores[:-1])  # twice as bad
+    C = correlation_matrix(P, y, "binary")
+    # its errors are its own (binary residuals share y), the good ones' are not
+    assert C[-1, :-1].max() < 0.7 and C[:-1, :-1].min() > 0.95
+    # without the cut, diversity picks the bad one over the good correlated ones
+    sel, dropped = select_diverse(names, scores, P, y, "binary", "log_loss", top_k=3)
+    assert "bad" in sel
+    sel, dropped = select_diverse(names, scores, P, y, "binary", "log_loss", top_k=3, margin=3)
+    assert "bad" not in sel
+    cut = eligibility_cut(scores, "log_loss", 3)
+    gap = scores[-1] - min(scores)
+    assert dropped["bad"] == (
+        f"not eligible: worse than the best ({names[cut.best]}) by {gap:.4g} > "
+        f"margin {cut.allowed:.4g} (3 x spread {cut.spread:.4g})"
+    )
+    assert all(not r.startswith("not eligible") for n, r in dropped.items() if n != "bad")
+
+
+def test_good_correlated_trees_are_kept_when_the_filter_is_off():
+    P, y = _log_loss_members()
+    P = P[:4]  # four good members with errors correlated about 0.9
+    names = ["trial_0", "rf", "et", "hgb"]
+    scores = [0.50, 0.51, 0.52, 0.49]
+    trees = ("rf", "et", "hgb")
+    sel, dropped = select_diverse(
+        names, scores, P, y, "binary", "log_loss", top_k=5, max_corr=0.8, always=trees, margin=3
+    )
+    assert len(sel) == 1 and all(r.startswith("correlated") for r in dropped.values())
+    sel, dropped = select_diverse(
+        names, scores, P, y, "binary", "log_loss", top_k=5, max_corr=None, always=trees, margin=3
+    )
+    assert sel == ["hgb", "trial_0", "rf", "et"] and dropped == {}
+
+
+def test_the_margin_scales_with_the_spread_of_the_scores():
+    P, y = _members(m=6, seed=6)
+    names = list("abcdef")
+    tight = [1.00, 1.01, 1.02, 1.03, 1.04, 1.20]
+    wide = [1.0 + 10 * (s - 1.0) for s in tight]  # the same ranking, ten times the spread
+    sel_tight, dropped = select_diverse(
+        names, tight, P, y, "regression", "rmse", top_k=None, max_corr=None, margin=3
+    )
+    assert sel_tight == list("abcde") and dropped["f"].startswith("not eligible")
+    sel_wide, _ = select_diverse(
+        names, wide, P, y, "regression", "rmse", top_k=None, max_corr=None, margin=3
+    )
+    assert sel_wide == list("abcde")  # f is as far out relative to the spread
+    # the allowed gap is margin x spread: ten times the spread, ten times the gap
+    c_tight, c_wide = eligibility_cut(tight, "rmse", 3), eligibility_cut(wide, "rmse", 3)
+    assert c_wide.spread == pytest.approx(10 * c_tight.spread)
+    assert c_wide.allowed == pytest.approx(10 * c_tight.allowed)
+    assert c_tight.spread == pytest.approx(1.4826 * 0.015)  # 1.4826 x MAD
+    # a larger margin admits f
+    sel, _ = select_diverse(names, tight, P, y, "regression", "rmse", None, None, margin=10)
+    assert sel == names
+    # greater-is-better metrics measure the gap the other way
+    acc = [0.90, 0.89, 0.88, 0.87, 0.86, 0.70]
+    sel, dropped = select_diverse(names, acc, P, y, "regression", "rmse", None, None, margin=3)
+    assert "a" in dropped and "f" in sel  # read as a loss, 0.70 is the best
+
+
+def test_near_identical_scores_do_not_exclude_everyone_and_none_disables_the_cut():
+    P, y = _members(m=4, seed=7)
+    names = list("abcd")
+    same = [0.5, 0.5, 0.5, 0.5000001]
+    cut = eligibility_cut(same, "log_loss", 3)
+    assert cut.spread == pytest.approx(0.01)  # the floor: 2 % of the best score
+    sel, _ = select_diverse(names, same, P, y, "regression", "rmse", None, None, margin=3)
+    assert sel == names
+    spread_out = [0.5, 0.6, 5.0, 50.0]
+    sel, dropped = select_diverse(
+        names, spread_out, P, y, "regression", "rmse", None, None, margin=None
+    )
+    assert sel == names and dropped == {}
+    assert eligibility_cut(spread_out, "rmse", float("inf")).allowed == float("inf")
+    assert eligibility_cut([None, float("nan")], "rmse", 3).best is None
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        eligibility_cut(spread_out, "rmse", -1)

@@ -656,13 +656,29 @@ class EnsembleSpec(_SpecModel):
     _section: ClassVar[str] = "ensemble"
     top_k: Annotated[integer(ge=1), Hint(example="5")] = 5
     max_corr: Annotated[
-        number(gt=0, le=1),
+        number(gt=0, le=1) | None,
         Hint(
             example="0.95",
             problem="must be in (0, 1], got {value}",
-            fix="use e.g. 0.95 (1 keeps all)",
+            fix="use e.g. 0.95, or null for no correlation filter",
         ),
-    ] = 0.95
+    ] = Field(
+        0.95,
+        description="drop a candidate whose holdout errors correlate above this with a better "
+        "kept one; null: no correlation filter",
+    )
+    margin: Annotated[
+        number(ge=0) | None,
+        Hint(
+            example="3",
+            problem="must be 0 or more, got {value}",
+            fix="use e.g. 3, or null for no eligibility cut",
+        ),
+    ] = Field(
+        3.0,
+        description="a candidate worse than the best by more than margin x the robust spread "
+        "of the candidates' validation scores is not eligible; null: every candidate is",
+    )
     trees: Annotated[
         tuple[str, ...], Field(json_schema_extra=_registry_schema("TREE_MODELS", items=True))
     ] = Field(DEFAULT_TREES, description="tree models fitted on the same split; null for none")
@@ -670,6 +686,11 @@ class EnsembleSpec(_SpecModel):
         Field(AUTO, description="auto: the blend method with the best cross-fitted score")
     )
     folds: Annotated[integer(ge=2), Hint(example="5")] = 5
+    refit: Flag = Field(
+        False,
+        description="after blending, train the members again on every labelled row and blend "
+        "their test predictions (holdout mode; see docs/ensembles.md)",
+    )
 
     @field_validator("trees", mode="before")
     @classmethod

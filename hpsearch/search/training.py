@@ -6,6 +6,13 @@ object store. It returns a ``TrialResult`` with the validation score, the
 per-epoch history, predictions on the valid, holdout and test rows (in the
 recorded class order), the saved model and the TensorBoard logs as bytes; the
 driver writes them into the run directory.
+
+The metric decides what a regression network learns (``hpsearch.core.targets``):
+``log1p(target)`` under ``rmsle``, the target otherwise, standardized with the train
+rows' statistics; the head's loss is absolute error under ``mae``, squared error
+otherwise. Predictions are turned back into natural units; ``trial.json`` records
+``target_scaling``, ``target_transform``, ``loss``, ``seed`` and ``best_epoch`` (what
+``ensembles build --refit`` trains again with ``refit_trial``).
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ import math
 import os
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from hpsearch.core import metrics
+from hpsearch.core import metrics, targets
 from hpsearch.search.trial import COMPLETE, PRUNED, NonFiniteLossError, TrialPayload, TrialResult
 
 
@@ -107,7 +115,10 @@ def train_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any) -> T
 
 
 class _KerasTrial:
-    """One trial's model and data: targets scaled for regression, predictions unscaled."""
+    """One trial's model and data: regression targets transformed and standardized
+    (``hpsearch.core.targets``), predictions back in natural units.
+
+    ``data["y"]["valid"]`` may be absent (a refit on every labelled row: no validation)."""
 
     def __init__(self, payload: TrialPayload, data: dict[str, Any]) -> None:
         from search_spaces.families import build_model, compile_model
@@ -119,13 +130,16 @@ class _KerasTrial:
         self.head = self.outputs.heads[0]
         inputs = InputSpec.from_dict(payload.inputs)
         self.model = build_model(payload.family, self.params, inputs, self.outputs)
-        compile_model(self.model, self.params, self.outputs)
+        self.transform = targets.transform_for(payload.metric, self.task)
+        losses = {"regression": targets.regression_loss(payload.metric)}
+        compile_model(self.model, self.params, self.outputs, losses)
+        self.loss = losses["regression"] if self.task == "regression" else None
         self.y_train = np.asarray(data["y"]["train"])
-        self.y_valid = np.asarray(data["y"]["valid"])
+        valid = data["y"].get("valid")
+        self.y_valid = None if valid is None else np.asarray(valid)
         self.scale = (0.0, 1.0)
         if self.task == "regression":
-            mu, sd = float(np.mean(self.y_train)), float(np.std(self.y_train)) or 1.0
-            self.scale = (mu, sd)
+            self.scale = targets.fit_scaling(self.y_train, self.transform)
         self.batch_size = int(
             self.params.get("batch_size") or payload.training.get("batch_size", 64)
         )
@@ -133,29 +147,31 @@ class _KerasTrial:
     def targets(self, y: np.ndarray) -> dict[str, np.ndarray]:
         from search_spaces.families import aux_targets
 
-        y = np.asarray(y, dtype=np.float32 if self.task == "regression" else np.int32)
         if self.task == "regression":
-            y = ((y - self.scale[0]) / self.scale[1]).astype(np.float32)
+            y = targets.to_network(y, self.scale, self.transform)
+        else:
+            y = np.asarray(y, dtype=np.int32)
         return aux_targets(self.model, {h.name: y for h in self.outputs.heads})
 
     def predict(self, split: str) -> np.ndarray:
         x = _model_inputs(self.model, self.data["x"][split])
         raw = self.model.predict(x, batch_size=1024, verbose=0)
         pred = _head_prediction(raw, self.head.name, self.task)
-        if self.task == "regression":
-            pred = pred * self.scale[1] + self.scale[0]
-        return pred
+        return targets.from_network(pred, self.task, self.scale, self.transform)
 
-    def fit(self, callbacks: list[Any]) -> list[dict[str, float]]:
-        """Train; the per-epoch history."""
+    def fit(self, callbacks: list[Any], epochs: int | None = None) -> list[dict[str, float]]:
+        """Train (on the valid rows too when there are any); the per-epoch history."""
+        validation = None
+        if self.y_valid is not None:
+            validation = (
+                _model_inputs(self.model, self.data["x"]["valid"]),
+                self.targets(self.y_valid),
+            )
         hist = self.model.fit(
             _model_inputs(self.model, self.data["x"]["train"]),
             self.targets(self.y_train),
-            validation_data=(
-                _model_inputs(self.model, self.data["x"]["valid"]),
-                self.targets(self.y_valid),
-            ),
-            epochs=int(self.payload.training.get("max_epochs", 30)),
+            validation_data=validation,
+            epochs=int(epochs or self.payload.training.get("max_epochs", 30)),
             batch_size=self.batch_size,
             callbacks=callbacks,
             verbose=0,
@@ -170,6 +186,15 @@ class _KerasTrial:
         from search_spaces.families import count_params
 
         return count_params(self.model)
+
+    def target_extra(self) -> dict[str, Any]:
+        """What turns the model's raw output into predictions (``trial.json``)."""
+        regression = self.task == "regression"
+        return {
+            "target_scaling": list(self.scale) if regression else None,
+            "target_transform": self.transform,
+            "loss": self.loss,
+        }
 
     def complete(self, history: list[dict[str, float]], tb_dir: str | None) -> TrialResult:
         """Score, predict every split, pack the model and the TensorBoard logs."""
@@ -195,10 +220,77 @@ class _KerasTrial:
             epochs=len(history),
             n_params=n_params,
             extra={
-                "target_scaling": list(self.scale) if self.task == "regression" else None,
+                **self.target_extra(),
                 "batch_size": self.batch_size,
+                "seed": int(payload.seed),
+                "best_epoch": best_epoch(history),
             },
         )
+
+
+def best_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The number of epochs whose weights a trial kept: early stopping restores the epoch
+    with the lowest validation loss (the first of equals), so its 1-based index; the last
+    epoch when the history has no finite ``val_loss``; None for an empty history."""
+    losses = []
+    for row in history:
+        try:
+            value = float(row.get("val_loss", math.nan))
+        except (TypeError, ValueError):
+            value = math.nan
+        losses.append(value if math.isfinite(value) else math.inf)
+    if not losses:
+        return None
+    if all(math.isinf(v) for v in losses):
+        return len(losses)
+    return int(np.argmin(losses)) + 1
+
+
+@dataclass
+class RefitResult:
+    """A model trained afresh on every labelled row (``refit_trial``)."""
+
+    model_bytes: bytes
+    predictions: dict[str, np.ndarray]
+    history: list[dict[str, float]]
+    extra: dict[str, Any]
+
+
+def refit_trial(
+    payload: TrialPayload,
+    data: dict[str, Any],
+    epochs: int,
+    learning_rates: list[float] | None = None,
+) -> RefitResult:
+    """Train the trial's model afresh, with its params and seed, on ``data["x"]["train"]``
+    (every labelled row) for exactly ``epochs`` epochs: no validation rows, so no early
+    stopping and no plateau schedule; ``learning_rates[i]`` (when given) is the learning
+    rate of epoch ``i``. Predicts every other split in ``data["x"]``. ``ValueError`` when
+    the loss becomes NaN or infinite."""
+    import keras
+
+    keras.utils.set_random_seed(int(payload.seed) % (2**31))
+    data = {"x": data["x"], "y": {"train": data["y"]["train"]}}
+    trial = _KerasTrial(payload, data)
+    callbacks: list[Any] = [keras.callbacks.TerminateOnNaN()]
+    if learning_rates:
+        rates = [float(r) for r in learning_rates]
+        callbacks.append(
+            keras.callbacks.LearningRateScheduler(
+                lambda epoch, lr: rates[min(epoch, len(rates) - 1)]
+            )
+        )
+    history = trial.fit(callbacks, epochs=int(epochs))
+    last = history[-1].get("loss") if history else None
+    if last is None or not math.isfinite(float(last)) or len(history) < int(epochs):
+        raise ValueError(f"the loss became {last} at epoch {len(history)} of {int(epochs)}")
+    predictions = {split: trial.predict(split) for split in data["x"] if split != "train"}
+    return RefitResult(
+        model_bytes=_model_bytes(trial.model),
+        predictions=predictions,
+        history=history,
+        extra={**trial.target_extra(), "batch_size": trial.batch_size, "epochs": len(history)},
+    )
 
 
 def _guard(trial: _KerasTrial, reporter: Any) -> Any:

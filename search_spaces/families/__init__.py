@@ -59,11 +59,15 @@ def build_model(family: str, params: dict[str, Any], inputs: InputSpec, outputs:
     return builder(dict(params or {}), inputs, outputs)
 
 
-def compile_model(model: Any, params: dict[str, Any], outputs: OutputSpec) -> Any:
-    """Compile with the sampled optimizer, learning rate, per-head losses and loss weights."""
+def compile_model(
+    model: Any, params: dict[str, Any], outputs: OutputSpec, losses: dict[str, str] | None = None
+) -> Any:
+    """Compile with the sampled optimizer, learning rate, per-head losses and loss weights;
+    ``losses`` overrides the loss of a task's heads (``{"regression": "mean_absolute_error"}``;
+    default: binary and sparse categorical cross-entropy, ``mse``)."""
     from search_spaces.families import _common
 
-    return _common.compile_model(model, params, outputs)
+    return _common.compile_model(model, params, outputs, losses)
 
 
 def aux_targets(model: Any, y_by_head: dict[str, Any]) -> dict[str, Any]:

@@ -216,10 +216,18 @@ LOSSES = {
 }
 
 
-def compile_model(model: Any, params: dict[str, Any], outputs: OutputSpec) -> Any:
+def compile_model(
+    model: Any,
+    params: dict[str, Any],
+    outputs: OutputSpec,
+    losses: dict[str, str] | None = None,
+) -> Any:
+    """Compile with the sampled optimizer and a loss per output: ``LOSSES`` by the head's
+    task, or ``losses[task]`` where given (e.g. ``{"regression": "mean_absolute_error"}``)."""
     from search_spaces.families._names import output_names
 
     params = params or {}
+    by_task = {**LOSSES, **(losses or {})}
     heads = {h.name: h for h in outputs.heads}
     aux_weight = params.get("aux_weight")
     aux_weight = 0.3 if aux_weight is None else float(aux_weight)
@@ -233,7 +241,7 @@ def compile_model(model: Any, params: dict[str, Any], outputs: OutputSpec) -> An
             w = float(head.loss_weight) * aux_weight
         else:
             raise ValueError(f"model output {name!r} matches no head of {list(heads)}.")
-        loss[name] = LOSSES[head.task]
+        loss[name] = by_task[head.task]
         weights[name] = w
     model.compile(optimizer=_optimizer(params), loss=loss, loss_weights=weights)
     return model
