@@ -122,6 +122,8 @@ def test_the_spec_can_ask_for_a_refit(oracle_test_run, tmp_path):
     with pytest.raises(SpecError, match="ensemble.refit"):
         load_spec(make_spec_dict(tmp_path, ensemble={"refit": "yes"}))
     assert load_spec(make_spec_dict(tmp_path, ensemble={"refit": True})).ensemble.refit is True
+    with pytest.raises(SpecError, match=r"ensemble\.refit': true with split\.folds 5.*Fix: "):
+        load_spec(make_spec_dict(tmp_path, ensemble={"refit": True}, split={"folds": 5}))
     run = _copy_run(oracle_test_run, tmp_path / "run")
     spec = yaml.safe_load((run / "spec.yaml").read_text())
     spec["ensemble"]["refit"] = True

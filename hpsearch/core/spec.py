@@ -872,6 +872,18 @@ class Spec(_SpecModel):
         return storage
 
     @model_validator(mode="after")
+    def _refit_needs_a_holdout(self) -> Spec:
+        if self.ensemble.refit and self.split.folds:
+            raise _fail(
+                f"true with split.folds {self.split.folds}: the members of a cross-validated "
+                "run already learned from every labelled row",
+                "drop `ensemble.refit` (it retrains holdout-mode members), or set "
+                "`split.folds: null`",
+                field="ensemble.refit",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _task_and_metric(self) -> Spec:
         """Settle the task (inferred from the target column when left out) and the metric;
         run only once everything else is valid, as it may read the training file."""
