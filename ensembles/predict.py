@@ -6,13 +6,18 @@ preprocessor (``hpsearch.core.data.transform_new``), trees from
 ``trees/<name>/model.joblib`` fed by the run's tree matrix
 (``hpsearch.core.data.tree_matrix_new``). Predictions follow the training
 conventions (``hpsearch.search.training``): the head's output, binary as P(class 1),
-regression in natural units. The blend is the blender restored from the ``blend``
+regression in natural units (un-scaled with the trial's ``target_scaling``, then
+``expm1`` clipped at 0 when it records ``"target_transform": "log1p"``; trees undo their
+``target_transform`` the same way). A member of a cross-validated run (``folds`` = K in
+its ``ensemble.json`` entry) is the mean of its K fold models' predictions
+(``model_fold<k>.keras``, each un-scaled with its ``fold_target_scaling[k]``, or
+``model_fold<k>.joblib``), as its ``test_pred.npy`` was. The blend is the blender restored from the ``blend``
 entry of ``ensemble.json`` (``Ensemble.blender``), so the run's test file reproduces
 ``test_pred.npy``. Each function takes a loaded ``Ensemble`` (``ensembles.load(path)``), whose
 ``predict``/``predict_frame`` call them.
 
 Integrity: before any member is loaded, every member the blend uses is checked
-(``_Members.verify``): its ``trial.json`` or ``tree.json`` and its model file must match
+(``_Members.verify``): its ``trial.json`` or ``tree.json`` and its model file(s) must match
 the SHA-256s that ``ensemble.json`` recorded at build time, and the run directories may
 hold no symbolic link out of them. The model is then loaded from those same bytes, so a
 changed or planted ``model.joblib`` is never unpickled.
@@ -98,10 +103,11 @@ class _Members:
         return self._tree_x[run]
 
     # -- checks before anything is loaded --------------------------------------------
-    def verify(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
-        """(the member's ``trial.json``/``tree.json`` content, its model's bytes or None),
-        both checked against the SHA-256s ``ensemble.json`` recorded; RunDirError naming
-        the file otherwise. Nothing is deserialized but the checked JSON."""
+    def verify(self, member: dict[str, Any]) -> tuple[dict[str, Any], list[bytes | None]]:
+        """(the member's ``trial.json``/``tree.json`` content, the bytes (or None) of its
+        model, or of its K fold models), all checked against the SHA-256s ``ensemble.json``
+        recorded; RunDirError naming the file otherwise. Nothing is deserialized but the
+        checked JSON."""
         files = member.get("files")
         if not atomic.has_hashes(files):
             raise RunDirError(
@@ -123,7 +129,7 @@ class _Members:
             fix=fix,
         )
 
-    def _verify_network(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    def _verify_network(self, member: dict[str, Any]) -> tuple[dict[str, Any], list[bytes | None]]:
         run = self.runs[member["run"]]
         tdir = RunDir(run).trial_path(int(member["trial"]))
         if not (tdir / TRIAL_JSON).is_file():
@@ -137,10 +143,10 @@ class _Members:
         )
         data = self._read(member, tdir / TRIAL_JSON, "record", fix)
         info, _ = read_record(tdir / TRIAL_JSON, TRIAL_JSON, data)
-        return info, self._read(member, tdir / "model.keras", "model", fix)
+        return info, [self._read(member, tdir / f, "model", fix) for f in _network_models(member)]
 
-    def _verify_tree(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
-        from ensembles.trees import MODEL_FILE, TREE_JSON, load_tree, trees_dir
+    def _verify_tree(self, member: dict[str, Any]) -> tuple[dict[str, Any], list[bytes | None]]:
+        from ensembles.trees import TREE_JSON, load_tree, model_files_for, trees_dir
 
         run = self.runs[member["run"]]
         folder = trees_dir(run) / member["tree"]
@@ -160,55 +166,79 @@ class _Members:
                 f"{self.ens.out_dir} was built. Fix: build the ensemble again."
             ) from None
         info, _ = read_record(folder / TREE_JSON, TREE_JSON, data)
-        return info, self._read(member, folder / MODEL_FILE, "model", fix)
+        files = model_files_for(_folds(member))
+        return info, [self._read(member, folder / f, "model", fix) for f in files]
 
     # -- predictions ----------------------------------------------------------------------
-    def network(self, member: dict[str, Any], info: dict[str, Any], model: bytes | None):
-        run = self.runs[member["run"]]
-        rd = RunDir(run)
-        if model is None:
-            path = rd.trial_path(int(member["trial"])) / "model.keras"
-            raise UserError(
-                f"trial {member['trial']} of run {run} has no saved model ({path}): its "
-                "trial function did not save one, so this ensemble cannot predict new rows. "
-                "Fix: build the ensemble from trials trained by the Keras trainer."
-            )
+    def network(
+        self, member: dict[str, Any], info: dict[str, Any], models: list[bytes | None]
+    ) -> np.ndarray:
+        """The member's prediction: its model's, or the mean of its K fold models'."""
+        from ensembles.trees import inverse_target
         from hpsearch.core.store import load_keras_model
         from hpsearch.search.training import _head_prediction, _model_inputs
 
-        path = rd.trial_path(int(member["trial"])) / "model.keras"
-        keras_model = load_keras_model(
-            model,
-            path=path,
-            who=f"member {member['label']}",
-            fix=f"restore {path.parent} from a copy of the run, or build the ensemble again "
-            "(`ensembles build RUN_DIR`) without that trial (delete its trial directory).",
-        )
+        run = self.runs[member["run"]]
+        rd = RunDir(run)
+        tdir = rd.trial_path(int(member["trial"]))
+        names = _network_models(member)
+        missing = [n for n, m in zip(names, models, strict=True) if m is None]
+        if missing:
+            raise UserError(
+                f"trial {member['trial']} of run {run} has no saved model "
+                f"({tdir / missing[0]}): its trial function did not save one, so this ensemble "
+                "cannot predict new rows. Fix: build the ensemble from trials trained by the "
+                "Keras trainer."
+            )
         heads = rd.read_meta().get("output_spec", {}).get("heads") or [{"name": "output"}]
-        raw = keras_model.predict(
-            _model_inputs(keras_model, self.inputs(run)), batch_size=1024, verbose=0
-        )
-        pred = _head_prediction(raw, heads[0]["name"], self.task)
-        scaling = member.get("target_scaling") or info.get("target_scaling")
-        if self.task == "regression" and scaling:
-            pred = pred * float(scaling[1]) + float(scaling[0])
-        return pred
+        scalings = _scalings(member, info, len(names))
+        transform = info.get("target_transform")
+        total = None
+        for name, model, scaling in zip(names, models, scalings, strict=True):
+            keras_model = load_keras_model(
+                model,
+                path=tdir / name,
+                who=f"member {member['label']}",
+                fix=f"restore {tdir} from a copy of the run, or build the ensemble again "
+                "(`ensembles build RUN_DIR`) without that trial (delete its trial directory).",
+            )
+            raw = keras_model.predict(
+                _model_inputs(keras_model, self.inputs(run)), batch_size=1024, verbose=0
+            )
+            pred = _head_prediction(raw, heads[0]["name"], self.task)
+            if self.task == "regression":
+                if scaling:
+                    pred = pred * float(scaling[1]) + float(scaling[0])
+                pred = inverse_target(pred, transform)
+            total = pred if total is None else total + pred
+        return total / len(names)
 
-    def tree(self, member: dict[str, Any], model: bytes | None) -> np.ndarray:
+    def tree(
+        self, member: dict[str, Any], info: dict[str, Any], models: list[bytes | None]
+    ) -> np.ndarray:
+        """The tree's prediction: its model's, or the mean of its K fold models'."""
         from ensembles.trees import predict_tree, tree_model_from_bytes
 
         run = self.runs[member["run"]]
-        if model is None:  # pragma: no cover - a tree always records its model
-            raise RunDirError(f"tree {member['tree']} of run {run} has no saved model.")
-        estimator = tree_model_from_bytes(model)
-        return predict_tree(estimator, self.tree_x(run), self.task, self.k)
+        total = None
+        for model in models:
+            if model is None:  # pragma: no cover - a tree always records its models
+                raise RunDirError(f"tree {member['tree']} of run {run} has no saved model.")
+            estimator = tree_model_from_bytes(model)
+            pred = predict_tree(
+                estimator, self.tree_x(run), self.task, self.k, info.get("target_transform")
+            )
+            total = pred if total is None else total + pred
+        return total / len(models)
 
-    def predict(self, member: dict[str, Any], checked: tuple[dict[str, Any], bytes | None]):
-        info, model = checked
+    def predict(
+        self, member: dict[str, Any], checked: tuple[dict[str, Any], list[bytes | None]]
+    ) -> np.ndarray:
+        info, models = checked
         if member["kind"] == "network":
-            pred = self.network(member, info, model)
+            pred = self.network(member, info, models)
         else:
-            pred = self.tree(member, model)
+            pred = self.tree(member, info, models)
         pred = np.asarray(pred, dtype=np.float64)
         expected = (len(self.df), self.k) if self.task == "multiclass" else (len(self.df),)
         if pred.shape != expected:
@@ -217,6 +247,36 @@ class _Members:
                 f"row(s), expected {expected}. Fix: build the ensemble again."
             )
         return pred
+
+
+def _folds(member: dict[str, Any]) -> int | None:
+    """K of a member of a cross-validated run (its K fold models); None otherwise."""
+    k = member.get("folds")
+    return int(k) if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
+
+
+def _network_models(member: dict[str, Any]) -> list[str]:
+    """The model files of a network member: ``model.keras``, or ``model_fold<k>.keras``."""
+    k = _folds(member)
+    return [f"model_fold{i}.keras" for i in range(k)] if k else ["model.keras"]
+
+
+def _scalings(member: dict[str, Any], info: dict[str, Any], n: int) -> list[Any]:
+    """The target scaling ``[mu, sd]`` (or None) of each of a network's ``n`` models: the
+    trial's ``target_scaling``, or one ``fold_target_scaling`` entry per fold model."""
+    if _folds(member):
+        per_fold = info.get("fold_target_scaling")
+        if per_fold is None:
+            return [None] * n
+        if not isinstance(per_fold, list) or len(per_fold) != n:
+            raise RunDirError(
+                f"member {member['label']}: trial.json's fold_target_scaling holds "
+                f"{len(per_fold) if isinstance(per_fold, list) else per_fold!r} entries for "
+                f"{n} fold models. Fix: build the ensemble again without that trial (delete "
+                "its trial directory)."
+            )
+        return per_fold
+    return [member.get("target_scaling") or info.get("target_scaling")]
 
 
 def predict_members(ens: Ensemble, data: str | Path | pd.DataFrame) -> np.ndarray:
