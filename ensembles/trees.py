@@ -11,7 +11,8 @@ units.
 regressor learns ``log1p(target)`` and predicts ``expm1`` of its output, clipped at 0;
 under MAE the boosters use an absolute loss (``hgb``: ``loss="absolute_error"``,
 ``lgbm``: ``objective="l1"``, ``xgb``: ``objective="reg:absoluteerror"``), while the
-forests keep the squared error (their absolute-error criterion is far slower).
+forests keep the squared error (their absolute-error criterion is several times slower,
+more so with more rows).
 Classifiers keep their probabilities: the boosters fit the log loss, and the metric
 code clips probabilities of 0 and 1 (``hpsearch.core.metrics.log_loss``).
 
@@ -130,7 +131,8 @@ def target_transform(task: str, metric: str | None) -> str | None:
 def tree_loss(name: str, task: str, metric: str | None) -> str:
     """The loss tree model ``name`` minimises for ``task`` under ``metric`` (recorded in
     ``tree.json``): ``absolute_error`` for the boosters under MAE, ``squared_error`` for
-    other regressions (the forests always: their absolute-error criterion is far slower),
+    other regressions (the forests always: their absolute-error criterion is several times
+    slower),
     ``log_loss`` for the boosters' classifiers and ``gini`` for the forests'."""
     if task != "regression":
         return "gini" if name in ("rf", "et") else "log_loss"

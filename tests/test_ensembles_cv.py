@@ -597,3 +597,20 @@ def test_cv_members_without_saved_models_cannot_predict(cv_run):
     test_csv = load_spec(run / "spec.yaml").data.test
     with pytest.raises(UserError, match=re.escape("model_fold0.keras): its trial function")):
         ens.predict(test_csv)
+
+
+def test_multiclass_cv_trees_give_class_probabilities_out_of_fold(tmp_path):
+    pytest.importorskip("lightgbm")
+    data = {"train": "sklearn:wine", "target": "target", "task": "multiclass"}
+    run, prepared = _make_run(tmp_path, folds=3, name="wine-cv", data=data)
+    _oracle_cv_trials(run, prepared, n_trials=2)
+    ens = build_ensemble([run], trees=("lgbm", "hgb"), method="mean", max_corr=1.0)
+    y = prepared.y["train"]
+    for name in ("lgbm", "hgb"):
+        rec = load_tree(run, name)
+        oof = rec.predictions("oof")
+        assert oof.shape == (len(y), 3)
+        np.testing.assert_allclose(oof.sum(axis=1), 1.0, atol=1e-9)
+        assert metrics.score("accuracy", y, oof) > 0.85  # class columns in the run's order
+        assert all(f["best_iteration"] for f in rec.info["folds"])  # early-stopped boosters
+    assert np.load(ens.out_dir / "oof_pred.npy").shape == (len(y), 3)
