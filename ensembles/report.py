@@ -96,7 +96,11 @@ def summary_text(info: dict[str, Any]) -> str:
         f"ensemble {info['name']}: {len(info['members'])} member(s) from "
         f"{len(info['runs'])} run(s), method {method}{_auto_words(info)}",
         f"metric {info['metric']} ({_direction_words(info)}) on {fit_rows_words(info)}; "
-        f"cross-fitted = {info['folds']}-fold out-of-fold on the {rows}",
+        + (
+            f"cross-fitted = the blend {info['folds']}-fold cross-fitted on those rows"
+            if split == "oof"
+            else f"cross-fitted = {info['folds']}-fold out-of-fold on the {rows}"
+        ),
     ]
     if split == "oof":
         lines.append(_cv_words(info))

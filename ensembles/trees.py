@@ -609,7 +609,7 @@ def _fit_folds(name: str, prepared: Any, metric: str, seed: int, key: _FitKey):
             "inner_valid": inner,
         },
         "folds": folds,
-        "n_train": int(len(y)),
+        "n_oof": int(len(y)),  # every labelled row; each fold's own counts are in `folds`
     }
     return preds, models, info
 
