@@ -155,10 +155,10 @@ def blend_test_scores(
 
 
 def _member_preds(run_dir: Path, member: dict[str, Any], split: str) -> np.ndarray:
-    import hpsearch
+    from hpsearch.core.store import RunDir
 
-    if member["kind"] == "network":
-        pred = hpsearch.load_run(run_dir).predictions(member["trial"], split)
+    if member["kind"] == "network":  # checked against trial.json's SHA-256, any split
+        pred = RunDir(run_dir).read_trial(member["trial"]).predictions(split)
     else:
         pred = np.load(run_dir / "trees" / member["tree"] / f"{split}_pred.npy")
     pred = np.asarray(pred, dtype=np.float64)
@@ -200,14 +200,15 @@ def _refit_blends(info: dict[str, Any], meta: dict[str, Any], y_test: np.ndarray
 
     run_dir = Path(info["runs"][0])
     spec = hpsearch.load_spec(run_dir / "spec.yaml")
-    prepared = load_prepared(run_dir, spec)
-    # CV mode: blends are fitted on the out-of-fold predictions of every labelled row
-    fit_split, y_split = ("oof", "train") if prepared.folds else ("holdout", "holdout")
-    y_holdout = np.asarray(prepared.y[y_split])
-    P_h = np.stack([_member_preds(run_dir, m, fit_split) for m in info["members"]])
+    # the rows the build fitted the blend on: the holdout rows, or (CV mode) every labelled
+    # row with the members' out-of-fold predictions
+    cv = info.get("mode") == "cv"
+    split = "oof" if cv else "holdout"
+    y_fit = np.asarray(load_prepared(run_dir, spec).y["train" if cv else "holdout"])
+    P_h = np.stack([_member_preds(run_dir, m, split) for m in info["members"]])
     P_t = np.stack([_member_preds(run_dir, m, "test") for m in info["members"]])
     methods = tuple(dict.fromkeys([m for m, _ in BLEND_ROWS] + [info["method"]]))
-    return blend_test_scores(P_h, y_holdout, P_t, y_test, meta["metric"], methods)
+    return blend_test_scores(P_h, y_fit, P_t, y_test, meta["metric"], methods)
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -9,26 +9,34 @@
    options are checked and the target directory claimed, and runs with no complete
    trial are refused;
 2. **candidates** (``_gather_candidates``): the first run's data
-   (``hpsearch.core.data.load_prepared``) gives the holdout targets, the test ids and,
-   when a tree must be fitted, the tree matrix; every complete trial of every run (kind
-   ``network``) and the tree models of the first run (kind ``tree``, fitted or reused by
-   ``ensembles.trees``) are candidates (``ensembles.candidates``);
+   (``hpsearch.core.data.load_prepared``) gives the targets of the *fit split*, the test
+   ids and, when a tree must be fitted, the tree matrix; every complete trial of every run
+   (kind ``network``) and the tree models of the first run (kind ``tree``, fitted or
+   reused by ``ensembles.trees``) are candidates (``ensembles.candidates``);
 3. **select** (``_select``): among the candidates within ``margin`` x the spread of the
-   scores of the best (eligible), the best ``top_k`` by validation score whose holdout
+   scores of the best (eligible), the best ``top_k`` by validation score whose fit-split
    errors correlate at most ``max_corr`` (``ensembles.selection``; trees skip ``top_k``);
 4. **blend** (``_fit_blend``): ``AutoBlender`` fits EVERY blender on the members'
-   holdout predictions and scores it *fitted* (in-sample) and *cross-fitted*
+   fit-split predictions and scores it *fitted* (in-sample) and *cross-fitted*
    (``folds``-fold out-of-fold); ``auto`` keeps the best cross-fitted, a named
    ``method`` is kept as asked; with ``refit``, the members the blend uses are then
    trained again on every labelled row (``_refit``, ``ensembles.refit``) and the test
    blend reads their test predictions;
 5. **write** (``_write``): ``ensemble.json`` (with the SHA-256 of the ensemble's own files
-   and of each member's JSON and model, which ``ensembles.predict`` checks before loading
-   anything), ``holdout_pred.npy``, ``test_pred.npy`` and
+   and of each member's JSON and model(s), which ``ensembles.predict`` checks before
+   loading anything), ``holdout_pred.npy`` (``oof_pred.npy``), ``test_pred.npy`` and
    ``submission.csv`` (with a test set), ``report.md`` and plots into a temporary
    sibling directory, then renamed into place. An existing target is never
    overwritten: of two builds with the same name one wins, the other gets a
    UserError, and no reader ever sees a half-written ensemble.
+
+The fit split is the runs' ``holdout`` rows for train/valid/holdout runs. For
+cross-validated runs (``split.folds``; ``"mode": "cv"`` in ``ensemble.json``) it is
+``oof``: every labelled row, each predicted by the fold model that did not see it
+(``oof_pred.npy`` of trials and trees, targets ``prepared.y["train"]``), and the test
+blend uses the fold-averaged ``test_pred.npy``. Runs blended together must have the same
+folds (``folds_fingerprint`` of ``data/split.json``); a cross-validated run and a holdout
+run are never blended together.
 """
 
 from __future__ import annotations
@@ -49,7 +57,13 @@ from typing import Any
 import numpy as np
 
 from ensembles import report as _report
-from ensembles.candidates import Candidate, network_candidates, run_labels, tree_candidates
+from ensembles.candidates import (
+    FIT_SPLITS,
+    Candidate,
+    network_candidates,
+    run_labels,
+    tree_candidates,
+)
 from ensembles.ensemble import ENSEMBLE_JSON, FORMAT, Ensemble, EnsembleResult, load_ensemble
 from hpsearch.core import atomic
 from hpsearch.core import metrics as _metrics
@@ -90,8 +104,9 @@ def _as_runs(run_dirs: str | Path | Iterable[str | Path]) -> list[RunDir]:
 def _check_compatible(runs: list[RunDir], metas: list[dict[str, Any]]) -> None:
     first, m0 = runs[0], metas[0]
     for rd, m in zip(runs[1:], metas[1:], strict=True):
+        cv = _check_same_folds(first, rd)
         reasons = []
-        if m.get("split") != m0.get("split"):
+        if not cv and m.get("split") != m0.get("split"):
             reasons.append(f"their splits differ ({m0.get('split')} vs {m.get('split')})")
         elif m.get("data_fingerprint") != m0.get("data_fingerprint"):
             reasons.append(
@@ -111,9 +126,45 @@ def _check_compatible(runs: list[RunDir], metas: list[dict[str, Any]]) -> None:
             )
 
 
-def _test_hash(run: RunDir) -> str | None:
+def _split_info(run: RunDir) -> dict[str, Any]:
     path = run.data_dir / "split.json"
-    return atomic.read_json(path).get("test_hash") if path.exists() else None
+    return atomic.read_json(path) if path.exists() else {}
+
+
+def _test_hash(run: RunDir) -> str | None:
+    return _split_info(run).get("test_hash")
+
+
+_SAME_FOLDS_FIX = (
+    "Fix: blend only runs made from the same data with the same `split.folds` and "
+    "`split.seed` (they then share their folds)."
+)
+
+
+def _check_same_folds(first: RunDir, other: RunDir) -> bool:
+    """Whether both runs are cross-validated (with the same folds); RunDirError when only
+    one is, or when their folds differ (``folds_fingerprint`` of ``data/split.json``)."""
+    a, b = _split_info(first), _split_info(other)
+    fa = a.get("folds_fingerprint") if a.get("folds") else None
+    fb = b.get("folds_fingerprint") if b.get("folds") else None
+    if fa is None and fb is None:
+        return False
+    if (fa is None) != (fb is None):
+        cv, holdout = (first, other) if fa is not None else (other, first)
+        k = (a if fa is not None else b).get("folds")
+        raise RunDirError(
+            f"runs {first.path} and {other.path} cannot be blended: {cv.path} is "
+            f"cross-validated ({k} folds, out-of-fold predictions of every labelled row) and "
+            f"{holdout.path} uses the train/valid/holdout split. {_SAME_FOLDS_FIX}"
+        )
+    if fa != fb:
+        raise RunDirError(
+            f"runs {first.path} and {other.path} cannot be blended: their cross-validation "
+            f"folds differ ({a.get('folds')} folds, folds fingerprint {fa[:12]} vs "
+            f"{b.get('folds')} folds, {fb[:12]}), so their out-of-fold predictions do not "
+            f"come from comparable models. {_SAME_FOLDS_FIX}"
+        )
+    return True
 
 
 @dataclass
@@ -267,7 +318,9 @@ class _Runs:
 
 @dataclass
 class _Data:
-    """What the build reads from the first run's data."""
+    """What the build reads from the first run's data. ``y`` holds the targets of the fit
+    split: the holdout rows, or every labelled row of a cross-validated run (``mode``
+    ``cv``), whose candidates give out-of-fold predictions of them."""
 
     prepared: Any
     task: str
@@ -275,10 +328,28 @@ class _Data:
     classes: list[Any] | None
     y: np.ndarray
     n_test: int | None
+    mode: str = "holdout"  # "holdout" | "cv"
 
     @property
-    def n_holdout(self) -> int:
+    def fit_split(self) -> str:
+        """The prediction split blends are fitted on: ``holdout`` or ``oof``."""
+        return FIT_SPLITS[self.mode]
+
+    @property
+    def n_fit(self) -> int:
         return len(self.y)
+
+    @property
+    def n_holdout(self) -> int:  # the fit rows under their holdout-mode name
+        return self.n_fit
+
+    @property
+    def cv(self) -> dict[str, Any] | None:
+        """``{folds, folds_fingerprint}`` of a cross-validated run; None otherwise."""
+        if self.mode != "cv":
+            return None
+        split = self.prepared.split
+        return {"folds": int(split["folds"]), "folds_fingerprint": split["folds_fingerprint"]}
 
     @property
     def has_test(self) -> bool:
@@ -392,10 +463,10 @@ def build_ensemble(
     data = _load_data(runs, log)
     candidates = _gather_candidates(runs, records, data, opts, log)
     members, dropped = _select(candidates, data, opts, log)
-    P = np.stack([c.holdout for c in members])
+    P = np.stack([c.fit for c in members])
     blend = _fit_blend(P, data, opts, seed, log)
     refits = _refit(runs, members, blend, data, log) if opts.refit else None
-    info, holdout_pred, test_pred = _ensemble_info(
+    info, fit_pred, test_pred = _ensemble_info(
         target, runs, data, opts, seed, run_names, members, dropped, blend, refits
     )
     info["eligibility"] = _eligibility(candidates, data, opts)
@@ -406,7 +477,7 @@ def build_ensemble(
     local = [str(rd.path.resolve()) for rd in runs.dirs]
     for path in (runs.first.ensembles_dir, target):
         runs.first.check_not_link(path)  # links appeared during the build
-    out_dir = _write(target, auto, info, local, holdout_pred, test_pred, layout, ids, log, refits)
+    out_dir = _write(target, auto, info, local, fit_pred, test_pred, layout, ids, log, refits)
     log(f"wrote {out_dir}")
     return Ensemble(out_dir, info)
 
@@ -454,13 +525,20 @@ def _load_data(runs: _Runs, log: Callable[[str], None]) -> _Data:
     prepared = load_prepared(runs.first.path, runs.spec)
     meta0 = runs.metas[0]
     has_test = "test" in prepared.x
+    mode = "cv" if prepared.folds else "holdout"
+    if mode == "cv":
+        log(
+            f"cross-validated run ({prepared.folds} folds): blends are fitted on the "
+            "out-of-fold predictions of every labelled row"
+        )
     return _Data(
         prepared=prepared,
         task=meta0["task"],
         metric=meta0["metric"],
         classes=meta0.get("classes"),
-        y=np.asarray(prepared.y["holdout"]),
+        y=np.asarray(prepared.y["train" if mode == "cv" else "holdout"]),
         n_test=len(prepared.ids["test"]) if has_test else None,
+        mode=mode,
     )
 
 
@@ -470,11 +548,13 @@ def _gather_candidates(
     """Every complete trial of every run, then the first run's trees (fitted if need be)."""
     from ensembles.trees import ensure_trees
 
-    shape = (data.task, data.classes, data.n_holdout, data.n_test)
+    shape = (data.task, data.classes, data.n_fit, data.n_test)
     candidates: list[Candidate] = []
     for rd, recs, prefix in zip(runs.dirs, records, run_labels(runs.dirs, runs.metas), strict=True):
         log(f"reading {len(recs)} complete trial(s) of {rd.path}...")
-        candidates += network_candidates(rd, recs, prefix, *shape)
+        candidates += network_candidates(
+            rd, recs, prefix, *shape, fit_split=data.fit_split, cv=data.cv
+        )
     run0 = runs.first.path
     tree_recs = ensure_trees(
         run0,
@@ -486,8 +566,9 @@ def _gather_candidates(
         has_test=data.has_test,
         load_prepared=lambda: data.prepared,
         log=log,
+        folds=data.prepared.folds,
     )
-    return candidates + tree_candidates(tree_recs, run0.resolve(), *shape)
+    return candidates + tree_candidates(tree_recs, run0.resolve(), *shape, fit_split=data.fit_split)
 
 
 def _select(
@@ -499,7 +580,7 @@ def _select(
     selection = select_diverse(
         [c.label for c in candidates],
         [c.valid_score for c in candidates],
-        np.stack([c.holdout for c in candidates]),
+        np.stack([c.fit for c in candidates]),
         data.y,
         data.task,
         data.metric,
@@ -605,13 +686,16 @@ def _ensemble_info(
     blend: _Blend,
     refits: list | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
-    """(the content of ``ensemble.json``, the holdout and the test blend); with
-    ``refits``, the test blend reads the refit members' test predictions."""
+    """(the content of ``ensemble.json``, the fit-split and the test blend). A
+    cross-validated build names the fit split ``oof`` (``n_oof``, ``oof_score``, members'
+    ``oof_score``) and records ``mode`` and ``cv``; a holdout build's keys are unchanged.
+    With ``refits``, the test blend reads the refit members' test predictions."""
     from ensembles.refit import Refit
     from ensembles.selection import correlation_matrix
 
-    P = np.stack([c.holdout for c in members])
-    holdout_pred = blend.blender.predict(P)
+    P = np.stack([c.fit for c in members])
+    fit_pred = blend.blender.predict(P)
+    fit = data.fit_split
     refits = refits or [None] * len(members)
     tests = [
         r.test if isinstance(r, Refit) else c.test for c, r in zip(members, refits, strict=True)
@@ -627,7 +711,7 @@ def _ensemble_info(
             **c.record(),
             "weight": w,
             "valid_score": _nan_to_none(c.valid_score),
-            "holdout_score": score(c.holdout),
+            f"{fit}_score": score(c.fit),
             "files": c.files,
             **_refit_record(r),
         }
@@ -648,7 +732,8 @@ def _ensemble_info(
         "id_column": _id_column(run0),
         "runs": list(run_names) if run_names else [str(rd.path.resolve()) for rd in runs.dirs],
         "data_fingerprint": data.prepared.fingerprint,
-        "n_holdout": data.n_holdout,
+        **({"mode": "cv", "cv": data.cv, "fit_split": fit} if data.cv else {}),
+        f"n_{fit}": data.n_fit,
         "n_test": data.n_test,
         "top_k": opts.top_k,
         "max_corr": opts.max_corr,
@@ -660,14 +745,14 @@ def _ensemble_info(
         "members": member_info,
         "dropped": dropped,
         "scores": blend.scores,
-        "holdout_score": score(holdout_pred),
+        f"{fit}_score": score(fit_pred),
         "blend": blend.entry,
         "correlation": {
             "labels": [c.label for c in members],
             "matrix": correlation_matrix(P, data.y, data.task).tolist(),
         },
     }
-    return info, holdout_pred, test_pred
+    return info, fit_pred, test_pred
 
 
 def _refit_record(refit: Any) -> dict[str, Any]:
@@ -743,7 +828,7 @@ def _write(
     auto: bool,
     info: dict[str, Any],
     run_paths: list[str],
-    holdout_pred: np.ndarray,
+    fit_pred: np.ndarray,
     test_pred: np.ndarray | None,
     layout: dict[str, Any] | None,
     ids: np.ndarray | None,
@@ -757,11 +842,8 @@ def _write(
     tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        files = {
-            "holdout_pred.npy": atomic.write_hashed(
-                tmp / "holdout_pred.npy", atomic.npy_bytes(holdout_pred)
-            )
-        }
+        fit_file = f"{_report.fit_split(info)}_pred.npy"  # holdout_pred.npy or oof_pred.npy
+        files = {fit_file: atomic.write_hashed(tmp / fit_file, atomic.npy_bytes(fit_pred))}
         if test_pred is not None:
             files["test_pred.npy"] = atomic.write_hashed(
                 tmp / "test_pred.npy", atomic.npy_bytes(test_pred)

@@ -1,11 +1,14 @@
 """Candidates of an ensemble: every complete trial of the runs and the first run's trees.
 
-Each candidate carries its holdout (and test) predictions, checked for shape (rows,
-classes) and finiteness: a missing, truncated or unreadable file, a wrong row count, a
+Each candidate carries its predictions on the rows the blend is fitted on (the *fit
+split*: ``holdout`` for a train/valid/holdout run, ``oof``, the out-of-fold predictions
+of every labelled row, for a cross-validated run) and its test predictions, checked for
+shape (rows, classes) and finiteness: a missing, truncated or unreadable file, a wrong row count, a
 class-count mismatch or a NaN is a ``RunDirError`` naming the trial and the file, with
 the fix. Nothing is skipped silently. Every file is loaded from bytes checked against the
 SHA-256 its ``trial.json`` or ``tree.json`` recorded; ``files`` carries the hashes of what
-a prediction of new rows will load (the member's JSON and model), for ``ensemble.json``.
+a prediction of new rows will load (the member's JSON and its model, or its K fold models),
+for ``ensemble.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from hpsearch.core.errors import RunDirError
 from hpsearch.core.store import RunDir
 
 __all__ = [
+    "FIT_SPLITS",
     "Candidate",
     "checked_prediction",
     "network_candidates",
@@ -29,20 +33,29 @@ __all__ = [
 ]
 
 
+FIT_SPLITS = {"holdout": "holdout", "cv": "oof"}  # run mode -> the split blends are fitted on
+
+
 @dataclass
 class Candidate:
     label: str
     kind: str  # "network" | "tree"
     run: Path
     valid_score: float | None
-    holdout: np.ndarray
+    fit: np.ndarray  # predictions on the fit split (holdout rows, or out of fold)
     test: np.ndarray | None
     trial: int | None = None
     tree: str | None = None
     fit_id: str | None = None
     target_scaling: list[float] | None = None
     target_transform: str | None = None
-    files: dict[str, str] | None = None  # name -> SHA-256 of the member's JSON and model
+    files: dict[str, str] | None = None  # name -> SHA-256 of the member's JSON and model(s)
+    folds: int | None = None  # K of a cross-validated member (its K fold models)
+
+    @property
+    def holdout(self) -> np.ndarray:
+        """The fit-split predictions under their holdout-mode name."""
+        return self.fit
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "kind": self.kind, "run": str(self.run)}
@@ -53,6 +66,8 @@ class Candidate:
         else:
             out["tree"] = self.tree
             out["fit_id"] = self.fit_id
+        if self.folds:
+            out["folds"] = self.folds
         return out
 
 
@@ -78,7 +93,8 @@ def checked_prediction(
     expected = _expected_shape(task, n_rows, k)
     if arr.shape != expected:
         if arr.ndim >= 1 and arr.shape[0] != n_rows:
-            problem = f"{arr.shape[0]} rows but the {split} split has {n_rows}"
+            rows = "the run has labelled rows" if split == "oof" else f"the {split} split has"
+            problem = f"{arr.shape[0]} rows but {rows} {n_rows}"
         elif task == "multiclass" and arr.ndim == 2:
             problem = (
                 f"{arr.shape[1]} class columns but the run has {k} classes {classes} "
@@ -103,15 +119,38 @@ def checked_prediction(
     return arr
 
 
+def _check_trial_folds(rec: Any, who: str, fix: str, cv: dict[str, Any] | None) -> int | None:
+    """K of a cross-validated trial whose folds are the run's (``cv``: the run's ``folds``
+    and ``folds_fingerprint``); None in a holdout run. RunDirError for a trial of another
+    split."""
+    if cv is None:
+        return None
+    got = rec.info.get("cv")
+    got = got if isinstance(got, dict) else {}
+    if got.get("folds_fingerprint") != cv["folds_fingerprint"] or got.get("folds") != cv["folds"]:
+        raise RunDirError(
+            f"{who}: trial.json records folds {got.get('folds')!r} (folds fingerprint "
+            f"{str(got.get('folds_fingerprint'))[:12]}), but the run is cross-validated with "
+            f"{cv['folds']} folds (fingerprint {str(cv['folds_fingerprint'])[:12]}). Fix: {fix}"
+        )
+    return int(cv["folds"])
+
+
 def network_candidates(
     rd: RunDir,
     records: list[Any],
     prefix: str,
     task: str,
     classes: list[Any] | None,
-    n_holdout: int,
+    n_fit: int,
     n_test: int | None,
+    *,
+    fit_split: str = "holdout",
+    cv: dict[str, Any] | None = None,
 ) -> list[Candidate]:
+    """The complete trials of a run as candidates, with their ``fit_split`` (``holdout``,
+    or ``oof`` in a cross-validated run, whose ``cv`` = ``{folds, folds_fingerprint}``
+    every trial must share) and test predictions."""
     out = []
     for rec in records:
         who = f"run {rd.path}: trial {rec.number}"
@@ -119,8 +158,9 @@ def network_candidates(
             f"delete the trial directory {rec.path} (the ensemble then leaves the trial out), "
             "or rebuild the run."
         )
+        folds = _check_trial_folds(rec, who, fix, cv)
         preds = {}
-        for split, n_rows in (("holdout", n_holdout), ("test", n_test)):
+        for split, n_rows in ((fit_split, n_fit), ("test", n_test)):
             if n_rows is None:
                 continue
             path = rec.path / f"{split}_pred.npy"
@@ -148,18 +188,20 @@ def network_candidates(
                 fix=fix,
             )
         value = rec.value
+        models = [f"model_fold{k}.keras" for k in range(folds)] if folds else ["model.keras"]
         out.append(
             Candidate(
                 label=f"{prefix}trial_{rec.number}",
                 kind="network",
                 run=rd.path.resolve(),
                 valid_score=None if value is None else float(value),
-                holdout=preds["holdout"],
+                fit=preds[fit_split],
                 test=preds.get("test"),
                 trial=rec.number,
                 target_scaling=rec.info.get("target_scaling"),
                 target_transform=rec.info.get("target_transform"),
-                files=_member_files(rec, "trial.json", "model.keras"),
+                files=_member_files(rec, "trial.json", *models),
+                folds=folds,
             )
         )
     return out
@@ -170,15 +212,18 @@ def tree_candidates(
     run: Path,
     task: str,
     classes: list[Any] | None,
-    n_holdout: int,
+    n_fit: int,
     n_test: int | None,
+    *,
+    fit_split: str = "holdout",
 ) -> list[Candidate]:
+    """The run's fitted trees as candidates, with their ``fit_split`` and test predictions."""
     out = []
     for rec in records:
         who = f"tree {rec.name} of run {run}"
         fix = f"delete {rec.path}; the next build fits the tree again."
         preds = {}
-        for split, n_rows in (("holdout", n_holdout), ("test", n_test)):
+        for split, n_rows in ((fit_split, n_fit), ("test", n_test)):
             if n_rows is None:
                 continue
             preds[split] = checked_prediction(
@@ -197,22 +242,24 @@ def tree_candidates(
                 kind="tree",
                 run=run,
                 valid_score=rec.value,
-                holdout=preds["holdout"],
+                fit=preds[fit_split],
                 test=preds.get("test"),
                 tree=rec.name,
                 fit_id=rec.info.get("fit_id"),
-                files=_member_files(rec, "tree.json", "model.joblib"),
+                files=_member_files(rec, "tree.json", *rec.model_files),
+                folds=rec.folds,
             )
         )
     return out
 
 
-def _member_files(rec: Any, record: str, model: str) -> dict[str, str]:
-    """The SHA-256s a prediction of new rows checks: the record as read, and the model as
-    the record recorded it (when the member saved one)."""
+def _member_files(rec: Any, record: str, *models: str) -> dict[str, str]:
+    """The SHA-256s a prediction of new rows checks: the record as read, and the model(s)
+    as the record recorded them (those the member saved)."""
     out = {record: rec.sha256}
-    if rec.files.get(model):
-        out[model] = rec.files[model]
+    for model in models:
+        if rec.files.get(model):
+            out[model] = rec.files[model]
     return out
 
 

@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "build",
         help="build an ensemble from one or more run directories",
-        description="Select diverse members, fit every blender on the holdout rows, score each "
+        description="Select diverse members, fit every blender on the holdout rows (on the "
+        "out-of-fold predictions of every labelled row for cross-validated runs), score each "
         "fitted and cross-fitted, and write the chosen blend to RUN_DIR/ensembles/<name>. "
         "Defaults come from the `ensemble` section of the first run's spec.",
     )

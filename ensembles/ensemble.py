@@ -77,8 +77,15 @@ class Ensemble:
         return str(self.info["method"])
 
     @property
+    def mode(self) -> str:
+        """``cv`` for an ensemble of cross-validated runs (fitted on out-of-fold predictions),
+        else ``holdout``."""
+        return "cv" if self.info.get("mode") == "cv" else "holdout"
+
+    @property
     def scores(self) -> dict[str, dict[str, Any]]:
-        """Method -> ``{fitted, cross_fitted}`` on the holdout rows (with ``error`` where a
+        """Method -> ``{fitted, cross_fitted}`` on the fit rows: the holdout rows, or the
+        out-of-fold rows of a cross-validated build (:attr:`mode`) (with ``error`` where a
         method could not be fitted; an ``auto`` build adds its nested ``auto`` row)."""
         return self.info["scores"]
 
@@ -86,7 +93,8 @@ class Ensemble:
     def members(self) -> list[dict[str, Any]]:
         """One dict per member, in blend order: ``label``, ``kind`` (network or tree),
         ``run``, ``trial`` (networks) or ``tree`` (tree models: its name), ``weight``,
-        ``valid_score``, ``holdout_score``. Copies: changing them changes nothing."""
+        ``valid_score``, ``holdout_score`` (``oof_score`` in a cross-validated build; ``folds``:
+        K of a member fitted per fold). Copies: changing them changes nothing."""
         return copy.deepcopy(self.info["members"])
 
     @property

@@ -6,9 +6,12 @@ preprocessor (``hpsearch.core.data.transform_new``), trees from
 ``trees/<name>/model.joblib`` fed by the run's tree matrix
 (``hpsearch.core.data.tree_matrix_new``). Predictions follow the training
 conventions (``hpsearch.search.training``): the head's output, binary as P(class 1),
-regression in natural units (un-standardized and, under ``rmsle``, ``expm1``'d back:
-``hpsearch.core.targets.from_network`` with the trial's ``target_scaling`` and
-``target_transform``). The blend is the blender restored from the ``blend``
+regression in natural units (un-standardized with the trial's ``target_scaling`` and, under
+``rmsle``, ``expm1``'d back and clipped at 0: ``hpsearch.core.targets.from_network`` with
+its ``target_transform``; trees undo their ``target_transform`` the same way). A member of
+a cross-validated run (``folds`` = K in its ``ensemble.json`` entry) is the mean of its K
+fold models' predictions (``model_fold<k>.keras``, each un-scaled with its
+``fold_target_scaling[k]``, or ``model_fold<k>.joblib``), as its ``test_pred.npy`` was. The blend is the blender restored from the ``blend``
 entry of ``ensemble.json`` (``Ensemble.blender``), so the run's test file reproduces
 ``test_pred.npy``. Each function takes a loaded ``Ensemble`` (``ensembles.load(path)``), whose
 ``predict``/``predict_frame`` call them.
@@ -18,7 +21,7 @@ loaded from the ensemble's own ``refit/`` folder instead, with its ``refit_model
 target scaling.
 
 Integrity: before any member is loaded, every member the blend uses is checked
-(``_Members.verify``): its ``trial.json`` or ``tree.json`` and its model file must match
+(``_Members.verify``): its ``trial.json`` or ``tree.json`` and its model file(s) must match
 the SHA-256s that ``ensemble.json`` recorded at build time, and the run directories may
 hold no symbolic link out of them. The model is then loaded from those same bytes, so a
 changed or planted ``model.joblib`` is never unpickled.
@@ -104,10 +107,11 @@ class _Members:
         return self._tree_x[run]
 
     # -- checks before anything is loaded --------------------------------------------
-    def verify(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
-        """(the member's ``trial.json``/``tree.json`` content, its model's bytes or None),
-        both checked against the SHA-256s ``ensemble.json`` recorded; RunDirError naming
-        the file otherwise. Nothing is deserialized but the checked JSON."""
+    def verify(self, member: dict[str, Any]) -> tuple[dict[str, Any], list[bytes | None]]:
+        """(the member's ``trial.json``/``tree.json`` content, the bytes (or None) of its
+        model, or of its K fold models), all checked against the SHA-256s ``ensemble.json``
+        recorded; RunDirError naming the file otherwise. Nothing is deserialized but the
+        checked JSON."""
         files = member.get("files")
         if not atomic.has_hashes(files):
             raise RunDirError(
@@ -121,7 +125,7 @@ class _Members:
             return self._verify_network(member)
         return self._verify_tree(member)
 
-    def _verify_refit(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    def _verify_refit(self, member: dict[str, Any]) -> tuple[dict[str, Any], list[bytes | None]]:
         """(the member's ``refit_model`` entry, the bytes of the refit model saved in the
         ensemble directory), checked against the SHA-256 ``ensemble.json`` recorded."""
         from ensembles.trees import MODEL_FILE
@@ -149,7 +153,7 @@ class _Members:
             raise RunDirError(
                 f"member {member['label']}: refit model {folder / name} is missing. Fix: {fix}"
             )
-        return entry, data
+        return entry, [data]
 
     def _read(self, member: dict[str, Any], path: Path, what: str, fix: str) -> bytes | None:
         return atomic.read_verified(
@@ -161,7 +165,7 @@ class _Members:
             fix=fix,
         )
 
-    def _verify_network(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    def _verify_network(self, member: dict[str, Any]) -> tuple[dict[str, Any], list[bytes | None]]:
         run = self.runs[member["run"]]
         tdir = RunDir(run).trial_path(int(member["trial"]))
         if not (tdir / TRIAL_JSON).is_file():
@@ -175,10 +179,10 @@ class _Members:
         )
         data = self._read(member, tdir / TRIAL_JSON, "record", fix)
         info, _ = read_record(tdir / TRIAL_JSON, TRIAL_JSON, data)
-        return info, self._read(member, tdir / "model.keras", "model", fix)
+        return info, [self._read(member, tdir / f, "model", fix) for f in _network_models(member)]
 
-    def _verify_tree(self, member: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
-        from ensembles.trees import MODEL_FILE, TREE_JSON, load_tree, trees_dir
+    def _verify_tree(self, member: dict[str, Any]) -> tuple[dict[str, Any], list[bytes | None]]:
+        from ensembles.trees import TREE_JSON, load_tree, model_files_for, trees_dir
 
         run = self.runs[member["run"]]
         folder = trees_dir(run) / member["tree"]
@@ -198,78 +202,85 @@ class _Members:
                 f"{self.ens.out_dir} was built. Fix: build the ensemble again."
             ) from None
         info, _ = read_record(folder / TREE_JSON, TREE_JSON, data)
-        return info, self._read(member, folder / MODEL_FILE, "model", fix)
+        files = model_files_for(_folds(member))
+        return info, [self._read(member, folder / f, "model", fix) for f in files]
 
     # -- predictions ----------------------------------------------------------------------
-    def network(self, member: dict[str, Any], info: dict[str, Any], model: bytes | None):
-        run = self.runs[member["run"]]
-        rd = RunDir(run)
-        if member.get("refit"):  # info: the member's refit_model entry
-            path = self.ens.out_dir / str(info["dir"]) / "model.keras"
-            fix = "build the ensemble again (`ensembles build RUN_DIR --refit`)."
-            keras_model = self._keras(model, path, member, fix)
-            return self._network_output(keras_model, rd, run, info)
-        if model is None:
-            path = rd.trial_path(int(member["trial"])) / "model.keras"
-            raise UserError(
-                f"trial {member['trial']} of run {run} has no saved model ({path}): its "
-                "trial function did not save one, so this ensemble cannot predict new rows. "
-                "Fix: build the ensemble from trials trained by the Keras trainer."
-            )
-        path = rd.trial_path(int(member["trial"])) / "model.keras"
-        keras_model = self._keras(
-            model,
-            path,
-            member,
-            f"restore {path.parent} from a copy of the run, or build the ensemble again "
-            "(`ensembles build RUN_DIR`) without that trial (delete its trial directory).",
-        )
-        scaling = member.get("target_scaling") or info.get("target_scaling")
-        transform = member.get("target_transform", info.get("target_transform"))
-        return self._network_output(
-            keras_model, rd, run, {"target_scaling": scaling, "target_transform": transform}
-        )
-
-    @staticmethod
-    def _keras(model: bytes | None, path: Path, member: dict[str, Any], fix: str) -> Any:
+    def network(
+        self, member: dict[str, Any], info: dict[str, Any], models: list[bytes | None]
+    ) -> np.ndarray:
+        """The member's prediction: its model's, the mean of its K fold models', or (a refit
+        member; ``info`` is then its ``refit_model`` entry) its refit model's."""
         from hpsearch.core.store import load_keras_model
-
-        assert model is not None
-        return load_keras_model(model, path=path, who=f"member {member['label']}", fix=fix)
-
-    def _network_output(self, keras_model: Any, rd: RunDir, run: Path, how: dict[str, Any]):
-        """The network's predictions of the new rows, in natural units (``how``: its
-        ``target_scaling`` and ``target_transform``)."""
         from hpsearch.search.training import _head_prediction, _model_inputs
 
+        run = self.runs[member["run"]]
+        rd = RunDir(run)
         heads = rd.read_meta().get("output_spec", {}).get("heads") or [{"name": "output"}]
-        raw = keras_model.predict(
-            _model_inputs(keras_model, self.inputs(run)), batch_size=1024, verbose=0
-        )
-        pred = _head_prediction(raw, heads[0]["name"], self.task)
-        return targets.from_network(
-            pred, self.task, how.get("target_scaling"), how.get("target_transform")
-        )
+        if member.get("refit"):
+            tdir = self.ens.out_dir / str(info["dir"])
+            names = ["model.keras"]
+            scalings = [info.get("target_scaling")]
+            fix = "build the ensemble again (`ensembles build RUN_DIR --refit`)."
+        else:
+            tdir = rd.trial_path(int(member["trial"]))
+            names = _network_models(member)
+            scalings = _scalings(member, info, len(names))
+            fix = (
+                f"restore {tdir} from a copy of the run, or build the ensemble again "
+                "(`ensembles build RUN_DIR`) without that trial (delete its trial directory)."
+            )
+        missing = [n for n, m in zip(names, models, strict=True) if m is None]
+        if missing:
+            raise UserError(
+                f"trial {member['trial']} of run {run} has no saved model "
+                f"({tdir / missing[0]}): its trial function did not save one, so this ensemble "
+                "cannot predict new rows. Fix: build the ensemble from trials trained by the "
+                "Keras trainer."
+            )
+        transform = member.get("target_transform", info.get("target_transform"))
+        if member.get("refit"):
+            transform = info.get("target_transform", transform)
+        total = None
+        for name, model, scaling in zip(names, models, scalings, strict=True):
+            keras_model = load_keras_model(
+                model, path=tdir / name, who=f"member {member['label']}", fix=fix
+            )
+            raw = keras_model.predict(
+                _model_inputs(keras_model, self.inputs(run)), batch_size=1024, verbose=0
+            )
+            pred = _head_prediction(raw, heads[0]["name"], self.task)
+            pred = targets.from_network(pred, self.task, scaling, transform)
+            total = pred if total is None else total + pred
+        return total / len(names)
 
-    def tree(self, member: dict[str, Any], model: bytes | None) -> np.ndarray:
+    def tree(
+        self, member: dict[str, Any], info: dict[str, Any], models: list[bytes | None]
+    ) -> np.ndarray:
+        """The tree's prediction: its model's, or the mean of its K fold models'."""
         from ensembles.trees import predict_tree, tree_model_from_bytes
 
         run = self.runs[member["run"]]
-        if model is None:  # pragma: no cover - a tree always records its model
-            raise RunDirError(f"tree {member['tree']} of run {run} has no saved model.")
-        estimator = tree_model_from_bytes(model)
-        pred = predict_tree(estimator, self.tree_x(run), self.task, self.k)
-        transform = (member.get("refit_model") or {}).get("target_transform")
-        if member.get("refit") and transform:  # a refit tree that learnt a transformed target
-            pred = targets.decode(pred, transform)
-        return pred
+        total = None
+        for model in models:
+            if model is None:  # pragma: no cover - a tree always records its models
+                raise RunDirError(f"tree {member['tree']} of run {run} has no saved model.")
+            estimator = tree_model_from_bytes(model)
+            # a refit tree's transform is in its refit_model entry (``info`` then)
+            pred = predict_tree(
+                estimator, self.tree_x(run), self.task, self.k, info.get("target_transform")
+            )
+            total = pred if total is None else total + pred
+        return total / len(models)
 
-    def predict(self, member: dict[str, Any], checked: tuple[dict[str, Any], bytes | None]):
-        info, model = checked
+    def predict(
+        self, member: dict[str, Any], checked: tuple[dict[str, Any], list[bytes | None]]
+    ) -> np.ndarray:
+        info, models = checked
         if member["kind"] == "network":
-            pred = self.network(member, info, model)
+            pred = self.network(member, info, models)
         else:
-            pred = self.tree(member, model)
+            pred = self.tree(member, info, models)
         pred = np.asarray(pred, dtype=np.float64)
         expected = (len(self.df), self.k) if self.task == "multiclass" else (len(self.df),)
         if pred.shape != expected:
@@ -278,6 +289,36 @@ class _Members:
                 f"row(s), expected {expected}. Fix: build the ensemble again."
             )
         return pred
+
+
+def _folds(member: dict[str, Any]) -> int | None:
+    """K of a member of a cross-validated run (its K fold models); None otherwise."""
+    k = member.get("folds")
+    return int(k) if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
+
+
+def _network_models(member: dict[str, Any]) -> list[str]:
+    """The model files of a network member: ``model.keras``, or ``model_fold<k>.keras``."""
+    k = _folds(member)
+    return [f"model_fold{i}.keras" for i in range(k)] if k else ["model.keras"]
+
+
+def _scalings(member: dict[str, Any], info: dict[str, Any], n: int) -> list[Any]:
+    """The target scaling ``[mu, sd]`` (or None) of each of a network's ``n`` models: the
+    trial's ``target_scaling``, or one ``fold_target_scaling`` entry per fold model."""
+    if _folds(member):
+        per_fold = info.get("fold_target_scaling")
+        if per_fold is None:
+            return [None] * n
+        if not isinstance(per_fold, list) or len(per_fold) != n:
+            raise RunDirError(
+                f"member {member['label']}: trial.json's fold_target_scaling holds "
+                f"{len(per_fold) if isinstance(per_fold, list) else per_fold!r} entries for "
+                f"{n} fold models. Fix: build the ensemble again without that trial (delete "
+                "its trial directory)."
+            )
+        return per_fold
+    return [member.get("target_scaling") or info.get("target_scaling")]
 
 
 def predict_members(ens: Ensemble, data: str | Path | pd.DataFrame) -> np.ndarray:

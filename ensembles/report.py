@@ -5,6 +5,10 @@
 (``weights.png``, ``correlation.png``, ``scores.png``) so that a lost report can
 be regenerated from the json at any time. Plots use matplotlib's Agg canvas
 directly (no pyplot, no global backend state).
+
+A cross-validated ensemble (``"mode": "cv"``) is fitted on the out-of-fold predictions
+of every labelled row (its fit split is ``oof``); its views say so, and read
+``n_oof`` / ``oof_score`` where a holdout ensemble has ``n_holdout`` / ``holdout_score``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from typing import Any
 
 from hpsearch.core import atomic
 
-__all__ = ["PLOTS", "REPORT_MD", "report_markdown", "summary_text", "write_report"]
+__all__ = [
+    "PLOTS",
+    "REPORT_MD",
+    "fit_rows_words",
+    "fit_split",
+    "report_markdown",
+    "summary_text",
+    "write_report",
+]
 
 REPORT_MD = "report.md"
 PLOTS = ("weights.png", "correlation.png", "scores.png")
@@ -36,6 +48,35 @@ def _member_name(m: dict[str, Any]) -> str:
     return str(m["label"])
 
 
+def fit_split(info: dict[str, Any]) -> str:
+    """The split an ensemble's blend was fitted on: ``oof`` (cross-validated runs: the
+    out-of-fold predictions of every labelled row) or ``holdout``."""
+    return "oof" if info.get("mode") == "cv" else "holdout"
+
+
+def fit_rows_words(info: dict[str, Any]) -> str:
+    """``"455 out-of-fold rows"`` or ``"91 holdout rows"``."""
+    split = fit_split(info)
+    n = info.get(f"n_{split}")
+    return f"{n} out-of-fold rows" if split == "oof" else f"{n} holdout rows"
+
+
+def _cv_words(info: dict[str, Any]) -> str:
+    """How a cross-validated ensemble's rows were predicted ("" for a holdout one)."""
+    cv = info.get("cv") or {}
+    if fit_split(info) != "oof":
+        return ""
+    return (
+        f"cross-validated runs ({cv.get('folds')} folds, folds fingerprint "
+        f"{str(cv.get('folds_fingerprint'))[:12]}): every labelled row predicted by the fold "
+        "model that did not see it"
+    )
+
+
+def _fit_column(info: dict[str, Any]) -> str:
+    return "oof" if fit_split(info) == "oof" else "holdout"
+
+
 def _direction_words(info: dict[str, Any]) -> str:
     return "higher is better" if info.get("direction") == "maximize" else "lower is better"
 
@@ -49,11 +90,21 @@ def _auto_words(info: dict[str, Any]) -> str:
 def summary_text(info: dict[str, Any]) -> str:
     """A short table: methods x fitted / cross-fitted (chosen marked), then the members."""
     method = info["method"]
+    split = fit_split(info)
+    rows = "out-of-fold rows" if split == "oof" else "holdout rows"
     lines = [
         f"ensemble {info['name']}: {len(info['members'])} member(s) from "
         f"{len(info['runs'])} run(s), method {method}{_auto_words(info)}",
-        f"metric {info['metric']} ({_direction_words(info)}) on {info['n_holdout']} holdout rows; "
-        f"cross-fitted = {info['folds']}-fold out-of-fold on the holdout rows",
+        f"metric {info['metric']} ({_direction_words(info)}) on {fit_rows_words(info)}; "
+        + (
+            f"cross-fitted = the blend {info['folds']}-fold cross-fitted on those rows"
+            if split == "oof"
+            else f"cross-fitted = {info['folds']}-fold out-of-fold on the {rows}"
+        ),
+    ]
+    if split == "oof":
+        lines.append(_cv_words(info))
+    lines += [
         "",
         f"  {'method':<13} {'fitted':>10} {'cross-fitted':>13}",
     ]
@@ -63,11 +114,12 @@ def summary_text(info: dict[str, Any]) -> str:
             f"{mark} {name:<13} {_fmt(s.get('fitted')):>10} {_fmt(s.get('cross_fitted')):>13}"
         )
     width = max([len(_member_name(m)) for m in info["members"]] + [6])
-    lines += ["", f"  {'member':<{width}} {'kind':<8} {'weight':>8} {'valid':>10} {'holdout':>10}"]
+    col = _fit_column(info)
+    lines += ["", f"  {'member':<{width}} {'kind':<8} {'weight':>8} {'valid':>10} {col:>10}"]
     for m in info["members"]:
         lines.append(
             f"  {_member_name(m):<{width}} {m['kind']:<8} {_weight(m.get('weight')):>8} "
-            f"{_fmt(m.get('valid_score')):>10} {_fmt(m.get('holdout_score')):>10}"
+            f"{_fmt(m.get('valid_score')):>10} {_fmt(m.get(f'{split}_score')):>10}"
         )
     if info.get("refit"):
         lines.append(
@@ -131,7 +183,7 @@ def report_markdown(info: dict[str, Any]) -> str:
         "",
         "![weights](weights.png)",
         "",
-        "![error correlation on the holdout rows](correlation.png)",
+        f"![error correlation on the {_fit_rows(info)}](correlation.png)",
         "",
         "![scores](scores.png)",
         "",
@@ -139,13 +191,20 @@ def report_markdown(info: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _fit_rows(info: dict[str, Any]) -> str:
+    return "out-of-fold rows" if fit_split(info) == "oof" else "holdout rows"
+
+
 def _report_header(info: dict[str, Any]) -> list[str]:
+    split = fit_split(info)
+    cv = [f"- {_cv_words(info)}; every score below is out of fold"] if split == "oof" else []
     return [
         f"# Ensemble {info['name']}",
         "",
         f"- method: **{info['method']}**{_auto_words(info)} ({info['task']}, metric `{info['metric']}`, {_direction_words(info)})",
         f"- runs: {', '.join(f'`{r}`' for r in info['runs'])}",
-        f"- holdout rows: {info['n_holdout']}; folds for cross-fitting: {info['folds']}; "
+        *cv,
+        f"- {_fit_rows(info)}: {info[f'n_{split}']}; folds for cross-fitting: {info['folds']}; "
         f"top_k: {info['top_k']}; max_corr: {_off(info['max_corr'])}; "
         f"margin: {_off(info.get('margin'))}; trees: {', '.join(info['trees']) or 'none'}",
         *_eligibility_line(info),
@@ -170,11 +229,12 @@ def _eligibility_line(info: dict[str, Any]) -> list[str]:
 
 
 def _report_scores(info: dict[str, Any]) -> list[str]:
+    rows = _fit_rows(info)
     out = [
         "## Scores",
         "",
-        "*Fitted*: the blend fitted and scored on the same holdout rows (optimistic). "
-        f"*Cross-fitted*: each of {info['folds']} folds of the holdout rows predicted by a blend "
+        f"*Fitted*: the blend fitted and scored on the same {rows} (optimistic). "
+        f"*Cross-fitted*: each of {info['folds']} folds of the {rows} predicted by a blend "
         "fitted on the other folds (an honest estimate of the score on new rows)."
         + (
             " *auto*: the method was chosen by the best cross-fitted score; its row repeats "
@@ -197,18 +257,25 @@ def _report_scores(info: dict[str, Any]) -> list[str]:
 
 
 def _report_members(info: dict[str, Any]) -> list[str]:
+    split = fit_split(info)
     out = [
         "",
         "## Members",
         "",
-        "| member | kind | run | weight | valid | holdout |",
+        f"| member | kind | run | weight | valid | {_fit_column(info)} |",
         "|---|---|---|---:|---:|---:|",
     ]
     for m in info["members"]:
         out.append(
             f"| {_member_name(m)} | {m['kind']} | `{m['run']}` | {_weight(m.get('weight'))} | "
-            f"{_fmt(m.get('valid_score'))} | {_fmt(m.get('holdout_score'))} |"
+            f"{_fmt(m.get('valid_score'))} | {_fmt(m.get(f'{split}_score'))} |"
         )
+    if split == "oof":
+        out += [
+            "",
+            "A member's *valid* score is its out-of-fold score as its trial or tree recorded "
+            f"it; *oof* is the metric on its out-of-fold predictions of the {fit_rows_words(info)}.",
+        ]
     if info["method"] == "stack":
         out += [
             "",
@@ -273,7 +340,7 @@ def _correlation_plot(info: dict[str, Any], path: Path) -> None:
             for j in range(len(labels)):
                 ax.text(j, i, f"{C[i, j]:.2f}", ha="center", va="center", fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title("error correlation on the holdout rows")
+    ax.set_title(f"error correlation on the {_fit_rows(info)}")
     _save(fig, path)
 
 
@@ -300,7 +367,8 @@ def _scores_plot(info: dict[str, Any], path: Path) -> None:
         bottom = lo - pad if lo < 0 else max(0.0, lo - pad)
         ax.set_ylim(bottom, hi + pad)
     ax.legend()
-    ax.set_title("holdout scores by blend method (* chosen)")
+    scores = "out-of-fold scores" if fit_split(info) == "oof" else "holdout scores"
+    ax.set_title(f"{scores} by blend method (* chosen)")
     _save(fig, path)
 
 

@@ -1,21 +1,42 @@
-"""Tree models fitted on a run's train rows, stored in the run directory like trials.
+"""Tree models fitted on a run's labelled rows, stored in the run directory like trials.
 
 Trees give an ensemble members whose errors differ from the networks'. Each is
-fitted on the TRAIN rows of the run's tree matrix (``PreparedData.tree_x``)
-with fixed defaults (no tuning, seeded from the split seed) and predicts the
-valid, holdout and test rows in the run's conventions: classifiers learn the
-encoded target ``0..K-1``, so probability columns are in class-index order
-(binary: the probability of class 1); regressors predict natural units.
+fitted on the run's tree matrix (``PreparedData.tree_x``) with fixed defaults (no
+tuning, seeded from the split seed) and predicts in the run's conventions:
+classifiers learn the encoded target ``0..K-1``, so probability columns are in
+class-index order (binary: the probability of class 1); regressors predict natural
+units.
 
-Layout of ``RUN_DIR/trees/<name>/`` (built in a temporary sibling, then
-renamed into place, so a directory with ``tree.json`` is complete):
-``valid_pred.npy``, ``holdout_pred.npy``, ``test_pred.npy`` (when the run has a
-test set), ``model.joblib`` and ``tree.json`` (name, params, scores,
-``data_fingerprint``, ``fit_id``, duration, and ``files``: the SHA-256 of each
-other file). A later build reuses a saved tree whose fingerprint and params match
-and whose files match their recorded SHA-256s (and are the only files there)
-instead of fitting it again; any other tree is fitted again. Every prediction file
-and ``model.joblib`` is loaded from bytes checked against ``files`` first
+**Metric-aware** (both modes; ``target_transform`` and ``tree_loss``): under RMSLE a
+regressor learns ``log1p(target)`` and predicts ``expm1`` of its output, clipped at 0;
+under MAE the boosters use an absolute loss (``hgb``: ``loss="absolute_error"``,
+``lgbm``: ``objective="l1"``, ``xgb``: ``objective="reg:absoluteerror"``), while the
+forests keep the squared error (their absolute-error criterion is several times slower,
+more so with more rows).
+Classifiers keep their probabilities: the boosters fit the log loss, and the metric
+code clips probabilities of 0 and 1 (``hpsearch.core.metrics.log_loss``).
+
+**Holdout runs**: a tree is fitted on the TRAIN rows and predicts the valid, holdout
+and test rows. ``RUN_DIR/trees/<name>/`` holds ``valid_pred.npy``,
+``holdout_pred.npy``, ``test_pred.npy`` (when the run has a test set) and
+``model.joblib``.
+
+**Cross-validated runs** (``split.folds`` = K): a tree is fitted once per fold on that
+fold's training rows (``hpsearch.core.data.fold_rows`` with the split seed, as every
+trainer of the run), the boosters early-stopping on the fold's inner ``valid`` slice
+(never on its held rows); each fold model predicts its held rows, which together make
+``oof_pred.npy`` (every labelled row, from the model that did not see it), and the test
+rows, whose mean over the K models is ``test_pred.npy``. The K models are
+``model_fold<k>.joblib``.
+
+Either way ``tree.json`` (name, params, ``target_transform``, ``loss``, scores,
+``data_fingerprint``, ``fit_id``, duration, the per-fold scores in CV mode, and
+``files``: the SHA-256 of each other file) is written last, in a temporary sibling that
+is renamed into place, so a directory with ``tree.json`` is complete. A later build
+reuses a saved tree whose fingerprint, params, target transform and folds match and
+whose files match their recorded SHA-256s (and are the only files there) instead of
+fitting it again; any other tree is fitted again (a new ``fit_id``). Every prediction
+file and model is loaded from bytes checked against ``files`` first
 (``hpsearch.core.atomic.read_verified``): a changed or planted pickle is never
 unpickled.
 """
@@ -24,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import inspect
 import io
 import os
 import shutil
@@ -44,15 +66,23 @@ from hpsearch.core.registry import missing_package
 from hpsearch.core.store import RunDir
 
 __all__ = [
+    "LOG1P",
     "MODEL_FILE",
     "TREES_DIR",
     "TREE_MODELS",
     "TreeRecord",
     "check_tree_names",
     "ensure_trees",
+    "fit_estimator",
     "fit_tree",
+    "fold_model_file",
+    "inverse_target",
     "load_tree",
     "load_tree_model",
+    "load_tree_models",
+    "model_files_for",
+    "target_transform",
+    "tree_loss",
     "tree_model_from_bytes",
     "extra_trees",
     "hist_gradient_boosting",
@@ -70,6 +100,59 @@ TREE_JSON = "tree.json"
 MODEL_FILE = "model.joblib"
 TREE_MODELS = _TREE_REGISTRY.names()
 _SPLITS = ("valid", "holdout", "test")
+OOF = "oof"  # the prediction file of a cross-validated tree: every labelled row, out of fold
+LOG1P = "log1p"  # the target transform under RMSLE
+EARLY_STOPPING_ROUNDS = 20  # boosters in CV mode: rounds without gain on the inner valid slice
+_BOOSTERS = ("hgb", "lgbm", "xgb")  # early stopping on a given validation set, an absolute loss
+
+
+def fold_model_file(fold: int) -> str:
+    """The model file of fold ``fold`` of a cross-validated tree."""
+    return f"model_fold{int(fold)}.joblib"
+
+
+def model_files_for(folds: int | None) -> list[str]:
+    """A tree's model files: ``model.joblib``, or one ``model_fold<k>.joblib`` per fold."""
+    return [MODEL_FILE] if not folds else [fold_model_file(k) for k in range(int(folds))]
+
+
+def _pred_splits(folds: int | None, has_test: bool) -> tuple[str, ...]:
+    if folds:
+        return (OOF, "test") if has_test else (OOF,)
+    return _SPLITS if has_test else _SPLITS[:2]
+
+
+def target_transform(task: str, metric: str | None) -> str | None:
+    """How a tree's target is transformed before fitting: ``log1p`` under RMSLE (the
+    prediction is ``expm1`` of the model's, clipped at 0), else None."""
+    return LOG1P if task == "regression" and metric == "rmsle" else None
+
+
+def tree_loss(name: str, task: str, metric: str | None) -> str:
+    """The loss tree model ``name`` minimises for ``task`` under ``metric`` (recorded in
+    ``tree.json``): ``absolute_error`` for the boosters under MAE, ``squared_error`` for
+    other regressions (the forests always: their absolute-error criterion is several times
+    slower),
+    ``log_loss`` for the boosters' classifiers and ``gini`` for the forests'."""
+    if task != "regression":
+        return "gini" if name in ("rf", "et") else "log_loss"
+    if metric == "mae" and name in _BOOSTERS:
+        return "absolute_error"
+    return "squared_error"
+
+
+def _forward_target(y: np.ndarray, transform: str | None) -> np.ndarray:
+    if transform == LOG1P:
+        return np.log1p(np.maximum(np.asarray(y, dtype=np.float64), 0.0))
+    return y
+
+
+def inverse_target(pred: np.ndarray, transform: str | None) -> np.ndarray:
+    """A regressor's prediction in the target's units: ``expm1`` clipped at 0 for
+    ``log1p``, unchanged otherwise."""
+    from hpsearch.core import targets
+
+    return targets.decode(pred, transform) if transform == LOG1P else pred
 
 
 def _n_jobs() -> int:
@@ -100,30 +183,35 @@ def check_tree_names(names: Iterable[str] | str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def tree_params(name: str, task: str, seed: int) -> dict[str, Any]:
-    """The fixed constructor parameters of a tree model (``n_jobs`` aside)."""
+def tree_params(name: str, task: str, seed: int, metric: str | None = None) -> dict[str, Any]:
+    """The fixed constructor parameters of a tree model (``n_jobs`` aside); under the MAE
+    ``metric`` a booster's regressor gets its absolute loss (:func:`tree_loss`)."""
     seed = int(seed) % (2**31)
+    absolute = tree_loss(name, task, metric) == "absolute_error"
     if name in ("rf", "et"):
         return {"n_estimators": 300, "random_state": seed}
     if name == "hgb":
-        return {
+        params = {
             "max_iter": 500,
             "learning_rate": 0.05,
             "early_stopping": True,
             "validation_fraction": 0.1,
-            "n_iter_no_change": 20,
+            "n_iter_no_change": EARLY_STOPPING_ROUNDS,
             "random_state": seed,
         }
+        return {**params, "loss": "absolute_error"} if absolute else params
     if name == "lgbm":
-        return {
+        params = {
             "n_estimators": 300,
             "learning_rate": 0.05,
             "num_leaves": 31,
             "random_state": seed,
             "verbose": -1,
         }
+        return {**params, "objective": "l1"} if absolute else params
     if name == "xgb":
-        return {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 6, "random_state": seed}
+        params = {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 6, "random_state": seed}
+        return {**params, "objective": "reg:absoluteerror"} if absolute else params
     raise UserError(f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}.")
 
 
@@ -177,11 +265,62 @@ def make_tree(name: str, task: str, params: dict[str, Any]) -> Any:
     return _TREE_REGISTRY.resolve(name)(task, params)
 
 
-def predict_tree(model: Any, X: np.ndarray, task: str, n_classes: int) -> np.ndarray:
+def fit_estimator(
+    name: str,
+    task: str,
+    params: dict[str, Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    transform: str | None = None,
+    X_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+) -> Any:
+    """A fitted tree model ``name`` on ``(X, y)``; the target is transformed first
+    (:func:`target_transform`). With ``X_val``/``y_val`` (a cross-validated fold's inner
+    slice) the boosters early-stop on those rows: ``hgb`` instead of its own internal
+    slice, ``lgbm`` and ``xgb`` after :data:`EARLY_STOPPING_ROUNDS` rounds without gain;
+    the forests ignore them."""
+    model = make_tree(name, task, params)
+    y = _forward_target(y, transform)
+    if X_val is None or y_val is None or name not in _BOOSTERS or not len(y_val):
+        model.fit(X, y)
+        return model
+    y_val = _forward_target(y_val, transform)
+    if name == "hgb":
+        model.fit(X, y, X_val=X_val, y_val=y_val)
+    elif name == "lgbm":
+        import lightgbm as lgb
+
+        stop = [lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)]
+        if "eval_X" in inspect.signature(model.fit).parameters:  # LightGBM 4.7+
+            model.fit(X, y, eval_X=X_val, eval_y=y_val, callbacks=stop)
+        else:  # pragma: no cover - older LightGBM
+            model.fit(X, y, eval_set=[(X_val, y_val)], callbacks=stop)
+    else:  # xgb
+        model.set_params(early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+        model.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
+    return model
+
+
+def _best_iteration(model: Any) -> int | None:
+    """The boosting rounds a fitted booster kept (None for a forest)."""
+    for attr in ("best_iteration_", "best_iteration", "n_iter_"):
+        value = getattr(model, attr, None)
+        if isinstance(value, int | np.integer) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    return None
+
+
+def predict_tree(
+    model: Any, X: np.ndarray, task: str, n_classes: int, transform: str | None = None
+) -> np.ndarray:
     """Predictions in the run's conventions: ``(n,)`` P(class 1) for binary, ``(n, K)``
-    class-index-ordered probabilities for multiclass, ``(n,)`` values for regression."""
+    class-index-ordered probabilities for multiclass, ``(n,)`` values for regression
+    (in the target's units: ``transform`` is undone, :func:`inverse_target`)."""
     if task == "regression":
-        return np.asarray(model.predict(X), dtype=np.float64).reshape(-1)
+        pred = np.asarray(model.predict(X), dtype=np.float64).reshape(-1)
+        return inverse_target(pred, transform)
     proba = np.asarray(model.predict_proba(X), dtype=np.float64)
     full = np.zeros((proba.shape[0], n_classes))
     # a class absent from the train rows has no column: place the others by their index
@@ -209,6 +348,23 @@ class TreeRecord:
     @property
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
+
+    @property
+    def folds(self) -> int | None:
+        """K for a tree fitted per fold of a cross-validated run; None for a holdout run."""
+        cv = self.info.get("cv")
+        k = cv.get("folds") if isinstance(cv, dict) else None
+        return int(k) if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
+
+    @property
+    def model_files(self) -> list[str]:
+        """The tree's model files: ``model.joblib``, or ``model_fold<k>.joblib`` per fold."""
+        return model_files_for(self.folds)
+
+    @property
+    def transform(self) -> str | None:
+        """The target transform the tree was fitted with (``log1p`` or None)."""
+        return self.info.get("target_transform")
 
     @property
     def files(self) -> dict[str, Any]:
@@ -269,36 +425,71 @@ def tree_model_from_bytes(data: bytes) -> Any:
     return joblib.load(io.BytesIO(data))
 
 
-def load_tree_model(run_dir: str | Path, name: str) -> Any:
-    """The fitted estimator of a run's tree (joblib, read only from the run's trees/ folder,
-    and only once its bytes match the SHA-256 recorded in its ``tree.json``)."""
+def load_tree_models(run_dir: str | Path, name: str) -> list[Any]:
+    """The fitted estimators of a run's tree: one for a holdout run, the K fold models of a
+    cross-validated one (joblib, read only from the run's trees/ folder, and only once
+    their bytes match the SHA-256s recorded in its ``tree.json``)."""
     if name not in TREE_MODELS:
         raise UserError(
             f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}."
         )
     rec = load_tree(run_dir, name)
-    data = None if rec is None else rec.file_bytes(MODEL_FILE, "model")
-    if data is None:
-        raise RunDirError(
-            f"tree {name}: no saved model at {trees_dir(run_dir) / name / MODEL_FILE}. Fix: "
-            "build the ensemble again (`ensembles build RUN_DIR`), which fits the missing tree."
+    files = [MODEL_FILE] if rec is None else rec.model_files
+    out = []
+    for file in files:
+        data = None if rec is None else rec.file_bytes(file, "model")
+        if data is None:
+            raise RunDirError(
+                f"tree {name}: no saved model at {trees_dir(run_dir) / name / file}. Fix: "
+                "build the ensemble again (`ensembles build RUN_DIR`), which fits the missing "
+                "tree."
+            )
+        out.append(tree_model_from_bytes(data))
+    return out
+
+
+def load_tree_model(run_dir: str | Path, name: str) -> Any:
+    """The fitted estimator of a holdout run's tree (:func:`load_tree_models` gives the K
+    fold models of a cross-validated run's)."""
+    models = load_tree_models(run_dir, name)
+    if len(models) != 1:
+        raise UserError(
+            f"tree {name} of run {run_dir} was fitted per fold ({len(models)} models). "
+            "Fix: use ensembles.trees.load_tree_models, which returns them all."
         )
-    return tree_model_from_bytes(data)
+    return models[0]
 
 
-def _reuse_problem(
-    rec: TreeRecord | None, fingerprint: str, params: dict[str, Any], splits
-) -> str | None:
-    """Why a saved tree cannot be reused (None when it can): not fitted, stale, or files
-    that do not match what its ``tree.json`` recorded."""
+@dataclass(frozen=True)
+class _FitKey:
+    """What a saved tree must have been fitted with to be reused."""
+
+    fingerprint: str
+    params: dict[str, Any]
+    transform: str | None
+    folds: int | None
+    splits: tuple[str, ...]
+
+
+def _reuse_problem(rec: TreeRecord | None, key: _FitKey) -> str | None:
+    """Why a saved tree cannot be reused (None when it can): not fitted, stale (other data,
+    parameters, target transform or folds), or files that do not match what its
+    ``tree.json`` recorded."""
     if rec is None:
         return "not fitted yet"
-    if rec.info.get("data_fingerprint") != fingerprint or rec.info.get("params") != params:
+    if rec.info.get("data_fingerprint") != key.fingerprint or rec.info.get("params") != key.params:
         return "fitted on other data or with other parameters"
+    if rec.transform != key.transform:
+        return (
+            f"fitted with target transform {rec.transform or 'none'}, the metric asks for "
+            f"{key.transform or 'none'}"
+        )
+    if rec.folds != key.folds:
+        return "fitted for another split (holdout rows or cross-validation folds)"
     files = rec.files
     if not atomic.has_hashes(files):
         return f"its {TREE_JSON} records no SHA-256 for its files (an older fit)"
-    for name in [f"{s}_pred.npy" for s in splits] + [MODEL_FILE]:
+    for name in [f"{s}_pred.npy" for s in key.splits] + model_files_for(key.folds):
         try:
             data = (rec.path / name).read_bytes()
         except OSError:
@@ -311,6 +502,118 @@ def _reuse_problem(
     return None
 
 
+def _fit_key(name: str, prepared: Any, metric: str, seed: int) -> _FitKey:
+    task = prepared.task
+    return _FitKey(
+        fingerprint=prepared.fingerprint,
+        params=tree_params(name, task, seed, metric),
+        transform=target_transform(task, metric),
+        folds=prepared.folds,
+        splits=_pred_splits(prepared.folds, "test" in prepared.tree_x),
+    )
+
+
+def _score(metric: str, y: np.ndarray, pred: np.ndarray) -> float | None:
+    """The metric, or None where it is undefined on these rows (one class for ROC AUC)."""
+    try:
+        return float(_metrics.score(metric, y, pred))
+    except ValueError:
+        return None
+
+
+def _fit_holdout(name: str, prepared: Any, metric: str, key: _FitKey):
+    """(predictions by split, models, the scores part of ``tree.json``) of a holdout run's
+    tree: fitted on the train rows, predicting every other split."""
+    task, k = prepared.task, prepared.target.n_classes
+    model = fit_estimator(
+        name,
+        task,
+        key.params,
+        prepared.tree_x["train"],
+        prepared.y["train"],
+        transform=key.transform,
+    )
+    preds = {
+        s: predict_tree(model, prepared.tree_x[s], task, k, key.transform)
+        for s in _SPLITS
+        if s in prepared.tree_x
+    }
+    info = {
+        "value": _score(metric, prepared.y["valid"], preds["valid"]) if "valid" in preds else None,
+        "holdout_value": (
+            _score(metric, prepared.y["holdout"], preds["holdout"]) if "holdout" in preds else None
+        ),
+        "n_train": int(len(prepared.y["train"])),
+    }
+    return preds, {MODEL_FILE: model}, info
+
+
+def _fit_folds(name: str, prepared: Any, metric: str, seed: int, key: _FitKey):
+    """(predictions by split, models, the scores part of ``tree.json``) of a cross-validated
+    run's tree: one model per fold (``fold_rows``: its training rows, the boosters
+    early-stopping on its inner valid slice), out-of-fold predictions of every labelled row
+    and the mean of the fold models' test predictions."""
+    from hpsearch.core.data import fold_rows
+
+    task, k = prepared.task, prepared.target.n_classes
+    X, y = prepared.tree_x["train"], np.asarray(prepared.y["train"])
+    X_test = prepared.tree_x.get("test")
+    fold_of = prepared.fold_of
+    inner = float(prepared.split.get("inner_valid") or 0.1)
+    oof: np.ndarray | None = None
+    test_sum: np.ndarray | None = None
+    models: dict[str, Any] = {}
+    folds = []
+    for fold in range(int(key.folds)):
+        t0 = time.time()
+        train, valid, held = fold_rows(fold_of, fold, y, task, inner, seed)
+        model = fit_estimator(
+            name,
+            task,
+            key.params,
+            X[train],
+            y[train],
+            transform=key.transform,
+            X_val=X[valid],
+            y_val=y[valid],
+        )
+        p_held = predict_tree(model, X[held], task, k, key.transform)
+        if oof is None:
+            oof = np.zeros((len(y), *p_held.shape[1:]))
+        oof[held] = p_held
+        if X_test is not None:
+            p_test = predict_tree(model, X_test, task, k, key.transform)
+            test_sum = p_test if test_sum is None else test_sum + p_test
+        p_valid = predict_tree(model, X[valid], task, k, key.transform) if len(valid) else None
+        folds.append(
+            {
+                "fold": fold,
+                "value": _score(metric, y[held], p_held),
+                "valid_value": None if p_valid is None else _score(metric, y[valid], p_valid),
+                "best_iteration": _best_iteration(model),
+                "duration_s": round(time.time() - t0, 4),
+                "n_train": int(len(train)),
+                "n_valid": int(len(valid)),
+                "n_oof": int(len(held)),
+            }
+        )
+        models[fold_model_file(fold)] = model
+    preds = {OOF: oof}
+    if test_sum is not None:
+        preds["test"] = test_sum / int(key.folds)
+    info = {
+        "value": _score(metric, y, oof),
+        "cv": {
+            "folds": int(key.folds),
+            "folds_fingerprint": prepared.split.get("folds_fingerprint"),
+            "inner_valid": inner,
+        },
+        "folds": folds,
+        "n_oof": int(len(y)),  # every labelled row; each fold's own counts are in `folds`
+    }
+    return preds, models, info
+
+
 def fit_tree(
     run_dir: str | Path,
     name: str,
@@ -318,23 +621,17 @@ def fit_tree(
     metric: str,
     seed: int,
 ) -> TreeRecord:
-    """Fit one tree on the train rows, predict every other split and store it (atomically),
-    with the SHA-256 of each file in ``tree.json``."""
+    """Fit one tree (on the train rows of a holdout run, once per fold of a cross-validated
+    one), predict and store it (atomically), with the SHA-256 of each file in
+    ``tree.json``."""
     task = prepared.task
-    params = tree_params(name, task, seed)
-    model = make_tree(name, task, params)
+    key = _fit_key(name, prepared, metric, seed)
     t0 = time.time()
-    model.fit(prepared.tree_x["train"], prepared.y["train"])
-    k = prepared.target.n_classes
-    preds = {
-        s: predict_tree(model, prepared.tree_x[s], task, k) for s in _SPLITS if s in prepared.tree_x
-    }
+    if key.folds:
+        preds, models, scores = _fit_folds(name, prepared, metric, seed, key)
+    else:
+        preds, models, scores = _fit_holdout(name, prepared, metric, key)
     duration = time.time() - t0
-    scores = {
-        s: float(_metrics.score(metric, prepared.y[s], preds[s]))
-        for s in ("valid", "holdout")
-        if s in preds
-    }
     root = trees_dir(run_dir)
     run = RunDir(run_dir)
     run.check_not_link(root)  # fitting replaces trees/<name>: never through a link
@@ -343,17 +640,17 @@ def fit_tree(
     tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        files = _write_files(tmp, preds, model)
+        files = _write_files(tmp, preds, models)
         info = {
             "name": name,
             "kind": "tree",
-            "estimator": type(model).__name__,
-            "params": params,
+            "estimator": type(next(iter(models.values()))).__name__,
+            "params": key.params,
             "task": task,
             "metric": metric,
-            "value": scores.get("valid"),
-            "holdout_value": scores.get("holdout"),
-            "n_train": int(len(prepared.y["train"])),
+            "target_transform": key.transform,
+            "loss": tree_loss(name, task, metric),
+            **scores,
             "n_features": int(prepared.tree_x["train"].shape[1]),
             "data_fingerprint": prepared.fingerprint,
             "fit_id": uuid.uuid4().hex,
@@ -362,7 +659,7 @@ def fit_tree(
             "files": files,
         }
         atomic.write_json(tmp / TREE_JSON, info)  # last: marks a complete tree
-        if _reuse_problem(_current(run_dir, name), prepared.fingerprint, params, tuple(preds)):
+        if _reuse_problem(_current(run_dir, name), key):
             _install(tmp, root / name)
         # else another build saved the same tree meanwhile: keep its copy
     finally:
@@ -374,8 +671,11 @@ def fit_tree(
     return rec
 
 
-def _write_files(folder: Path, preds: dict[str, np.ndarray], model: Any) -> dict[str, str]:
-    """Write a tree's prediction files and ``model.joblib``; their SHA-256s by name."""
+def _write_files(
+    folder: Path, preds: dict[str, np.ndarray], models: dict[str, Any]
+) -> dict[str, str]:
+    """Write a tree's prediction files and models (file name -> estimator); their SHA-256s
+    by name."""
     import joblib
 
     files = {
@@ -384,9 +684,10 @@ def _write_files(folder: Path, preds: dict[str, np.ndarray], model: Any) -> dict
         )
         for split, pred in preds.items()
     }
-    buf = io.BytesIO()
-    joblib.dump(model, buf)
-    files[MODEL_FILE] = atomic.write_hashed(folder / MODEL_FILE, buf.getvalue())
+    for file, model in models.items():
+        buf = io.BytesIO()
+        joblib.dump(model, buf)
+        files[file] = atomic.write_hashed(folder / file, buf.getvalue())
     return files
 
 
@@ -427,17 +728,24 @@ def ensure_trees(
     has_test: bool,
     load_prepared: Callable[[], Any],
     log: Callable[[str], None] | None = None,
+    folds: int | None = None,
 ) -> list[TreeRecord]:
-    """The saved trees of a run, fitting those missing or stale. ``load_prepared`` is
-    called (once) only when some tree has to be fitted."""
+    """The saved trees of a run, fitting those missing or stale. ``folds``: K for a
+    cross-validated run (each tree fitted per fold), None for a holdout run.
+    ``load_prepared`` is called (once) only when some tree has to be fitted."""
     names = check_tree_names(list(names))
-    splits = ("valid", "holdout", "test") if has_test else ("valid", "holdout")
     out = []
     prepared = None
     for i, name in enumerate(names, 1):
-        params = tree_params(name, task, seed)
+        key = _FitKey(
+            fingerprint=fingerprint,
+            params=tree_params(name, task, seed, metric),
+            transform=target_transform(task, metric),
+            folds=int(folds) if folds else None,
+            splits=_pred_splits(folds, has_test),
+        )
         rec = _current(run_dir, name)
-        problem = _reuse_problem(rec, fingerprint, params, splits)
+        problem = _reuse_problem(rec, key)
         if problem is None:
             if log:
                 log(f"tree {name} ({i}/{len(names)}): reusing the saved fit")
@@ -447,7 +755,8 @@ def ensure_trees(
             prepared = load_prepared()
         if log:
             why = "" if rec is None else f" ({problem})"
-            log(f"fitting {name} ({i}/{len(names)}){why}...")
+            per_fold = f" per fold ({key.folds} folds)" if key.folds else ""
+            log(f"fitting {name}{per_fold} ({i}/{len(names)}){why}...")
         rec = fit_tree(run_dir, name, prepared, metric, seed)
         out.append(rec)
     return out

@@ -168,9 +168,9 @@ def test_a_planted_joblib_payload_is_never_loaded(run, new_rows, tmp_path, capsy
     again = ensembles.load(run / "ensembles" / "again")
     members = _Members(again, load_table(new_rows))
     (rf,) = [m for m in again.info["members"] if m["kind"] == "tree"]
-    info, data = members.verify(rf)
-    assert info["fit_id"] == rf["fit_id"] and data == model.read_bytes()
-    assert members.predict(rf, (info, data)).shape == (5,)
+    info, models = members.verify(rf)  # the checked bytes of each model: one here
+    assert info["fit_id"] == rf["fit_id"] and models == [model.read_bytes()]
+    assert members.predict(rf, (info, models)).shape == (5,)
     assert not marker.exists()
 
 

@@ -248,6 +248,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             trial_fn=args.trial_fn,
             trial_options=_options(args.trial_option),
             ensemble_name=args.name,
+            folds=args.folds,
         )
     except Interrupted as exc:
         return _interrupted(exc, exc.summary.run_dir, f"hpsearch pipeline {args.spec} --resume")
@@ -416,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _search_arguments(pl, "continue the search in the spec's output directory")
     pl.add_argument("--name", help="name of the ensemble (default pipeline-<timestamp>)")
+    pl.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="cross-validation folds (default: the spec's split when it names folds, valid "
+        "or holdout, else 5); 0: the train/valid/holdout split",
+    )
     pl.set_defaults(func=cmd_pipeline)
 
     st = sub.add_parser("status", help="summary of a run directory")

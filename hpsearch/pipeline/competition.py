@@ -124,7 +124,7 @@ def make_competition(kind: str = "binary", seed: int = 0, test_fraction: float =
             "id": "id",
             "task": kind,
         },
-        "split": {"valid": 0.2, "holdout": 0.2, "seed": 0},
+        "split": {"folds": 5, "seed": 0},  # cross-validated: every labelled row trains
         "metric": metric,
         "space": "tabular_multi_input",
         "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 4},

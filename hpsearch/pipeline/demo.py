@@ -5,10 +5,11 @@ sample_submission.csv, generated deterministically from scikit-learn's
 breast-cancer table with categorical, text and date columns and missing
 values) goes through ``hpsearch pipeline``: a TPE search of the
 ``tabular_multi_input`` space with two trials in flight on an embedded Ray,
-an ensemble of the best diverse networks and tree models (the blender with
-the best cross-fitted holdout score among Nelder-Mead, greedy, mean, stacking
-and the best single model), and a checked ``submission.csv``. About a minute
-on two CPUs.
+each trial cross-validated with the example's 5 folds, an ensemble of the best
+diverse networks and tree models blended on their out-of-fold predictions (the
+blender with the best cross-fitted score among Nelder-Mead, greedy, mean,
+stacking and the best single model), and a checked ``submission.csv``. A few
+minutes on two CPUs.
 """
 
 from __future__ import annotations
