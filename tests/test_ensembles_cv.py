@@ -416,7 +416,9 @@ def test_boosters_early_stop_on_the_inner_slice_and_trees_are_reused(noise_run):
 
 def test_cv_build_with_trees_blends_their_out_of_fold_predictions(noise_run):
     run, prepared = noise_run
-    ens = build_ensemble([run], trees=("et", "rf"), method="mean", max_corr=1.0, name="trees")
+    ens = build_ensemble(
+        [run], trees=("et", "rf"), method="mean", max_corr=1.0, margin="none", name="trees"
+    )
     members = {m["label"]: m for m in ens.info["members"]}
     assert members["et"]["folds"] == 3 and members["rf"]["folds"] == 3
     assert {f"model_fold{k}.joblib" for k in range(3)} <= set(members["rf"]["files"])
@@ -575,7 +577,9 @@ def test_predict_new_rows_with_cv_networks_averages_the_fold_models(tmp_path):
         value = float(metrics.score("rmse", prepared.y["train"], oof))
         preds = {"oof": oof, "test": test_mean}
         _write_trial(run, number, preds, value, extra, models=models)
-    ens = build_ensemble([run], trees=("hgb",), method="mean", max_corr=1.0, name="mean")
+    ens = build_ensemble(
+        [run], trees=("hgb",), method="mean", max_corr=1.0, margin="none", name="mean"
+    )
     networks = [m for m in ens.info["members"] if m["kind"] == "network"]
     assert len(networks) == 2 and all(m["folds"] == 3 for m in networks)
     assert {f"model_fold{k}.keras" for k in range(3)} <= set(networks[0]["files"])
