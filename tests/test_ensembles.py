@@ -517,13 +517,13 @@ def test_tree_models_are_made_by_the_registered_factories():
 def test_uninstalled_tree_library_is_a_clear_error(binary_run):
     import importlib.util
 
-    if importlib.util.find_spec("lightgbm") is not None:
-        pytest.skip("lightgbm is installed")
+    if importlib.util.find_spec("xgboost") is not None:
+        pytest.skip("xgboost is installed")
     with pytest.raises(UserError) as err:
-        build_ensemble([binary_run], trees=("rf", "lgbm"))
+        build_ensemble([binary_run], trees=("rf", "xgb"))
     assert str(err.value) == (
-        "tree model 'lgbm' needs the lightgbm package, which is not installed. "
-        "Fix: `pip install lightgbm`, or leave lgbm out of the tree models."
+        "tree model 'xgb' needs the xgboost package, which is not installed. "
+        "Fix: `pip install xgboost`, or leave xgb out of the tree models."
     )
 
 
