@@ -30,6 +30,7 @@ machine without one) are refused before any work by :func:`check_resources`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -314,7 +315,12 @@ def _run_one(
     if mailbox is not None:  # the trial has its resources: the driver's wait timeout is off
         mailbox.begin.remote(payload.number)
     reporter = Reporter(mailbox, payload.number) if mailbox is not None else NullReporter()
-    result = run_guarded(_resolving(fn_spec), payload, data, reporter)
+    fn = _resolving(fn_spec)
+    if payload.folds:  # cross-validated: the trainer once per fold, one after another
+        from hpsearch.search.folds import run_folds
+
+        fn = functools.partial(run_folds, fn)
+    result = run_guarded(fn, payload, data, reporter)
     try:
         import ray
 
