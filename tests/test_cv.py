@@ -34,6 +34,7 @@ from tests.conftest import make_spec_dict, write_spec
 
 RECORDER = "tests.trial_fns:fold_recorder"
 PAUSE = "tests.trial_fns:fold_pause"
+BARRIER = "tests.trial_fns:fold_barrier"
 ORACLE = "hpsearch.search.testing:oracle"
 INSTANT = "hpsearch.search.testing:instant"
 
@@ -97,16 +98,28 @@ def _payload(prepared: Any, metric: str, folds: int, **kw: Any) -> TrialPayload:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize(
+    "task, parallel",
+    [("binary", True), ("multiclass", True), ("regression", True), ("binary", False)],
+)
 def test_every_labelled_row_is_predicted_once_by_the_fold_model_that_did_not_see_it(
-    ray_session, tmp_path, task
+    ray_session, tmp_path, task, parallel
 ):
     """Through the driver, a trainer that records what each fold got: fold k trained and
     early-stopped on every row but its own (its inner slice is fold_rows' slice), was never
     given the held rows' targets, and its out-of-fold predictions land on exactly its held
     rows; test = the mean of the fold models; value = the metric on all out-of-fold rows."""
     k = 3
-    spec = load_spec(_cv_spec(tmp_path, task, folds=k, budget={"n_trials": 2}, test_rows=25))
+    spec = load_spec(
+        _cv_spec(
+            tmp_path,
+            task,
+            folds=k,
+            budget={"n_trials": 2},
+            test_rows=25,
+            resources={"parallel_folds": parallel},
+        )
+    )
     fake = tmp_path / "fake"
     fake.mkdir()
     summary = run_search(
@@ -165,6 +178,7 @@ def test_every_labelled_row_is_predicted_once_by_the_fold_model_that_did_not_see
             assert rec.info["fold_target_scaling"] == [[float(f), 1.0] for f in range(k)]
             assert rec.info["target_scaling"] is None
         assert rec.info["batch_size"] == 32  # the trainer's other extras are kept
+        assert rec.info.get("parallel_folds", False) is parallel
         names = set(rec.info["files"])
         assert names == {"oof_pred.npy", "test_pred.npy", "history.csv"} | {
             f"model_fold{f}.keras" for f in range(k)
@@ -308,7 +322,8 @@ def test_a_failing_fold_fails_the_trial_naming_the_fold(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_pruner_stops_cross_validated_trials_after_a_fold(ray_session, tmp_path):
+@pytest.mark.parametrize("parallel", [True, False])
+def test_the_pruner_stops_cross_validated_trials_after_a_fold(ray_session, tmp_path, parallel):
     """Median pruning through the driver: trials worse than the median after fold 1 stop
     there, recorded PRUNED with the folds they finished and no predictions."""
     spec = load_spec(
@@ -318,7 +333,7 @@ def test_the_pruner_stops_cross_validated_trials_after_a_fold(ray_session, tmp_p
             folds=4,
             budget={"n_trials": 10},
             pruner="median",
-            resources={"max_concurrent": 1},
+            resources={"max_concurrent": 1, "parallel_folds": parallel},
         )
     )
     summary = run_search(spec, trial_fn=ORACLE, progress=False)
@@ -329,6 +344,50 @@ def test_the_pruner_stops_cross_validated_trials_after_a_fold(ray_session, tmp_p
         assert not (rec.path / "oof_pred.npy").exists()
     for rec in RunDir(spec.output).trials(COMPLETE):
         assert len(rec.info["folds"]) == 4
+
+
+@pytest.mark.slow
+def test_the_folds_of_one_trial_run_side_by_side_on_free_slots(ray_session, tmp_path):
+    """With parallel_folds, a trial's three folds take three worker slots at once: each
+    fold waits until all three have started, which never happens one after another."""
+    spec = load_spec(
+        _cv_spec(tmp_path, "binary", budget={"n_trials": 2}, resources={"max_concurrent": 3})
+    )
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    options = {"fake_dir": str(fake), "fake_timeout_s": 120}
+    summary = run_search(spec, trial_fn=BARRIER, trial_options=options, progress=False)
+    assert (summary.n_complete, summary.n_failed) == (2, 0)
+    for rec in RunDir(spec.output).trials(COMPLETE):
+        assert rec.info["parallel_folds"] is True
+        assert [e["fold"] for e in rec.info["folds"]] == [0, 1, 2]
+
+
+def test_a_trials_folds_take_the_free_slots_before_a_new_trial():
+    """The runner's bookkeeping: a 3-fold trial on 2 slots leaves no slot for a new trial
+    until its last fold has a slot; each fold that ends gives its slot to the next fold."""
+    from hpsearch.search.runner import TrialRunner
+
+    runner = TrialRunner(max_concurrent=2, warm_workers=False)
+    runner.cv_targets = (np.zeros(9), np.arange(9) % 3)
+    submitted: list[tuple[int, int | None]] = []
+    runner._submit = lambda payload, fold=None: (  # no Ray: record, hold a slot
+        submitted.append((payload.number, fold)),
+        runner.in_flight.__setitem__(object(), _Held(payload, fold)),
+    )
+    payload = TrialPayload(0, {}, "dense", "rmse", "regression", 0, {}, {}, {}, folds=3)
+    assert runner.free_slots() == 2
+    runner.submit(payload)
+    assert submitted == [(0, 0), (0, 1)] and runner.free_slots() == -1
+    runner.in_flight.pop(next(iter(runner.in_flight)))  # fold 0 ends
+    runner.folded[0].running.discard(0)
+    runner._dispatch_folds()
+    assert submitted[-1] == (0, 2) and runner.free_slots() == 0
+
+
+class _Held:
+    def __init__(self, payload: TrialPayload, fold: int | None) -> None:
+        self.payload, self.fold, self.begun = payload, fold, True
 
 
 # --------------------------------------------------------------------------- resume
@@ -364,8 +423,9 @@ def _study(run_dir: Path) -> optuna.Study:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("parallel", [True, False])
 def test_driver_sigkilled_in_the_middle_of_a_trials_folds_resumes_losing_nothing(
-    ray_session, tmp_path, capsys
+    ray_session, tmp_path, capsys, parallel
 ):
     """The drill: trial 2 pauses in its fold 1 (fold 0 done); the driver is SIGKILLed
     then. Trial 2 has no trial.json; `hpsearch run --resume` runs its parameters again,
@@ -379,7 +439,7 @@ def test_driver_sigkilled_in_the_middle_of_a_trials_folds_resumes_losing_nothing
         split={"folds": 3, "seed": 0},
         budget={"n_trials": 5},
         sampler={"name": "tpe", "seed": 0},
-        resources={"max_concurrent": 2},
+        resources={"max_concurrent": 2, "parallel_folds": parallel},
     )
     run_dir, fake = tmp_path / "run", tmp_path / "fake"
     fake.mkdir()
@@ -402,7 +462,13 @@ def test_driver_sigkilled_in_the_middle_of_a_trials_folds_resumes_losing_nothing
     assert not (run_dir / "trials" / "00002" / "trial.json").exists()
     before = {p.parent.name: p.read_bytes() for p in run_dir.glob("trials/*/trial.json")}
     first = {t.number: t.params for t in killed.trials}
-    in_flight = [t.number for t in killed.trials if t.state == optuna.trial.TrialState.RUNNING]
+    in_flight = [  # running, not committed: their parameters run again (2 among them)
+        t.number
+        for t in killed.trials
+        if t.state == optuna.trial.TrialState.RUNNING
+        and not (run_dir / "trials" / f"{t.number:05d}" / "trial.json").exists()
+    ]
+    assert 2 in in_flight
 
     capsys.readouterr()
     assert main(["run", str(spec_path), "--resume", "--quiet", "--trial-fn", PAUSE, *args]) == 0
@@ -415,7 +481,11 @@ def test_driver_sigkilled_in_the_middle_of_a_trials_folds_resumes_losing_nothing
     for number in in_flight:  # the interrupted trials ran again, whole, exactly once
         again = [t for t in study.trials if t.user_attrs.get("requeued_from") == number]
         assert len(again) == 1 and again[0].state == optuna.trial.TrialState.COMPLETE
-        assert again[0].params == first[number]
+        # (a trial the kill caught while its parameters were being drawn keeps those drawn)
+        assert first[number].items() <= again[0].params.items()
+    assert first[2] == next(
+        t.params for t in study.trials if t.user_attrs.get("requeued_from") == 2
+    )
     rd = RunDir(run_dir)
     for name, data in before.items():  # committed trials neither lost nor rewritten
         assert (run_dir / "trials" / name / "trial.json").read_bytes() == data

@@ -89,7 +89,7 @@ def test_unknown_key_suggests_closest():
     assert msg == (
         "spec field 'split.vaild': unknown key 'vaild' in section 'split'. "
         "Fix: did you mean 'valid'? valid keys in section 'split': valid, holdout, seed, "
-        "min_rows, min_class_rows"
+        "min_rows, min_class_rows, folds, inner_valid"
     )
     msg = one_error(spec(budgt={"n_trials": 3}))
     assert (

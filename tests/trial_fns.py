@@ -184,3 +184,16 @@ def fold_pause(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
         os.close(fd)
         _wait_for(lambda: (marker.parent / "release").exists(), "the release file")
     return oracle(payload, data, reporter)
+
+
+def fold_barrier(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+    """The oracle, once every fold of its trial has started: it finishes only if the
+    trial's folds run side by side (``fake_dir`` shared with the test)."""
+    folder = Path(payload.training["fake_dir"])
+    (folder / f"fold-started-{payload.number}-{payload.fold}").write_text(str(os.getpid()))
+    _wait_for(
+        lambda: len(list(folder.glob(f"fold-started-{payload.number}-*"))) >= payload.folds,
+        f"the {payload.folds} folds of trial {payload.number} running at once",
+        timeout=float(payload.training.get("fake_timeout_s", DEADLINE_S)),
+    )
+    return oracle(payload, data, reporter)

@@ -716,6 +716,7 @@ class SearchLoop:
             trial_fn=self.trial_fn,
             warm_workers=res.warm_workers,
             wait_timeout_s=res.wait_timeout_s,
+            parallel_folds=res.parallel_folds,
         )
         self.runner.start(_trial_arrays(self.prepared))
         self.t0 = time.time()

@@ -287,7 +287,8 @@ class FoldAccumulator:
 
     def pruned(self) -> TrialResult:
         """The trial stopped by the pruner after the folds done so far."""
-        return TrialResult(state=PRUNED, value=self.value(), **self._common())
+        value = self.value() if self.done else None
+        return TrialResult(state=PRUNED, value=value, **self._common())
 
     def failed(self, fold: int, result: TrialResult) -> TrialResult:
         """The trial failed by fold ``fold`` (a FAIL result from :func:`run_fold`)."""
