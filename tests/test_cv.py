@@ -35,6 +35,7 @@ from tests.conftest import make_spec_dict, write_spec
 RECORDER = "tests.trial_fns:fold_recorder"
 PAUSE = "tests.trial_fns:fold_pause"
 BARRIER = "tests.trial_fns:fold_barrier"
+CRASH = "hpsearch.search.testing:crash_worker"
 ORACLE = "hpsearch.search.testing:oracle"
 INSTANT = "hpsearch.search.testing:instant"
 
@@ -385,6 +386,46 @@ def test_a_trials_folds_take_the_free_slots_before_a_new_trial():
     assert submitted[-1] == (0, 2) and runner.free_slots() == 0
 
 
+@pytest.mark.slow
+def test_a_fold_whose_worker_dies_is_retried_or_fails_the_trial_naming_the_fold(
+    ray_session, tmp_path
+):
+    """Folds as separate calls: a fold whose worker dies once is run again by Ray on the
+    restarted worker and the trial completes (``worker_restarted``); one whose worker dies on
+    every attempt fails its trial with reason ``worker died``, the error naming the fold."""
+    spec = load_spec(
+        _cv_spec(tmp_path, "binary", budget={"n_trials": 3}, resources={"max_concurrent": 1})
+    )
+    options = {"fake_dir": str(tmp_path), "fake_crash_always": [1]}
+    summary = run_search(spec, trial_fn=CRASH, progress=False, trial_options=options)
+    assert (summary.n_complete, summary.n_failed) == (2, 1)
+    deaths = {p.name: p.read_text().count("died") for p in tmp_path.glob("crashed-*")}
+    assert deaths == {"crashed-0": 1, "crashed-1": 2, "crashed-2": 1}
+    recs = {r.number: r.info for r in RunDir(spec.output).trials()}
+    assert [n for n, i in recs.items() if i.get("worker_restarted")] == [0, 2]
+    assert (recs[1]["state"], recs[1]["reason"]) == ("FAIL", "worker died")
+    assert recs[1]["error"] == (
+        "fold 0 of 3: ActorDiedError: The actor died unexpectedly before finishing this task."
+    )
+    assert recs[1]["folds"] == []
+    for n in (0, 2):
+        assert [e["fold"] for e in recs[n]["folds"]] == [0, 1, 2]
+
+
+def test_cancel_returns_each_trial_whose_folds_run_once():
+    from hpsearch.search.runner import TrialRunner
+
+    runner = TrialRunner(max_concurrent=2, warm_workers=False)
+    runner.cv_targets = (np.zeros(9), np.arange(9) % 3)
+    runner._submit = lambda payload, fold=None: runner.in_flight.__setitem__(
+        object(), _Held(payload, fold)
+    )
+    payload = TrialPayload(4, {}, "dense", "rmse", "regression", 0, {}, {}, {}, folds=3)
+    runner.submit(payload)
+    assert [p.number for p in runner.cancel_all()] == [4]
+    assert not runner.folded and not runner.in_flight and runner.free_slots() == 2
+
+
 class _Held:
     def __init__(self, payload: TrialPayload, fold: int | None) -> None:
         self.payload, self.fold, self.begun = payload, fold, True
@@ -400,14 +441,22 @@ def test_hpsearch_run_resume_continues_a_cross_validated_run(ray_session, tmp_pa
     )
     args = ["run", str(spec_path), "--quiet", "--trial-fn", ORACLE]
     assert main(args) == 0
+    run_dir = tmp_path / "run"
+    # a damaged out-of-fold file is found by --resume: the trial is moved aside and run again
+    oof = run_dir / "trials" / "00001" / "oof_pred.npy"
+    oof.write_bytes(oof.read_bytes()[:-8] + b"\0" * 8)
+    assert "oof prediction file" in RunDir(run_dir).trial_damage(1)
     spec = yaml.safe_load(spec_path.read_text())
     spec["budget"]["n_trials"] = 4
     spec_path.write_text(yaml.safe_dump(spec))
     assert main([*args, "--resume"]) == 0
-    run = hpsearch.load_run(tmp_path / "run")
-    assert (run.trials()["state"] == "COMPLETE").sum() == 4
-    n = len(load_prepared(tmp_path / "run", load_spec(spec_path)).y["train"])
-    for number in range(4):
+    assert (run_dir / "damaged" / "trials" / "00001" / "oof_pred.npy").is_file()
+    run = hpsearch.load_run(run_dir)
+    rows = run.trials()
+    counted = rows[(rows["state"] == "COMPLETE") & ~rows["interrupted"]]
+    assert len(counted) == 4 and 1 not in set(counted["number"])
+    n = len(load_prepared(run_dir, load_spec(spec_path)).y["train"])
+    for number in counted["number"]:
         assert run.predictions(number, "oof").shape == (n,)
     # the folds are part of the run: a resume with other folds is refused
     spec["split"]["folds"] = 5

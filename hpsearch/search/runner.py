@@ -479,6 +479,7 @@ class _FoldedTrial:
     first: TrialResult | None = None  # the first fold's result: where the trial ran
     failed: TrialResult | None = None
     stop: bool = False  # the pruner asked it to stop
+    restarted: bool = False  # a fold's worker died once and Ray ran the fold again
 
 
 class TrialRunner:
@@ -636,6 +637,7 @@ class TrialRunner:
         if trial is None:
             return
         trial.running.discard(item.fold)
+        trial.restarted = trial.restarted or bool(result.extra.get("worker_restarted"))
         if trial.failed is not None or trial.stop:
             return
         if result.state != "COMPLETE":
@@ -655,7 +657,7 @@ class TrialRunner:
         for number, trial in list(self.folded.items()):
             if trial.failed is not None:
                 result = trial.failed
-            elif trial.stop and trial.acc.n_done:
+            elif trial.stop:
                 result = trial.acc.pruned()
             elif trial.acc.n_done == trial.acc.k:
                 result = trial.acc.complete()
@@ -666,6 +668,8 @@ class TrialRunner:
             result.extra.setdefault("started_at", trial.started)
             result.extra.setdefault("finished_at", time.time())
             result.extra["parallel_folds"] = True
+            if trial.restarted:
+                result.extra["worker_restarted"] = True
             for key in ("node_id", "hostname", "pid"):
                 if trial.first is not None and getattr(result, key) is None:
                     setattr(result, key, getattr(trial.first, key))
