@@ -153,10 +153,15 @@ def run_fold(
     from hpsearch.core import metrics
 
     y = np.asarray(data["y"]["train"])
-    value = float(metrics.score(payload.metric, y[held], preds["oof"]))
-    valid_value = result.value
-    if "valid" in preds:
-        valid_value = float(metrics.score(payload.metric, y[valid], preds["valid"]))
+    try:
+        value = float(metrics.score(payload.metric, y[held], preds["oof"]))
+        valid_value = result.value
+        if "valid" in preds:
+            valid_value = float(metrics.score(payload.metric, y[valid], preds["valid"]))
+    except Exception as exc:  # predictions the metric refuses (NaN, wrong shape)
+        result.state, result.reason = FAIL, "exception"
+        result.error = f"{where}: its predictions cannot be scored: {type(exc).__name__}: {exc}"
+        return result
     result.extra["cv_fold"] = {
         "fold": int(fold),
         "value": value,
