@@ -35,6 +35,7 @@ from hpsearch.cli.app import main
 from hpsearch.core.spec import load_spec
 from hpsearch.core.store import FAULT_ENV, RunDir
 from hpsearch.search.driver import run_search
+from tests import test_cv as _cv  # its drill counts among FAULT_DRILLS
 from tests.conftest import ROOT, make_spec_dict, write_spec
 
 ORACLE = "hpsearch.search.testing:oracle"
@@ -1564,6 +1565,7 @@ FAULT_DRILLS = (
     test_resume_moves_damaged_trials_aside_and_runs_them_again,
     test_a_model_refused_by_keras_safe_mode_is_one_line_naming_the_file,
     test_ensembles_predict_with_a_model_refused_by_safe_mode_exits_2,
+    _cv.test_driver_sigkilled_in_the_middle_of_a_trials_folds_resumes_losing_nothing,
 )
 
 

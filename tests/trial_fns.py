@@ -102,3 +102,98 @@ def _with_training(payload: TrialPayload, training: dict[str, Any]) -> TrialPayl
 class _SilentReporter:
     def report(self, step: int, value: float) -> bool:
         return False
+
+
+# --------------------------------------------------------------------------- cross-validated runs
+
+
+def fold_recorder(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+    """One fold of a cross-validated trial that shows what it was given: it writes
+    ``fold-<trial>-<fold>.json`` into ``fake_dir`` (its payload's fold fields, the keys of
+    its data, the SHA-1 of the input row of every row it trained on, watched and predicted)
+    and predicts ``(fold + 1) / (folds + 2)`` on every row of every split, so each
+    out-of-fold prediction names the fold model that made it."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    def rows(split: str) -> list[str]:
+        x = data["x"][split]
+        n = len(next(iter(x.values())))
+        flat = np.hstack([np.asarray(x[k], dtype=np.float64).reshape(n, -1) for k in sorted(x)])
+        return [hashlib.sha1(row.tobytes()).hexdigest() for row in flat]
+
+    record = {
+        "fold": payload.fold,
+        "folds": payload.folds,
+        "seed": payload.seed,
+        "splits": list(payload.splits),
+        "pruning": payload.pruning,
+        "tensorboard": payload.training.get("tensorboard", True),
+        "x": sorted(data["x"]),
+        "y": sorted(data["y"]),
+        "y_train": np.asarray(data["y"]["train"], dtype=np.float64).tolist(),
+        **{split: rows(split) for split in ("train", "valid", "oof")},
+    }
+    out = Path(payload.training["fake_dir"]) / f"fold-{payload.number}-{payload.fold}.json"
+    out.write_text(json.dumps(record))
+    v = (payload.fold + 1) / (payload.folds + 2)
+    n_classes = int(payload.outputs["heads"][0].get("n_classes", 1))
+    preds = {}
+    for split in payload.splits:
+        n = len(next(iter(data["x"][split].values())))
+        if payload.task == "multiclass":
+            p = np.full((n, n_classes), (1 - v) / (n_classes - 1))
+            p[:, 0] = v
+            preds[split] = p
+        else:
+            preds[split] = np.full(n, v)
+    history = [
+        {"epoch": 0, "loss": 1.0, "val_loss": 0.4},
+        {"epoch": 1, "loss": 0.5, "val_loss": 0.6},
+    ]
+    extra = {"batch_size": 32}
+    if payload.task == "regression":
+        extra["target_scaling"] = [float(payload.fold), 1.0]
+    return TrialResult(
+        number=payload.number,
+        state="COMPLETE",
+        value=v,
+        history=history,
+        predictions=preds,
+        model_bytes=f"model of fold {payload.fold}".encode(),
+        tb_bytes=None,
+        epochs=2,
+        extra=extra,
+    )
+
+
+def fold_pause(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+    """The oracle, except that fold ``fake_pause_fold`` of trial ``fake_pause_trial`` marks
+    itself (``paused`` in ``fake_dir``, once per directory) and waits for a ``release`` file:
+    the test kills the driver while that trial is in the middle of its folds."""
+    tr = payload.training
+    if payload.number == int(tr["fake_pause_trial"]) and payload.fold == int(tr["fake_pause_fold"]):
+        marker = Path(tr["fake_dir"]) / "paused"
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return oracle(payload, data, reporter)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        _wait_for(lambda: (marker.parent / "release").exists(), "the release file")
+    return oracle(payload, data, reporter)
+
+
+def fold_barrier(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
+    """The oracle, once every fold of its trial has started: it finishes only if the
+    trial's folds run side by side (``fake_dir`` shared with the test)."""
+    folder = Path(payload.training["fake_dir"])
+    (folder / f"fold-started-{payload.number}-{payload.fold}").write_text(str(os.getpid()))
+    _wait_for(
+        lambda: len(list(folder.glob(f"fold-started-{payload.number}-*"))) >= payload.folds,
+        f"the {payload.folds} folds of trial {payload.number} running at once",
+        timeout=float(payload.training.get("fake_timeout_s", DEADLINE_S)),
+    )
+    return oracle(payload, data, reporter)

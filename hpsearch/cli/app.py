@@ -290,6 +290,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"space: {st['space']} (family {st['family']}), task {st['task']}, "
         f"metric {st['metric']} ({st['direction']})"
     )
+    if st.get("folds"):
+        print(
+            f"split: {st['folds']}-fold CV (values: {st['metric']} on the out-of-fold predictions)"
+        )
     print("trials: " + (", ".join(f"{k} {v}" for k, v in st["trials"].items()) or "none"))
     if st["best"]:
         print(f"best: trial {st['best']['number']}, value {st['best']['value']:.6g}")
@@ -320,20 +324,27 @@ def cmd_trials(args: argparse.Namespace) -> int:
             cells = {**r, "reason": r["reason"] or "", "params": json.dumps(r["params"])}
             writer.writerow([cells[c] for c in _CSV_COLUMNS])
     else:
-        _print_trials_table(rows)
+        _print_trials_table(rows, run.folds)
     return 0
 
 
-def _print_trials_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'#':>5} {'state':<9} {'value':>11} {'time s':>8} {'epochs':>6}  params")
+def _print_trials_table(rows: list[dict[str, Any]], folds: int | None = None) -> None:
+    """The trials as a table; a cross-validated run's (``folds``) shows the out-of-fold
+    value and how many folds each trial finished."""
+    cv = f" {'folds':>5}" if folds else ""
+    head = "oof value" if folds else "value"
+    print(f"{'#':>5} {'state':<9} {head:>11} {'time s':>8} {'epochs':>6}{cv}  params")
     for r in rows:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
         dur = "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}"
         params = json.dumps(r["params"])
         if len(params) > 90:
             params = params[:87] + "..."
+        done = r.get("fold_values")
+        cv = f" {(f'{len(done)}/{folds}' if done is not None else '-'):>5}" if folds else ""
         print(
-            f"{r['number']:>5} {r['state']:<9} {value:>11} {dur:>8} {str(r['epochs'] or '-'):>6}  {params}"
+            f"{r['number']:>5} {r['state']:<9} {value:>11} {dur:>8} {str(r['epochs'] or '-'):>6}"
+            f"{cv}  {params}"
         )
 
 

@@ -10,6 +10,9 @@ URI is read from a temporary local copy of the files a call needs.
     run.predictions(3, "holdout")       # trial 3's saved holdout predictions (numpy)
     run.model(3)                        # trial 3's Keras model (safe mode)
 
+A cross-validated run (``split.folds``) has out-of-fold predictions (``run.predictions(3,
+"oof")``, one per labelled row) and one model per fold (``run.model(3, fold=0)``).
+
 Artifacts are loaded only once their bytes match the SHA-256 their ``trial.json``
 recorded (``hpsearch.core.atomic.read_verified``); a run directory with a symbolic link
 out of it is refused (``RunDir.check_links``).
@@ -24,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.core.errors import RunDirError, UserError
 from hpsearch.core.remote import STATUS_FILES, is_uri, local_copy
-from hpsearch.core.store import PRED_SPLITS, RUN_JSON, SPEC_YAML, RunDir, trial_dirname
+from hpsearch.core.store import (
+    PRED_SPLITS,
+    RUN_JSON,
+    SPEC_YAML,
+    RunDir,
+    fold_model_name,
+    trial_dirname,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -48,6 +58,7 @@ TRIAL_COLUMNS = (
     "hostname",
     "node_id",
     "interrupted",
+    "fold_values",  # cross-validated runs: the metric on each fold's held-out rows
 )
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 DAMAGED_REASON = "damaged, run again"  # the reason of a trial --resume moved aside and reran
@@ -85,6 +96,13 @@ class Run:
     @property
     def direction(self) -> str:
         return str(self.meta.get("direction"))
+
+    @property
+    def folds(self) -> int | None:
+        """The number of cross-validation folds (``split.folds``); None for a
+        train/valid/holdout run."""
+        k = (self.meta.get("split") or {}).get("folds")
+        return int(k) if k else None
 
     @property
     def spec(self) -> Spec:
@@ -128,16 +146,21 @@ class Run:
                 f"{self.path}: no COMPLETE trial yet. Fix: run or resume the search first."
             )
         top = ranked[0]
-        model: str | None = f"{self.path}/trials/{trial_dirname(top['number'])}/model.keras"
-        if not is_uri(self.path) and not Path(model).is_file():
-            model = None  # a trial function that saves no model
-        return {
+        tdir = f"{self.path}/trials/{trial_dirname(top['number'])}"
+        names = [fold_model_name(k) for k in range(self.folds)] if self.folds else ["model.keras"]
+        models = [f"{tdir}/{name}" for name in names]
+        if not is_uri(self.path) and not all(Path(m).is_file() for m in models):
+            models = []  # a trial function that saves no model
+        best = {
             "number": top["number"],
             "value": top["value"],
             "metric": self.metric,
             "params": top["params"],
-            "model": model,
+            "model": None if self.folds else (models[0] if models else None),
         }
+        if self.folds:  # one model per fold; the value is the out-of-fold metric
+            best.update(folds=self.folds, fold_values=top["fold_values"], fold_models=models)
+        return best
 
     def status(self) -> dict[str, Any]:
         """Name, space, task, metric and direction, trial counts by state, and the best trial."""
@@ -159,6 +182,7 @@ class Run:
             "task": m.get("task"),
             "metric": m.get("metric"),
             "direction": m.get("direction"),
+            "folds": self.folds,
             "trials": dict(sorted(counts.items())),
             "best": {"number": ranked[0]["number"], "value": ranked[0]["value"]}
             if ranked
@@ -167,9 +191,10 @@ class Run:
 
     # -- artifacts ----------------------------------------------------------------------
     def predictions(self, trial: int, split: str) -> np.ndarray:
-        """Trial ``trial``'s saved predictions on ``split`` (valid, holdout or test): class
-        probabilities for classification (binary: of class 1), values for regression.
-        Loaded once the file's bytes match the SHA-256 its ``trial.json`` recorded."""
+        """Trial ``trial``'s saved predictions on ``split`` (valid, holdout or test; oof and
+        test for a cross-validated run): class probabilities for classification (binary: of
+        class 1), values for regression. Loaded once the file's bytes match the SHA-256 its
+        ``trial.json`` recorded."""
         if split not in PRED_SPLITS:
             raise UserError(
                 f"split {split!r} has no predictions. Fix: use one of {', '.join(PRED_SPLITS)}."
@@ -181,17 +206,18 @@ class Run:
         ):
             return self._record(local, trial).predictions(split)
 
-    def model(self, trial: int) -> keras.Model:
+    def model(self, trial: int, fold: int | None = None) -> keras.Model:
         """Trial ``trial``'s Keras model, loaded in safe mode (no code from the file runs),
-        once its bytes match the SHA-256 its ``trial.json`` recorded."""
+        once its bytes match the SHA-256 its ``trial.json`` recorded. A cross-validated trial
+        has one model per fold: ``fold`` picks it (0 .. K-1)."""
         from hpsearch.core.store import TRIAL_FIX, load_keras_model
 
         rel = f"trials/{trial_dirname(int(trial))}"
-        with local_copy(self.path, include=(f"{rel}/trial.json", f"{rel}/model.keras")) as (
-            local,
-            _,
-        ):
-            data = self._record(local, trial).model_bytes()
+        name = "model.keras" if fold is None else fold_model_name(_fold_number(fold))
+        with local_copy(self.path, include=(f"{rel}/trial.json", f"{rel}/{name}")) as (local, _):
+            rec = self._record(local, trial)
+            self._check_fold(rec, trial, fold)
+            data = rec.model_bytes() if fold is None else rec.fold_model_bytes(int(fold))
             if data is None:
                 raise UserError(
                     f"trial {trial} of {self.path} has no saved model: its trial function did "
@@ -200,9 +226,30 @@ class Run:
             tdir = f"{self.path}/{rel}" if is_uri(self.path) else str(Path(self.path, rel))
             return load_keras_model(
                 data,
-                path=f"{tdir}/model.keras",
+                path=f"{tdir}/{name}",
                 who=f"trial {int(trial)}",
                 fix=TRIAL_FIX.format(path=tdir),
+            )
+
+    def _check_fold(self, rec: Any, trial: int, fold: int | None) -> None:
+        """``UserError`` when ``fold`` does not name one of the trial's fold models: missing
+        for a cross-validated trial, given for another, or out of range."""
+        k = rec.folds
+        if k and fold is None:
+            raise UserError(
+                f"trial {trial} of {self.path} is cross-validated: it has one model per fold "
+                f"({k} folds), no single model. Fix: pick one with fold=0 .. {k - 1}, for "
+                f"example run.model({trial}, fold=0)."
+            )
+        if not k and fold is not None:
+            raise UserError(
+                f"fold={fold}: trial {trial} of {self.path} is not cross-validated; it has one "
+                f"model. Fix: leave fold out (run.model({trial}))."
+            )
+        if k and not 0 <= int(fold) < k:
+            raise UserError(
+                f"fold={fold}: trial {trial} of {self.path} has {k} folds. Fix: pick a fold "
+                f"from 0 to {k - 1}."
             )
 
     def _record(self, local: Path, trial: int) -> Any:
@@ -215,6 +262,20 @@ class Run:
                 "`run.trials()` (or `hpsearch trials RUN_DIR`)."
             )
         return rec
+
+
+def _fold_number(fold: Any) -> int:
+    """``fold`` as an int; ``UserError`` for anything else."""
+    if isinstance(fold, bool) or not isinstance(fold, int):
+        try:
+            import numpy as np
+
+            if isinstance(fold, np.integer):
+                return int(fold)
+        except ImportError:  # pragma: no cover
+            pass
+        raise UserError(f"fold={fold!r}: not a fold number. Fix: give an int, e.g. fold=0.")
+    return int(fold)
 
 
 def read_trial_rows(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -269,7 +330,17 @@ def _trial_row(t: optuna.trial.FrozenTrial, info: dict[str, Any]) -> dict[str, A
         "hostname": info.get("hostname"),
         "node_id": info.get("node_id"),
         "interrupted": bool(t.user_attrs.get("interrupted") or t.user_attrs.get("requeued")),
+        "fold_values": _fold_values(info),
     }
+
+
+def _fold_values(info: dict[str, Any]) -> list[float | None] | None:
+    """A cross-validated trial's metric on each fold's held-out rows (those done when it
+    was pruned), from its ``trial.json``; None for other trials."""
+    folds = info.get("folds")
+    if not isinstance(info.get("cv"), dict) or not isinstance(folds, list):
+        return None
+    return [f.get("value") if isinstance(f, dict) else None for f in folds]
 
 
 def sorted_complete(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

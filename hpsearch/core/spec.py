@@ -609,6 +609,11 @@ class ResourcesSpec(_SpecModel):
     warm_workers: Annotated[Flag, Hint(example="true")] = Field(
         True, description="keep one worker process per slot between trials"
     )
+    parallel_folds: Annotated[Flag, Hint(example="true")] = Field(
+        True,
+        description="with split.folds: a trial's folds run as separate Ray calls on the free "
+        "worker slots, side by side (false: one after another in the trial's worker)",
+    )
     wait_timeout_s: Annotated[
         number(gt=0) | None,
         Hint(

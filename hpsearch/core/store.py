@@ -35,7 +35,7 @@ TRIALS = "trials"
 TRIAL_JSON = "trial.json"
 LOCK = ".lock"
 DAMAGED = "damaged"  # RUN_DIR/damaged/trials/<n>: damaged trials --resume moved aside
-PRED_SPLITS = ("valid", "holdout", "test")
+PRED_SPLITS = ("valid", "holdout", "oof", "test")  # oof: cross-validated runs (no valid, holdout)
 FAULT_ENV = "HPSEARCH_FAULT"
 
 
@@ -47,6 +47,11 @@ def fault_point(point: str, number: int) -> None:
     """
     if os.environ.get(FAULT_ENV) == f"{point}:{number}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fold_model_name(fold: int) -> str:
+    """The file of fold ``fold``'s model in a cross-validated trial."""
+    return f"model_fold{int(fold)}.keras"
 
 
 def trial_dirname(number: int) -> str:
@@ -130,6 +135,19 @@ class TrialRecord:
     def model_bytes(self, *, fix: str | None = None) -> bytes | None:
         """The verified bytes of ``model.keras``; None when the trial saved no model."""
         return self.file_bytes(self.model_path.name, what="model", fix=fix)
+
+    @property
+    def folds(self) -> int | None:
+        """The number of folds of a cross-validated trial (``trial.json``'s ``cv``); None
+        for a trial of a train/valid/holdout run."""
+        cv = self.info.get("cv")
+        k = cv.get("folds") if isinstance(cv, dict) else None
+        return int(k) if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
+
+    def fold_model_bytes(self, fold: int, *, fix: str | None = None) -> bytes | None:
+        """The verified bytes of fold ``fold``'s ``model_fold<k>.keras`` (cross-validated
+        trials); None when the trial saved no model."""
+        return self.file_bytes(fold_model_name(fold), what=f"fold {fold} model", fix=fix)
 
 
 TRIAL_FIX = (
@@ -373,6 +391,9 @@ class RunDir:
             files[name] = atomic.write_hashed(tdir / name, atomic.npy_bytes(pred))
         if result.model_bytes:
             files["model.keras"] = atomic.write_hashed(tdir / "model.keras", result.model_bytes)
+        for fold, data in enumerate(getattr(result, "fold_models", None) or ()):
+            name = fold_model_name(fold)  # cross-validated: one model per fold
+            files[name] = atomic.write_hashed(tdir / name, data)
         if result.history:
             data = _history_csv(result.history).encode("utf-8")
             files["history.csv"] = atomic.write_hashed(tdir / "history.csv", data)

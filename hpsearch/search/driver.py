@@ -153,7 +153,19 @@ def check_space_fits_data(space: Space, input_spec: InputSpec) -> None:
 
 
 def _trial_arrays(prepared: PreparedData) -> dict[str, Any]:
+    """What the workers get in the object store; a cross-validated run's labelled rows with
+    their folds (``hpsearch.search.folds.cv_data``)."""
+    if prepared.folds:
+        from hpsearch.search.folds import cv_data
+
+        return cv_data(prepared.x, prepared.y, prepared.split)
     return {"x": dict(prepared.x), "y": {k: v for k, v in prepared.y.items() if v is not None}}
+
+
+def _trial_splits(prepared: PreparedData) -> tuple[str, ...]:
+    """The splits a trial predicts: valid, holdout and test; cross-validated, oof and test."""
+    names = ("oof", "test") if prepared.folds else ("valid", "holdout", "test")
+    return tuple(s for s in names if s == "oof" or s in prepared.x)
 
 
 class _Progress:
@@ -412,7 +424,8 @@ def _open_study(
     study = optuna.create_study(
         study_name=meta.get("study_name", spec.name),
         storage=storage,
-        pruner=make_pruner(spec.pruner, spec.training.max_epochs),
+        # cross-validated trials report once per fold: the pruner's budget is the folds
+        pruner=make_pruner(spec.pruner, spec.split.folds or spec.training.max_epochs),
         direction=meta.get("direction") or _direction(spec.metric),
         load_if_exists=True,
     )
@@ -640,7 +653,8 @@ class SearchLoop:
         self.total = int(n_trials or spec.budget.n_trials)
         self.trial_fn = trial_fn or spec.training.trial_fn or DEFAULT_TRIAL_FN
         self.training = {**_training_dict(spec), **(trial_options or {})}
-        self.splits = tuple(s for s in ("valid", "holdout", "test") if s in prepared.x)
+        self.splits = _trial_splits(prepared)
+        self.folds = prepared.folds  # cross-validated: K, else None
         self.max_failures = int(spec.resources.max_failures)
         self.hooks = Hooks(callbacks)
         self.summary = SearchSummary(run_dir=rd.path)
@@ -702,6 +716,7 @@ class SearchLoop:
             trial_fn=self.trial_fn,
             warm_workers=res.warm_workers,
             wait_timeout_s=res.wait_timeout_s,
+            parallel_folds=res.parallel_folds,
         )
         self.runner.start(_trial_arrays(self.prepared))
         self.t0 = time.time()
@@ -851,6 +866,7 @@ class SearchLoop:
             outputs=self.prepared.output_spec.to_dict(),
             splits=self.splits,
             pruning=self.spec.pruner not in (None, "none"),
+            folds=self.folds,
         )
         self.live[trial.number] = trial
         self.runner.submit(payload)
@@ -878,6 +894,9 @@ class SearchLoop:
             "classes": self.meta.get("classes"),
             "sampler": self.spec.sampler.name,
         }
+        if self.folds:
+            fingerprint = self.prepared.split.get("folds_fingerprint")
+            extra["cv"] = {"folds": self.folds, "folds_fingerprint": fingerprint}
         # failure texts are stored without terminal colour codes, whatever the trainer sent
         result.error, result.traceback = strip_ansi(result.error), strip_ansi(result.traceback)
         self.rd.write_trial(result, payload.params, extra)

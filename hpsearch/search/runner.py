@@ -23,6 +23,16 @@ A worker also posts when it begins a trial: a trial that has not begun
 ``wait_timeout_s`` after it was submitted is waiting for resources the cluster
 does not give (:meth:`TrialRunner.overdue`).
 
+A cross-validated trial (``payload.folds``) runs its trainer once per fold. With
+``parallel_folds`` (the default) each fold is its own call on a worker slot
+(:func:`hpsearch.search.folds.run_fold`), and the runner puts the folds together
+(:class:`hpsearch.search.folds.FoldAccumulator`) when the last one is in: a trial's folds
+take the free slots first, and a new trial is asked for only when no fold waits for a slot,
+so trials finish sooner and every slot stays busy. Pruning then reports after each fold that
+ends, from the runner (no mailbox); a trial told to stop gets no more folds and ends PRUNED at
+once, its folds still running finish unread. Without ``parallel_folds``, the folds run one
+after another inside the trial's call (:func:`hpsearch.search.folds.run_folds`).
+
 Resources that no node can ever give (``cpus_per_trial: 1000``, a GPU on a
 machine without one) are refused before any work by :func:`check_resources`.
 """
@@ -30,6 +40,7 @@ machine without one) are refused before any work by :func:`check_resources`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -314,13 +325,33 @@ def _run_one(
     if mailbox is not None:  # the trial has its resources: the driver's wait timeout is off
         mailbox.begin.remote(payload.number)
     reporter = Reporter(mailbox, payload.number) if mailbox is not None else NullReporter()
-    result = run_guarded(_resolving(fn_spec), payload, data, reporter)
+    fn = _resolving(fn_spec)
+    if payload.folds:  # cross-validated: the trainer once per fold, one after another
+        from hpsearch.search.folds import run_folds
+
+        fn = functools.partial(run_folds, fn)
+    result = run_guarded(fn, payload, data, reporter)
     try:
         import ray
 
         result.extra.setdefault("gpu_ids", [str(g) for g in ray.get_gpu_ids()])
     except Exception:  # pragma: no cover
         pass
+    return result
+
+
+def _run_fold_job(
+    fn_spec: str | Callable, payload: TrialPayload, data: dict[str, Any], mailbox: Any, fold: int
+) -> TrialResult:
+    """One fold of a cross-validated trial whose folds run as separate calls."""
+    from hpsearch.search.folds import run_fold
+
+    if mailbox is not None:
+        mailbox.begin.remote(payload.number)
+    fn = _resolving(fn_spec)
+    result = run_guarded(lambda p, d, r: run_fold(fn, p, d, fold), payload, data, NullReporter())
+    if result.state != "COMPLETE" and not (result.error or "").startswith(f"fold {fold} of"):
+        result.error = f"fold {fold} of {payload.folds}: {result.error or result.reason}"
     return result
 
 
@@ -356,6 +387,19 @@ class _Worker:
             result.extra["worker_restarted"] = True
         return result
 
+    def run_fold(
+        self, payload: TrialPayload, data: dict[str, Any], mailbox: Any, fold: int
+    ) -> TrialResult:
+        if self.n_trials and "keras" in __import__("sys").modules:
+            import keras
+
+            keras.backend.clear_session()
+        self.n_trials += 1
+        result = _run_fold_job(self.fn_spec, payload, data, mailbox, fold)
+        if _was_restarted():
+            result.extra["worker_restarted"] = True
+        return result
+
     def info(self) -> dict[str, Any]:
         from hpsearch.search.trial import where_am_i
 
@@ -372,8 +416,10 @@ def _was_restarted() -> bool:
         return False
 
 
-def _fresh_task(fn_spec, cpus, gpus, import_keras, payload, data, mailbox):
+def _fresh_task(fn_spec, cpus, gpus, import_keras, payload, data, mailbox, fold=None):
     configure_worker(cpus, gpus, import_keras)
+    if fold is not None:
+        return _run_fold_job(fn_spec, payload, data, mailbox, fold)
     result = _run_one(fn_spec, payload, data, mailbox)
     result.extra["worker_trials"] = 1
     return result
@@ -418,6 +464,22 @@ class _InFlight:
     started: float = field(default_factory=time.time)  # submitted (wall clock)
     submitted: float = field(default_factory=time.monotonic)
     begun: bool = False  # a worker has begun the trial (it got its resources)
+    fold: int | None = None  # one fold of a trial whose folds run as separate calls
+
+
+@dataclass
+class _FoldedTrial:
+    """A cross-validated trial whose folds run as separate calls (``parallel_folds``)."""
+
+    payload: TrialPayload
+    acc: Any  # hpsearch.search.folds.FoldAccumulator
+    pending: list[int]  # folds not submitted yet, in order
+    running: set[int] = field(default_factory=set)
+    started: float = field(default_factory=time.time)
+    first: TrialResult | None = None  # the first fold's result: where the trial ran
+    failed: TrialResult | None = None
+    stop: bool = False  # the pruner asked it to stop
+    restarted: bool = False  # a fold's worker died once and Ray ran the fold again
 
 
 class TrialRunner:
@@ -437,6 +499,7 @@ class TrialRunner:
         warm_workers: bool = True,
         max_retries: int = 1,
         wait_timeout_s: float | None = None,
+        parallel_folds: bool = True,
     ):
         self.cpus = float(cpus_per_trial)
         self.gpus = float(gpus_per_trial)
@@ -446,6 +509,10 @@ class TrialRunner:
         self.warm = bool(warm_workers)
         self.max_retries = int(max_retries)
         self.import_keras = is_keras_trainer(trial_fn)
+        self.parallel_folds = bool(parallel_folds)
+        self.folded: dict[int, _FoldedTrial] = {}  # trial number -> its folds' progress
+        self.fold_reports: list[tuple[int, int, float]] = []
+        self.cv_targets: tuple[Any, Any] | None = None  # (labelled targets, fold of each row)
         self.in_flight: dict[Any, _InFlight] = {}
         self.idle: list[Any] = []
         self.actors: list[Any] = []
@@ -459,6 +526,8 @@ class TrialRunner:
         import ray
 
         self.data_ref = ray.put(data)
+        if "folds" in data:  # cross-validated: folds run as separate calls are put together here
+            self.cv_targets = (data["y"]["train"], data["folds"])
         self.mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()
         if self.warm:
             self._actor_cls = ray.remote(_Worker).options(
@@ -481,14 +550,30 @@ class TrialRunner:
         self.idle.append(actor)
 
     def free_slots(self) -> int:
-        return self.slots - len(self.in_flight)
+        """Worker slots free for a new trial: neither busy nor promised to a fold that waits."""
+        waiting = sum(len(t.pending) for t in self.folded.values())
+        return self.slots - len(self.in_flight) - waiting
 
     def submit(self, payload: TrialPayload) -> None:
         if self.free_slots() <= 0:
             raise RuntimeError("no free trial slot")
+        if payload.folds and self.parallel_folds and self.cv_targets is not None:
+            from hpsearch.search.folds import FoldAccumulator
+
+            acc = FoldAccumulator(payload, *self.cv_targets)
+            self.folded[payload.number] = _FoldedTrial(payload, acc, list(range(payload.folds)))
+            self._dispatch_folds()
+            return
+        self._submit(payload)
+
+    def _submit(self, payload: TrialPayload, fold: int | None = None) -> None:
+        """One call on a worker slot: a whole trial, or fold ``fold`` of one."""
         if self.warm:
             actor = self.idle.pop(0)
-            ref = actor.run.remote(payload, self.data_ref, self.mailbox)
+            if fold is None:
+                ref = actor.run.remote(payload, self.data_ref, self.mailbox)
+            else:
+                ref = actor.run_fold.remote(payload, self.data_ref, self.mailbox, fold)
         else:
             actor = None
             ref = self._task.remote(
@@ -499,18 +584,30 @@ class TrialRunner:
                 payload,
                 self.data_ref,
                 self.mailbox,
+                fold,
             )
-        self.in_flight[ref] = _InFlight(payload, ref, actor)
+        self.in_flight[ref] = _InFlight(payload, ref, actor, fold=fold)
+
+    def _dispatch_folds(self) -> None:
+        """Give the folds that wait the free slots, the oldest trial's first."""
+        for trial in self.folded.values():
+            while trial.pending and self.slots - len(self.in_flight) > 0:
+                fold = trial.pending.pop(0)
+                trial.running.add(fold)
+                self._submit(trial.payload, fold)
 
     def wait(self, timeout: float = 0.5) -> list[tuple[TrialPayload, TrialResult]]:
         """Results of trials that finished within ``timeout`` seconds."""
         import ray
 
+        done = self._folded_done()  # trials the pruner stopped since the last wait
         if not self.in_flight:
-            time.sleep(min(timeout, 0.05))
-            return []
-        ready, _ = ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=timeout)
-        done = []
+            if not done:
+                time.sleep(min(timeout, 0.05))
+            return done
+        ready, _ = ray.wait(
+            list(self.in_flight), num_returns=len(self.in_flight), timeout=0 if done else timeout
+        )
         for ref in ready:
             item = self.in_flight.pop(ref)
             try:
@@ -526,7 +623,57 @@ class TrialRunner:
                 item.actor = None
             if item.actor is not None:
                 self.idle.append(item.actor)
-            done.append((item.payload, result))
+            if item.fold is None:
+                done.append((item.payload, result))
+            else:
+                self._fold_done(item, result)
+        done += self._folded_done()
+        self._dispatch_folds()
+        return done
+
+    def _fold_done(self, item: _InFlight, result: TrialResult) -> None:
+        """Add a fold's result to its trial (a fold of a trial already over is dropped)."""
+        trial = self.folded.get(item.payload.number)
+        if trial is None:
+            return
+        trial.running.discard(item.fold)
+        trial.restarted = trial.restarted or bool(result.extra.get("worker_restarted"))
+        if trial.failed is not None or trial.stop:
+            return
+        if result.state != "COMPLETE":
+            if not (result.error or "").startswith(f"fold {item.fold} of"):
+                result.error = f"fold {item.fold} of {trial.acc.k}: {result.error}"
+            trial.failed, trial.pending = trial.acc.failed(item.fold, result), []
+            trial.first = trial.first or result
+            return
+        trial.first = trial.first or result
+        trial.acc.add(item.fold, result)
+        if item.payload.pruning:  # after each fold, the metric on the folds done so far
+            self.fold_reports.append((item.payload.number, trial.acc.n_done - 1, trial.acc.value()))
+
+    def _folded_done(self) -> list[tuple[TrialPayload, TrialResult]]:
+        """The folded trials that are over: every fold in, one failed, or told to stop."""
+        done = []
+        for number, trial in list(self.folded.items()):
+            if trial.failed is not None:
+                result = trial.failed
+            elif trial.stop:
+                result = trial.acc.pruned()
+            elif trial.acc.n_done == trial.acc.k:
+                result = trial.acc.complete()
+            else:
+                continue
+            del self.folded[number]
+            result.duration_s = time.time() - trial.started
+            result.extra.setdefault("started_at", trial.started)
+            result.extra.setdefault("finished_at", time.time())
+            result.extra["parallel_folds"] = True
+            if trial.restarted:
+                result.extra["worker_restarted"] = True
+            for key in ("node_id", "hostname", "pid"):
+                if trial.first is not None and getattr(result, key) is None:
+                    setattr(result, key, getattr(trial.first, key))
+            done.append((trial.payload, result))
         return done
 
     def _replace_actor(self, dead: Any) -> None:
@@ -542,9 +689,11 @@ class TrialRunner:
         """The epoch reports posted since the last call; notes which trials have begun."""
         import ray
 
+        folds, self.fold_reports = self.fold_reports, []
         if self.mailbox is None:
-            return []
+            return folds
         reports, begun = ray.get(self.mailbox.drain.remote())
+        reports = reports + folds
         if begun:
             numbers = set(begun)
             for item in self.in_flight.values():
@@ -568,6 +717,10 @@ class TrialRunner:
         return trial_request(self.cpus, self.gpus)
 
     def request_stop(self, number: int) -> None:
+        trial = self.folded.get(number)
+        if trial is not None:  # its folds that wait are not run; it ends at the next wait
+            trial.stop, trial.pending = True, []
+            return
         if self.mailbox is not None:
             self.mailbox.request_stop.remote(number)
 
@@ -575,7 +728,8 @@ class TrialRunner:
         """Stop every trial in flight; returns their payloads."""
         import ray
 
-        payloads = [item.payload for item in self.in_flight.values()]
+        payloads = [item.payload for item in self.in_flight.values() if item.fold is None]
+        payloads += [trial.payload for trial in self.folded.values()]
         for ref, item in list(self.in_flight.items()):
             try:
                 if item.actor is not None:
@@ -585,6 +739,7 @@ class TrialRunner:
             except Exception:
                 pass
         self.in_flight.clear()
+        self.folded.clear()
         return payloads
 
     def shutdown(self) -> None:
@@ -599,6 +754,7 @@ class TrialRunner:
         self.actors.clear()
         self.idle.clear()
         self.in_flight.clear()
+        self.folded.clear()
         self.mailbox = None
 
 

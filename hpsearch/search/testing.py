@@ -8,6 +8,11 @@ TrialResult``. Behaviour is steered by ``payload.training`` keys prefixed
 ``fake_fail_plan`` maps trial numbers to the way they fail, one of
 :data:`FAILURES` (``{"1": "nan", "3": "bad_graph"}``), for drills that need
 each kind of failure in one study.
+
+In a cross-validated run each fold's call (``payload.fold`` set) has no targets for the
+``oof`` rows it predicts: ``oracle`` then fits a small linear model on the fold's training
+rows and predicts every split from it (blurred by the trial's quality), and ``instant``
+predicts the training rows' class frequencies or mean, moved by its objective.
 """
 
 from __future__ import annotations
@@ -66,6 +71,65 @@ def _predictions(payload: TrialPayload, data: Any, quality: float) -> dict[str, 
     return out
 
 
+def _matrix(x: dict[str, np.ndarray]) -> np.ndarray:
+    """A split's model inputs side by side as one float matrix (category ids as numbers)."""
+    n = len(next(iter(x.values())))
+    return np.hstack([np.asarray(v, dtype=np.float64).reshape(n, -1) for _, v in sorted(x.items())])
+
+
+def _learned(payload: TrialPayload, data: Any, quality: float) -> dict[str, np.ndarray]:
+    """Predictions of a linear model fitted on the training rows, for splits whose targets
+    the trial does not have (a cross-validated fold's ``oof`` rows): each split predicted by
+    the same model, blurred by ``quality`` with trial- and fold-specific noise."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    rng = np.random.default_rng(payload.seed + 7919 * payload.number)
+    x_train, y_train = _matrix(data["x"]["train"]), np.asarray(data["y"]["train"])
+    n_classes = int(payload.outputs["heads"][0].get("n_classes", 1))
+    out: dict[str, np.ndarray] = {}
+    if payload.task == "regression":
+        model = Ridge(alpha=1.0).fit(x_train, y_train)
+        scale = float(np.std(y_train) or 1.0) * (1.0 - quality)
+        for split in (s for s in payload.splits if s in data["x"]):
+            pred = model.predict(_matrix(data["x"][split]))
+            out[split] = pred + rng.normal(0, scale, len(pred))
+        return out
+    model = LogisticRegression(C=0.5, max_iter=300).fit(x_train, y_train.astype(int))
+    for split in (s for s in payload.splits if s in data["x"]):
+        raw = model.decision_function(_matrix(data["x"][split]))
+        if payload.task == "binary":
+            logit = raw * (0.3 + quality) + rng.normal(0, 1.5 * (1 - quality), len(raw))
+            out[split] = 1.0 / (1.0 + np.exp(-logit))
+            continue
+        logits = np.full((len(raw), n_classes), -10.0)
+        logits[:, model.classes_] = raw * (0.3 + quality)
+        logits += rng.normal(0, 1.5 * (1 - quality), logits.shape)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        out[split] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def _prior(payload: TrialPayload, data: Any, shift: float) -> dict[str, np.ndarray]:
+    """The training rows' class frequencies (mean for regression) on every split, moved away
+    from them by ``shift`` (0 keeps them): no fitting at all."""
+    y = np.asarray(data["y"]["train"])
+    move = math.tanh(abs(shift))
+    n_classes = int(payload.outputs["heads"][0].get("n_classes", 1))
+    out: dict[str, np.ndarray] = {}
+    for split in (s for s in payload.splits if s in data["x"]):
+        n = len(next(iter(data["x"][split].values())))
+        if payload.task == "regression":
+            out[split] = np.full(n, float(np.mean(y)) + move * float(np.std(y) or 1.0))
+        elif payload.task == "binary":
+            p = float(np.mean(y))
+            out[split] = np.full(n, p + (0.5 - p) * move)
+        else:
+            freq = np.bincount(y.astype(int), minlength=n_classes) / max(1, len(y))
+            p = freq + (1.0 / n_classes - freq) * move
+            out[split] = np.tile(p, (n, 1))
+    return out
+
+
 FAILURES = ("exception", "nan", "oom", "bad_graph", "nan_value")
 
 
@@ -104,8 +168,14 @@ def instant(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
     if tr.get("fake_oom_every") and payload.number % int(tr["fake_oom_every"]) == 0:
         raise _resource_exhausted()
     value = _objective(payload.params)
+    # a cross-validated fold: its out-of-fold predictions make the trial's value
+    preds = _prior(payload, data, value) if payload.fold is not None else {}
     return TrialResult(
-        number=payload.number, state=COMPLETE, value=value, metrics={payload.metric: value}
+        number=payload.number,
+        state=COMPLETE,
+        value=value,
+        metrics={payload.metric: value},
+        predictions=preds,
     )
 
 
@@ -134,14 +204,20 @@ def oracle(payload: TrialPayload, data: Any, reporter: Any) -> TrialResult:
                 history=history,
                 epochs=step + 1,
             )
-    preds = _predictions(payload, data, quality)
+    if payload.fold is not None:  # a cross-validated fold: no targets for its oof rows
+        preds = _learned(payload, data, quality)
+    else:
+        preds = _predictions(payload, data, quality)
     value = metrics.score(payload.metric, data["y"]["valid"], preds["valid"])
-    hold = metrics.score(payload.metric, data["y"]["holdout"], preds["holdout"])
+    scores = {payload.metric: float(value)}
+    if "holdout" in preds:
+        hold = metrics.score(payload.metric, data["y"]["holdout"], preds["holdout"])
+        scores[f"holdout_{payload.metric}"] = float(hold)
     return TrialResult(
         number=payload.number,
         state=COMPLETE,
         value=float(value),
-        metrics={payload.metric: float(value), f"holdout_{payload.metric}": float(hold)},
+        metrics=scores,
         history=history,
         predictions=preds,
         epochs=steps,

@@ -49,6 +49,10 @@ class TrialPayload:
     outputs: dict[str, Any]  # OutputSpec.to_dict()
     splits: tuple[str, ...] = ("valid", "holdout")
     pruning: bool = False
+    # cross-validated trials (hpsearch.search.folds): ``folds`` = K on the trial's payload;
+    # each fold's trainer call gets ``fold`` = k (0 .. K-1) and ``folds`` = K
+    fold: int | None = None
+    folds: int | None = None
 
 
 @dataclass
@@ -62,6 +66,7 @@ class TrialResult:
     history: list[dict[str, float]] = field(default_factory=list)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     model_bytes: bytes | None = None
+    fold_models: list[bytes] = field(default_factory=list)  # cross-validated: one per fold
     tb_bytes: bytes | None = None
     error: str | None = None
     traceback: str | None = None
