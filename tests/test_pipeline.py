@@ -133,10 +133,6 @@ def test_pipeline_cli_refuses_a_bad_folds_option(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.xfail(
-    reason="needs CV trials (the search side of split.folds: oof_pred.npy per trial)",
-    strict=False,
-)
 def test_pipeline_cross_validates_by_default_and_submits_the_cv_ensemble(ray_session, tmp_path):
     """The generated competition's spec cross-validates: each trial's out-of-fold
     predictions of every labelled row, trees fitted per fold, the blend fitted on the

@@ -199,8 +199,9 @@ def _prediction_problem(
 
 
 def _best_epoch(result: TrialResult) -> int | None:
-    """The (0-based) epoch whose model the fold kept: the trainer's ``best_epoch`` extra,
-    else the epoch of the lowest ``val_loss`` in its history, else its last epoch."""
+    """The number of epochs whose model the fold kept (as ``trial.json``'s ``best_epoch``):
+    the trainer's ``best_epoch`` extra, else the 1-based index of the lowest ``val_loss`` in
+    its history, else all its epochs."""
     if result.extra.get("best_epoch") is not None:
         return int(result.extra["best_epoch"])
     losses = [
@@ -209,8 +210,8 @@ def _best_epoch(result: TrialResult) -> int | None:
         if isinstance(row.get("val_loss"), int | float) and math.isfinite(row["val_loss"])
     ]
     if losses:
-        return int(result.history[min(losses)[1]].get("epoch", min(losses)[1]))
-    return int(result.epochs) - 1 if result.epochs else None
+        return min(losses)[1] + 1
+    return int(result.epochs) if result.epochs else None
 
 
 class FoldAccumulator:
