@@ -289,7 +289,34 @@ def run_pipeline_mode(
         "spec": str(spec_path),
     }
     out.update(ensemble_scores(result.ensemble, meta, y_test))
+    out["filter_off"] = filter_off_scores(result.ensemble, meta, y_test)
     return out
+
+
+def filter_off_scores(ens: Any, meta: dict[str, Any], y_test: np.ndarray) -> dict[str, Any]:
+    """The same run's ensemble built again with the correlation filter off (``max_corr:
+    none``; everything else as the pipeline built it, the saved tree fits reused): its
+    submitted blend's test score and its members, to compare the filter on and off."""
+    import ensembles
+
+    info = ens.info
+    try:
+        other = ensembles.build(
+            info["runs"][0],
+            name="corr-filter-off",
+            max_corr="none",
+            method=info.get("requested_method") or info["method"],
+            trees=info["trees"],
+        )
+    except Exception as exc:  # reported in the row; the pipeline's rows stand
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    pred = np.load(Path(other.out_dir) / "test_pred.npy")
+    return {
+        "method": other.info["method"],
+        "submitted": test_score(meta, y_test, pred),
+        "n_members": len(other.info["members"]),
+        "cross_fitted": (other.info["scores"].get(other.info["method"]) or {}).get("cross_fitted"),
+    }
 
 
 def pipeline_rows(name: str, meta: dict, mode: str, res: dict | None, why: str) -> list[dict]:
@@ -318,6 +345,20 @@ def pipeline_rows(name: str, meta: dict, mode: str, res: dict | None, why: str) 
             res["cross_fitted"].get(res["method"]),
         )
     ]
+    off = res.get("filter_off") or {}
+    rows.append(
+        _row(
+            name,
+            metric,
+            f"{label}: correlation filter off ({off.get('method', '-')})",
+            off.get("submitted"),
+            None,
+            f"failed: {off['error'][:160]}"
+            if off.get("error")
+            else f"max_corr none, {off.get('n_members')} members",
+            off.get("cross_fitted"),
+        )
+    )
     for method, title in BLEND_ROWS:
         rows.append(
             _row(

@@ -128,8 +128,16 @@ COMPARISONS = (
      "Nelder-Mead beats the best single member on the test rows (holdout mode)"),
     ("pipeline holdout: nelder-mead", "pipeline holdout: best single", "cross_fitted",
      "Nelder-Mead's cross-fitted score beats the best single member's (holdout mode)"),
+    ("pipeline CV: nelder-mead", "pipeline CV: best single", "score",
+     "Nelder-Mead beats the best single member on the test rows (CV mode)"),
     ("pipeline CV: nelder-mead", "pipeline CV: best single", "cross_fitted",
      "Nelder-Mead's cross-fitted score beats the best single member's (CV mode)"),
+    ("pipeline holdout: correlation filter off", "pipeline holdout: submitted", "score",
+     "the correlation filter off beats it on, on the test rows (holdout mode)"),
+    ("pipeline CV: correlation filter off", "pipeline CV: submitted", "score",
+     "the correlation filter off beats it on, on the test rows (CV mode)"),
+    ("pipeline CV: correlation filter off", "pipeline CV: submitted", "cross_fitted",
+     "the correlation filter off beats it on, cross-fitted (CV mode)"),
 )  # fmt: skip
 
 

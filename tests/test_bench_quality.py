@@ -239,7 +239,7 @@ def test_the_pipeline_spec_validates_for_the_table(tmp_path):
     spec = hpsearch.load_spec(bq.pipeline_spec(tmp_path, meta, tmp_path / "run", bq.QUICK))
     assert (spec.task, spec.metric, spec.space) == ("multiclass", "log_loss", "tabular_multi_input")
     assert spec.budget.timeout_s == bq.QUICK["timeout_s"] and spec.data.id == "id"
-    assert spec.ensemble.trees == ("rf", "et", "hgb")
+    assert spec.ensemble.trees == bq.TREES
 
 
 def test_cv_mode_is_detected_by_what_the_spec_accepts(monkeypatch):
@@ -357,4 +357,5 @@ def test_the_submitted_score_stands_when_the_blends_cannot_be_refitted(tmp_path)
     rows = bq.pipeline_rows("t", meta, "CV", res, "")
     assert rows[0]["score"] == 1.0 and rows[0]["cross_fitted"] == 0.4
     assert "per-method test scores not computed" in rows[0]["note"]
-    assert [r["score"] for r in rows[1:]] == [None, None, None]
+    assert [r["score"] for r in rows[1:]] == [None] * (len(bq.BLEND_ROWS) + 1)
+    assert "correlation filter off" in rows[1]["method"]
