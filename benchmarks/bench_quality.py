@@ -20,8 +20,7 @@ for classification; test rows scored with the table's metric), in one run:
    the submitted blend and of the best single member, greedy and Nelder-Mead (each
    blender refitted on the members' holdout predictions, as the build fits it, and
    applied to their test predictions), with each method's cross-fitted holdout score;
-3. the pipeline in CV mode (``split: {folds: 5}``) when the spec accepts it, else a row
-   that says it is not measured;
+3. the pipeline in CV mode (``split: {folds: 5}``), the same way;
 4. AutoGluon-Tabular (default preset) with ``time_limit`` = the pipeline's wall time
    on that table (CV mode's when measured, else holdout mode's).
 
@@ -247,22 +246,6 @@ def pipeline_spec(
     }
 
 
-def cv_supported() -> bool:
-    """Whether this code base's spec accepts ``split: {folds: K}`` (CV mode)."""
-    import hpsearch
-
-    probe = {
-        "name": "probe",
-        "data": {"train": "train.csv", "target": "y"},
-        "split": {"folds": CV_FOLDS},
-    }
-    try:
-        hpsearch.load_spec(probe)
-    except hpsearch.UserError:
-        return False
-    return True
-
-
 def run_pipeline_mode(
     table_dir: Path, meta: dict, y_test: np.ndarray, work: Path, budget: dict, folds: int | None
 ) -> dict[str, Any]:
@@ -416,7 +399,7 @@ def bench_table(
         except Exception as exc:  # a failed method is a row, the benchmark goes on
             rows.append(_row(name, metric, title, None, None, _failed(title, exc)))
     walls = {}
-    modes = [("holdout", None)] + ([("CV", CV_FOLDS)] if args.cv else [])
+    modes = [("holdout", None), ("CV", CV_FOLDS)]
     for mode, folds in modes:
         log(f"{name}: pipeline, {mode} mode")
         try:
@@ -425,8 +408,6 @@ def bench_table(
             rows += pipeline_rows(name, meta, mode, res, "")
         except Exception as exc:
             rows += pipeline_rows(name, meta, mode, None, _failed(f"pipeline {mode}", exc))
-    if not args.cv:
-        rows += pipeline_rows(name, meta, "CV", None, "not measured: CV mode not built yet")
     rows.append(autogluon_row(py, meta, y_test, table_dir, work, walls, args))
     return rows
 
@@ -623,8 +604,6 @@ def main(argv: list[str] | None = None) -> int:
     py = ensure_env(args.venv)
     data = args.work / "data"
     worker(py, "export", *[t.name for t in tables], "--out", str(data))
-    args.cv = cv_supported()
-    log(f"CV mode: {'measured' if args.cv else 'not built yet (the spec refuses split.folds)'}")
     rows: list[dict] = []
     for table in tables:
         rows += bench_table(py, data / table.name, args.work / table.name, budget, args)

@@ -242,29 +242,12 @@ def test_the_pipeline_spec_validates_for_the_table(tmp_path):
     assert spec.ensemble.trees == bq.TREES
 
 
-def test_cv_mode_is_detected_by_what_the_spec_accepts(monkeypatch):
-    import hpsearch
-
-    seen = []
-
-    def accepts(spec):
-        seen.append(spec["split"])
-
-    def refuses(spec):
-        raise hpsearch.SpecError("split.folds: unknown key")
-
-    monkeypatch.setattr(hpsearch, "load_spec", accepts)
-    assert bq.cv_supported() is True and seen == [{"folds": bq.CV_FOLDS}]
-    monkeypatch.setattr(hpsearch, "load_spec", refuses)
-    assert bq.cv_supported() is False
-
-
-def test_a_missing_cv_mode_is_a_row_that_says_so():
+def test_a_failed_pipeline_mode_is_a_row_that_says_so():
     meta = {"metric": "rmse"}
-    rows = bq.pipeline_rows("t", meta, "CV", None, "not measured: CV mode not built yet")
+    rows = bq.pipeline_rows("t", meta, "CV", None, "failed: RunDirError: boom")
     assert len(rows) == 1 and rows[0]["score"] is None
     assert rows[0]["method"] == "pipeline CV: submitted"
-    assert "not measured" in qr.rows_markdown(rows)
+    assert "failed: RunDirError: boom" in qr.rows_markdown(rows)
 
 
 # --------------------------------------------------------------------------- the report
