@@ -13,18 +13,21 @@ under MAE the boosters use an absolute loss (``hgb``: ``loss="absolute_error"``,
 ``lgbm``: ``objective="l1"``, ``xgb``: ``objective="reg:absoluteerror"``), while the
 forests keep the squared error (their absolute-error criterion is several times slower,
 more so with more rows).
-Classifiers keep their probabilities: the boosters fit the log loss, and the metric
-code clips probabilities of 0 and 1 (``hpsearch.core.metrics.log_loss``).
+Classifiers' probabilities stay calibrated for log loss: the boosters fit the log loss,
+and the forests' vote shares (often exactly 0 or 1) are shrunk towards the class
+frequencies by the amount that scores best on the early-stopping rows
+(:class:`SmoothedClassifier`).
 
-**Holdout runs**: a tree is fitted on the TRAIN rows and predicts the valid, holdout
-and test rows. ``RUN_DIR/trees/<name>/`` holds ``valid_pred.npy``,
+**Holdout runs**: a tree is fitted on the TRAIN rows (the boosters early-stop, and the
+forests are calibrated, on the VALID rows, as the networks early-stop there) and
+predicts the valid, holdout and test rows. ``RUN_DIR/trees/<name>/`` holds ``valid_pred.npy``,
 ``holdout_pred.npy``, ``test_pred.npy`` (when the run has a test set) and
 ``model.joblib``.
 
 **Cross-validated runs** (``split.folds`` = K): a tree is fitted once per fold on that
 fold's training rows (``hpsearch.core.data.fold_rows`` with the split seed, as every
 trainer of the run), the boosters early-stopping on the fold's inner ``valid`` slice
-(never on its held rows); each fold model predicts its held rows, which together make
+(never on its held rows), the forests calibrated on it; each fold model predicts its held rows, which together make
 ``oof_pred.npy`` (every labelled row, from the model that did not see it), and the test
 rows, whose mean over the K models is ``test_pred.npy``. The K models are
 ``model_fold<k>.joblib``.
@@ -102,7 +105,12 @@ TREE_MODELS = _TREE_REGISTRY.names()
 _SPLITS = ("valid", "holdout", "test")
 OOF = "oof"  # the prediction file of a cross-validated tree: every labelled row, out of fold
 LOG1P = "log1p"  # the target transform under RMSLE
-EARLY_STOPPING_ROUNDS = 20  # boosters in CV mode: rounds without gain on the inner valid slice
+EARLY_STOPPING_ROUNDS = 20  # boosters: rounds without gain on the early-stopping rows
+# how trees are fitted (recorded in tree.json; a saved fit of another version is fitted
+# again): 2 = boosters early-stop on the valid split (holdout mode) or the fold's inner
+# slice (CV mode), forests' probabilities are calibrated on those rows
+FIT_VERSION = 2
+SHRINK_GRID = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 _BOOSTERS = ("hgb", "lgbm", "xgb")  # early stopping on a given validation set, an absolute loss
 
 
@@ -277,13 +285,18 @@ def fit_estimator(
     y_val: np.ndarray | None = None,
 ) -> Any:
     """A fitted tree model ``name`` on ``(X, y)``; the target is transformed first
-    (:func:`target_transform`). With ``X_val``/``y_val`` (a cross-validated fold's inner
-    slice) the boosters early-stop on those rows: ``hgb`` instead of its own internal
-    slice, ``lgbm`` and ``xgb`` after :data:`EARLY_STOPPING_ROUNDS` rounds without gain;
-    the forests ignore them."""
+    (:func:`target_transform`). With ``X_val``/``y_val`` (the valid split of a holdout
+    run, a cross-validated fold's inner slice) the boosters early-stop on those rows:
+    ``hgb`` instead of its own internal slice, ``lgbm`` and ``xgb`` after
+    :data:`EARLY_STOPPING_ROUNDS` rounds without gain; a forest's class probabilities
+    are calibrated on them (:class:`SmoothedClassifier`)."""
     model = make_tree(name, task, params)
     y = _forward_target(y, transform)
-    if X_val is None or y_val is None or name not in _BOOSTERS or not len(y_val):
+    has_val = X_val is not None and y_val is not None and len(y_val) > 0
+    if name in ("rf", "et") and task != "regression" and has_val:
+        model.fit(X, y)
+        return SmoothedClassifier.fit_on(model, y, X_val, y_val)
+    if not has_val or name not in _BOOSTERS:
         model.fit(X, y)
         return model
     y_val = _forward_target(y_val, transform)
@@ -310,6 +323,48 @@ def _best_iteration(model: Any) -> int | None:
         if isinstance(value, int | np.integer) and not isinstance(value, bool) and value > 0:
             return int(value)
     return None
+
+
+class SmoothedClassifier:
+    """A forest classifier whose class probabilities are shrunk towards the class
+    frequencies of its training rows: ``(1 - alpha) p + alpha prior``. A forest's
+    probabilities are vote shares, often exactly 0 or 1, which log loss punishes without
+    bound; ``alpha`` is the value of :data:`SHRINK_GRID` with the lowest log loss on
+    held-apart rows (the valid split, or a fold's inner slice), never on rows a blend is
+    scored on. The order of classes (and so ROC AUC of a binary task) is unchanged."""
+
+    def __init__(self, estimator: Any, alpha: float, prior: np.ndarray) -> None:
+        self.estimator = estimator
+        self.alpha = float(alpha)
+        self.prior = np.asarray(prior, dtype=np.float64)
+        self.classes_ = estimator.classes_
+
+    @classmethod
+    def fit_on(cls, estimator: Any, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray):
+        """The fitted ``estimator`` wrapped with the shrinkage that scores best on
+        ``(X_val, y_val)``."""
+        classes = np.asarray(estimator.classes_)
+        y = np.asarray(y)
+        prior = np.array([np.mean(y == c) for c in classes], dtype=np.float64)
+        proba = np.asarray(estimator.predict_proba(X_val), dtype=np.float64)
+        # the column of each valid row's class (rows of a class unseen in training: none)
+        col = {c: i for i, c in enumerate(classes.tolist())}
+        idx = np.array([col.get(v, -1) for v in np.asarray(y_val).tolist()])
+        seen = idx >= 0
+        best, best_loss = 0.0, np.inf
+        for alpha in SHRINK_GRID:
+            p = (1.0 - alpha) * proba[seen, idx[seen]] + alpha * prior[idx[seen]]
+            loss = float(-np.mean(np.log(np.clip(p, 1e-15, 1.0)))) if seen.any() else 0.0
+            if loss < best_loss - 1e-12:
+                best, best_loss = alpha, loss
+        return cls(estimator, best, prior)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+        return (1.0 - self.alpha) * proba + self.alpha * self.prior
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
 def predict_tree(
@@ -479,6 +534,8 @@ def _reuse_problem(rec: TreeRecord | None, key: _FitKey) -> str | None:
         return "not fitted yet"
     if rec.info.get("data_fingerprint") != key.fingerprint or rec.info.get("params") != key.params:
         return "fitted on other data or with other parameters"
+    if rec.info.get("fit_version") != FIT_VERSION:
+        return f"fitted by an older version of the tree fitting (now {FIT_VERSION})"
     if rec.transform != key.transform:
         return (
             f"fitted with target transform {rec.transform or 'none'}, the metric asks for "
@@ -525,6 +582,11 @@ def _fit_holdout(name: str, prepared: Any, metric: str, key: _FitKey):
     """(predictions by split, models, the scores part of ``tree.json``) of a holdout run's
     tree: fitted on the train rows, predicting every other split."""
     task, k = prepared.task, prepared.target.n_classes
+    valid = {}
+    if "valid" in prepared.tree_x and prepared.y.get("valid") is not None:
+        # the valid split early-stops the boosters and calibrates the forests, as it
+        # early-stops the networks; the holdout rows, which the blend is fitted on, never
+        valid = {"X_val": prepared.tree_x["valid"], "y_val": prepared.y["valid"]}
     model = fit_estimator(
         name,
         task,
@@ -532,6 +594,7 @@ def _fit_holdout(name: str, prepared: Any, metric: str, key: _FitKey):
         prepared.tree_x["train"],
         prepared.y["train"],
         transform=key.transform,
+        **valid,
     )
     preds = {
         s: predict_tree(model, prepared.tree_x[s], task, k, key.transform)
@@ -544,6 +607,8 @@ def _fit_holdout(name: str, prepared: Any, metric: str, key: _FitKey):
             _score(metric, prepared.y["holdout"], preds["holdout"]) if "holdout" in preds else None
         ),
         "n_train": int(len(prepared.y["train"])),
+        "best_iteration": _best_iteration(model),
+        "shrink": getattr(model, "alpha", None),
     }
     return preds, {MODEL_FILE: model}, info
 
@@ -591,6 +656,7 @@ def _fit_folds(name: str, prepared: Any, metric: str, seed: int, key: _FitKey):
                 "value": _score(metric, y[held], p_held),
                 "valid_value": None if p_valid is None else _score(metric, y[valid], p_valid),
                 "best_iteration": _best_iteration(model),
+                "shrink": getattr(model, "alpha", None),
                 "duration_s": round(time.time() - t0, 4),
                 "n_train": int(len(train)),
                 "n_valid": int(len(valid)),
@@ -654,6 +720,7 @@ def fit_tree(
             "n_features": int(prepared.tree_x["train"].shape[1]),
             "data_fingerprint": prepared.fingerprint,
             "fit_id": uuid.uuid4().hex,
+            "fit_version": FIT_VERSION,
             "duration_s": round(duration, 4),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "files": files,
