@@ -132,8 +132,28 @@ def _prepare(P, y, metric: str | None) -> tuple[np.ndarray, np.ndarray, str, str
     return P, y, name, task
 
 
+def _one_blas_thread():
+    """A context in which BLAS runs on one thread. A blend's products are matrix-vector
+    products (weights times member rows), bound by memory bandwidth: more threads gain
+    little there, and on CPUs shared with other work each product waits for its slowest
+    thread (measured on 2 shared CPUs: Nelder-Mead 3 to 5 times slower with the default
+    threads)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _blend(weights: np.ndarray, P: np.ndarray) -> np.ndarray:
-    return np.tensordot(weights, P, axes=1)
+    """``sum_j weights[j] * P[j]`` as one matrix-vector product (``P``: (m, n) or (m, n, K))."""
+    weights = weights.astype(P.dtype, copy=False)
+    if P.ndim == 2:
+        return weights @ P
+    return (weights @ P.reshape(P.shape[0], -1)).reshape(P.shape[1:])
+
+
+# Values per block of the all-candidates evaluation (``_Objective.mix_losses``): a block of
+# every candidate's rows in float32 stays within a core's cache.
+_BLOCK_VALUES = 1 << 17
 
 
 class _Objective:
@@ -141,16 +161,23 @@ class _Objective:
 
     For log loss only the blended probability of the true class matters, and
     for weights summing to one it is the weighted sum of the members' true-class
-    probabilities: ``rep`` then holds those, ``(m, n)``, whatever K.
+    probabilities: ``rep`` then holds those, ``(m, n)``, whatever K. Searches that
+    only compare candidates (a greedy step's ranking, Nelder-Mead's simplex and
+    probes) use ``rep32()``, its float32 copy: half the memory traffic of float64,
+    and a loss within about 1e-7 (relative) of the float64 one; the results they return are
+    evaluated in float64.
     """
 
     def __init__(self, P: np.ndarray, y: np.ndarray, metric: str):
         self.metric = _metrics.get_metric(metric)
         self.y = y
         self.n_fev = 0
+        self._rep32: np.ndarray | None = None
         if self.metric.name == "log_loss":
             if P.ndim == 2:
-                rep = np.where(y[None, :] == 1, P, 1.0 - P)
+                # |(1 - y) - p|: p where y is 1, 1 - p where y is 0
+                rep = np.subtract((1 - y).astype(P.dtype), P)
+                np.abs(rep, out=rep)
             else:
                 rep = P[:, np.arange(P.shape[1]), y]
             self.rep = np.ascontiguousarray(rep)
@@ -162,20 +189,75 @@ class _Objective:
     def of_blend(self, B: np.ndarray) -> float:
         self.n_fev += 1
         if self._fast:
-            return float(-np.mean(np.log(np.clip(B, _metrics.EPS, 1.0 - _metrics.EPS))))
+            return float(
+                -np.log(np.clip(B, _metrics.EPS, 1.0 - _metrics.EPS)).mean(dtype=np.float64)
+            )
         return self.metric.loss(self.y, B)
 
     def __call__(self, w: np.ndarray) -> float:
         return self.of_blend(_blend(w, self.rep))
 
+    def rows(self, members: np.ndarray, low: bool = False) -> np.ndarray:
+        """``rep`` of some members (``rep`` itself when that is all of them); with ``low``,
+        in float32 where the fast path allows it."""
+        rep = self.rep32() if low and self._fast else self.rep
+        if members.shape[0] == rep.shape[0]:
+            return rep
+        return np.ascontiguousarray(rep[members])
+
+    def rep32(self) -> np.ndarray:
+        if self._rep32 is None:
+            self._rep32 = self.rep.astype(np.float32)
+        return self._rep32
+
     def single_losses(self) -> np.ndarray:
         return np.array([self.of_blend(self.rep[j]) for j in range(self.rep.shape[0])])
+
+    def mix_losses(self, base: np.ndarray, R: np.ndarray, a: float, b: float) -> np.ndarray:
+        """The loss of ``a * base + b * R[j]`` for every row ``j`` of ``R`` (rows of ``rep``,
+        or of ``rep32()``: the arithmetic follows ``R``'s dtype).
+
+        For log loss every row is evaluated at once, in blocks of rows that stay in
+        cache; otherwise one ``of_blend`` per row.
+        """
+        q = R.shape[0]
+        if not self._fast:
+            return np.array([self.of_blend(a * base + b * R[j]) for j in range(q)])
+        self.n_fev += q
+        n = R.shape[1]
+        # A greedy step (a == b) saves a pass: log(a * (base + r)) = log(a) + log(base + r),
+        # with the clip bounds divided by a. Otherwise (a probe, where a / b reaches 1e4 and
+        # that form would lose float32 digits) the blend itself.
+        same = a == b
+        base = (base if same else a * base).astype(R.dtype, copy=False)
+        # Only the lower clip can bite: a blend of probabilities with weights summing to one
+        # exceeds 1 by rounding at most.
+        lo = _metrics.EPS / a if same else _metrics.EPS
+        block = max(1024, _BLOCK_VALUES // max(q, 1))
+        buf = np.empty((q, min(block, n)), dtype=R.dtype)
+        acc = np.zeros(q)
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            blk = buf[:, : stop - start]
+            if same:
+                np.add(R[:, start:stop], base[start:stop], out=blk)
+            else:
+                np.multiply(R[:, start:stop], b, out=blk)
+                blk += base[start:stop]
+            np.maximum(blk, lo, out=blk)
+            np.log(blk, out=blk)
+            acc += blk.sum(axis=1)
+        return -(acc / n + (np.log(a) if same else 0.0))
 
 
 def _greedy_weights(
     obj: _Objective, n_iter: int, n_init: int, replacement: bool
 ) -> tuple[np.ndarray, float]:
-    """Caruana et al. (2004) ensemble selection; returns the best prefix's weights and loss."""
+    """Caruana et al. (2004) ensemble selection; returns the best prefix's weights and loss.
+
+    Each step adds the member whose addition gives the lowest loss
+    (``_Objective.mix_losses``); the loss of every prefix is evaluated exactly.
+    """
     rep = obj.rep
     m = rep.shape[0]
     singles = obj.single_losses()
@@ -187,20 +269,23 @@ def _greedy_weights(
     S = _blend(counts.astype(np.float64), rep)
     best_loss = obj.of_blend(S / total) if total > 1 else float(singles[order[0]])
     best_counts = counts.copy()
+    all_members = np.arange(m)
     for _ in range(int(n_iter)):
-        cand_loss = np.full(m, np.inf)
-        for j in range(m):
-            if not replacement and counts[j] > 0:
-                continue
-            cand_loss[j] = obj.of_blend((S + rep[j]) / (total + 1))
+        # Only ranks the candidates (in float32 for log loss); the step is evaluated exactly.
+        cand_loss = obj.mix_losses(
+            S, obj.rows(all_members, low=True), 1 / (total + 1), 1 / (total + 1)
+        )
+        if not replacement:
+            cand_loss[counts > 0] = np.inf
         j = int(np.argmin(cand_loss))
         if not np.isfinite(cand_loss[j]):
             break
         counts[j] += 1
         total += 1
         S = S + rep[j]
-        if cand_loss[j] < best_loss:
-            best_loss = float(cand_loss[j])
+        loss = obj.of_blend(S / total)
+        if loss < best_loss:
+            best_loss = float(loss)
             best_counts = counts.copy()
     return best_counts / best_counts.sum(), best_loss
 
@@ -232,7 +317,8 @@ class BaseBlender(BaseEstimator):
     member). ``_predict(P)`` defaults to the weighted sum ``sum_j weights_[j] * P[j]``;
     override it for another blend. ``fit`` validates ``P`` and ``y`` first and sets
     ``metric_``, ``task_``, ``n_members_``, ``n_classes_`` (K, 2 for binary, 0 for
-    regression) and, after ``_fit``, ``fitted_score_``.
+    regression) and, after ``_fit``, ``fitted_score_``; ``_fit`` runs with BLAS on one
+    thread (``_one_blas_thread``).
 
     ``to_dict()`` writes ``method`` (the registered name, else ``"module:Class"``),
     ``params``, those attributes and ``weights``; ``from_dict(d)`` reads them back. A
@@ -247,8 +333,9 @@ class BaseBlender(BaseEstimator):
         self.task_ = task
         self.n_members_ = P.shape[0]
         self.n_classes_ = P.shape[2] if P.ndim == 3 else (2 if task == "binary" else 0)
-        self._fit(P, y)
-        self.fitted_score_ = float(_metrics.score(metric, y, self._predict(P)))
+        with _one_blas_thread():
+            self._fit(P, y)
+            self.fitted_score_ = float(_metrics.score(metric, y, self._predict(P)))
         return self
 
     def _fit(self, P: np.ndarray, y: np.ndarray) -> None:
@@ -385,6 +472,8 @@ class GreedyBlender(BaseBlender):
     Starts from the ``n_init`` best single members (equal counts), then adds, ``n_iter``
     times, the member whose addition most improves the metric (with replacement
     unless ``replacement=False``); the weights are the counts of the best prefix.
+    For log loss a step ranks every candidate at once in float32; the prefixes are
+    compared in float64.
     """
 
     def __init__(
@@ -415,15 +504,37 @@ class _BudgetSpent(Exception):
 class NelderMeadBlender(BaseBlender):
     """Weights on the simplex found by Nelder-Mead on the metric loss.
 
-    Weights are ``|z| / sum|z|`` (abs-normalize, so a weight can reach exactly 0).
-    Nelder-Mead (``adaptive=True``) runs from three starts (the greedy solution,
-    the best single member and uniform weights) and then restarts from the best
-    point found, with all the budget left, while it improves by more than ``tol``
-    (the starts share half of the budget). The total budget is ``max_fev``
-    function evaluations (default ``200 + maxfev_per_member * n_members``). The result is the best point seen;
-    if its fitted metric is worse than the best single member's, the blender
-    falls back to that member (``fell_back_ = True``), so the fitted blend is
-    never worse than the best single member.
+    Starts: the greedy solution (``greedy_iter`` steps, as ``GreedyBlender``), the best
+    single member and uniform weights; the search starts from the one with the lowest
+    loss and works on an *active set* of members, at first those with a non-zero
+    weight there:
+
+    1. Nelder-Mead (``adaptive=True`` from 3 active members on) moves the weights of
+       the active members only, the others staying 0. ``k`` active members have
+       ``k - 1`` free coordinates ``u``: ``x = w0 + D u`` with ``D``'s columns
+       pointing from the start ``w0`` to each active member but one, so ``x`` sums
+       to one and the weights are ``|x| / sum|x|`` (a weight can reach exactly 0).
+       Pinning the sum leaves no direction along which the loss is flat, so the
+       simplex shrinks; a run stops when its vertices are within 1e-3 of each other
+       in ``u`` and within ``tol`` (relative to the loss) in the loss. The first
+       simplex moves ``init_step`` of the weight towards each active member.
+    2. Probes: ``init_step``, ``init_step / 10``, ``/ 100`` and ``/ 1000`` of the
+       weight moved to each inactive member. The members that any probe improves
+       join the active set, the search moves to the best probe, and step 1 runs
+       again with the full step.
+    3. When no member joins: a restart from the best point with half the step, up
+       to ``restarts`` times, while the last round improved the loss by more than
+       ``tol`` (relative).
+
+    The active set keeps both the dimension and the cost of one evaluation (a
+    matrix-vector product over the active members) small; for log loss the search
+    evaluates the blend in float32 (``_Objective``). The budget is ``max_fev``
+    evaluations (default ``200 + maxfev_per_member * n_members``; a probe of ``q``
+    members counts ``q``); ``n_fev_`` is what the search used. The result is the
+    best, by the metric itself on the fitting rows, of the search's point, the
+    greedy solution and the best single member, so the fitted blend is never worse
+    than either (``fell_back_ = True`` when one of those two won, ``start_`` names
+    where the weights came from). Deterministic: nothing is random.
     """
 
     def __init__(
@@ -444,49 +555,15 @@ class NelderMeadBlender(BaseBlender):
         self.init_step = init_step
         self.tol = tol
 
-    @staticmethod
-    def _to_weights(z: np.ndarray) -> np.ndarray:
-        a = np.abs(z)
-        s = a.sum()
-        if not np.isfinite(s) or s <= 0:
-            return np.full(z.shape[0], 1.0 / z.shape[0])
-        return a / s
-
-    def _run(self, obj, w0: np.ndarray, step: float, maxfev: int) -> tuple[np.ndarray, float]:
-        """One Nelder-Mead run of at most ``maxfev`` evaluations; the best point it saw."""
-        m = w0.shape[0]
-        simplex = np.vstack([w0, w0 + step * np.eye(m)])
-        best = [w0, np.inf]
-        count = [0]
-
-        def f(z):
-            if count[0] >= maxfev:
-                raise _BudgetSpent
-            count[0] += 1
-            w = self._to_weights(z)
-            loss = obj(w)
-            if loss < best[1]:
-                best[0], best[1] = w, loss
-            return loss
-
-        with contextlib.suppress(_BudgetSpent):
-            minimize(
-                f,
-                w0,
-                method="Nelder-Mead",
-                options={
-                    "adaptive": True,
-                    "maxfev": int(maxfev),
-                    "initial_simplex": simplex,
-                    "xatol": 1e-6,
-                    "fatol": float(self.tol) / 10,
-                },
-            )
-        return best[0], float(best[1])
+    _XATOL = 1e-3  # how close the simplex's vertices must be, in the weights
+    _PROBES = (1.0, 10.0, 100.0, 1000.0)
 
     def _budget(self, m: int) -> int:
-        if int(self.restarts) < 0 or float(self.init_step) <= 0:
-            raise ValueError("restarts must be >= 0 and init_step > 0")
+        if int(self.restarts) < 0 or not 0 < float(self.init_step) < 1 or float(self.tol) < 0:
+            raise ValueError(
+                "restarts must be >= 0, init_step in (0, 1) and tol >= 0; got "
+                f"{self.restarts}, {self.init_step}, {self.tol}"
+            )
         budget = (
             int(self.max_fev) if self.max_fev is not None else 200 + int(self.maxfev_per_member) * m
         )
@@ -508,51 +585,130 @@ class NelderMeadBlender(BaseBlender):
             starts.append(("uniform", uniform, obj(uniform)))
         return starts
 
-    def _search(self, obj: _Objective, starts, budget: int) -> tuple[str, np.ndarray]:
-        """Half the budget probes the starts, the rest refines the best point found."""
-        m = obj.rep.shape[0]
-        best_name, best_w, best_l = min(starts, key=lambda s: s[2])
+    def _face_run(
+        self,
+        obj: _Objective,
+        active: np.ndarray,
+        w: np.ndarray,
+        loss: float,
+        step: float,
+        maxfev: int,
+    ) -> tuple[np.ndarray, float]:
+        """Nelder-Mead over the weights of the ``active`` members (the others stay 0), from
+        ``w`` (whose weight lies on them; its loss is ``loss``), at most ``maxfev``
+        evaluations; the best point it saw (weights over every member) and its loss."""
+        R = obj.rows(active, low=True)
+        w0 = w[active] / w[active].sum()
+        k = active.shape[0]
+        pivot = int(np.argmax(w0))
+        # Directions towards each active member but the pivot: x = w0 + D @ u sums to 1.
+        D = (np.eye(k) - w0)[np.arange(k) != pivot].T
+        best = [w0, np.inf]
+        count = [0]
+
+        def f(u):
+            if count[0] >= maxfev:
+                raise _BudgetSpent
+            count[0] += 1
+            a = np.abs(w0 + D @ u)
+            wa = a / a.sum()
+            loss = obj.of_blend(_blend(wa, R))
+            if loss < best[1]:
+                best[0], best[1] = wa, loss
+            return loss
+
+        with contextlib.suppress(_BudgetSpent):
+            minimize(
+                f,
+                np.zeros(k - 1),
+                method="Nelder-Mead",
+                options={
+                    "adaptive": k - 1 >= 2,
+                    "maxfev": int(maxfev),
+                    "initial_simplex": np.vstack([np.zeros(k - 1), step * np.eye(k - 1)]),
+                    "xatol": self._XATOL,
+                    "fatol": float(self.tol) * max(abs(loss), 1e-12),
+                },
+            )
+        out = np.zeros_like(w)
+        out[active] = best[0]
+        return out, float(best[1])
+
+    def _probe(
+        self, obj: _Objective, active: np.ndarray, w: np.ndarray, loss: float, budget: int
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Move ``init_step``, ``/ 10``, ``/ 100`` and ``/ 1000`` of the weight to each
+        inactive member (while ``budget`` evaluations last): the members that lower the loss
+        any way, and the best probed point and its loss."""
+        inactive = np.setdiff1d(np.arange(w.shape[0]), active)
+        B = _blend(w[active], obj.rows(active, low=True))
+        R = obj.rows(inactive, low=True)
+        threshold = loss - float(self.tol) * abs(loss)
+        better = np.zeros(inactive.shape[0], dtype=bool)
+        best = (loss, -1, 0.0)
+        for eps in float(self.init_step) / np.array(self._PROBES):
+            if budget < inactive.shape[0]:
+                break
+            budget -= inactive.shape[0]
+            probed = obj.mix_losses(B, R, 1.0 - eps, eps)
+            better |= probed < threshold
+            i = int(np.argmin(probed))
+            if probed[i] < best[0]:
+                best = (float(probed[i]), int(inactive[i]), eps)
+        if best[1] >= 0 and better.any():
+            loss, j, eps = best
+            w = (1.0 - eps) * w
+            w[j] += eps
+        return inactive[better], w, float(loss)
+
+    def _search(self, obj: _Objective, w: np.ndarray, loss: float, budget: int):
+        """The active-set search from ``(w, loss)``; the best point and its loss."""
+        m = w.shape[0]
+        active = np.flatnonzero(w > 0)
+        step = float(self.init_step)
+        restarts = int(self.restarts)
+        if obj._fast:
+            loss = obj.of_blend(_blend(w, obj.rep32()))
         obj.n_fev = 0
         self.n_restarts_ = 0
-        if m == 1:
-            return best_name, best_w
-        per_start = max(m + 2, budget // (2 * len(starts)))
-        for name, w0, _ in starts:
-            if budget - obj.n_fev < m + 2:
+        while budget - obj.n_fev >= 2:
+            before = loss
+            if active.shape[0] >= 2 and budget - obj.n_fev >= active.shape[0] + 1:
+                w_new, l_new = self._face_run(obj, active, w, loss, step, budget - obj.n_fev)
+                if l_new < loss:
+                    w, loss = w_new, l_new
+            if active.shape[0] == m:
+                added = active[:0]
+            else:
+                added, w, loss = self._probe(obj, active, w, loss, budget - obj.n_fev)
+            if added.size:
+                active = np.union1d(active, added)
+                step = float(self.init_step)
+                continue
+            if before - loss <= float(self.tol) * abs(before) or self.n_restarts_ >= restarts:
                 break
-            w, loss = self._run(obj, w0, self.init_step, min(per_start, budget - obj.n_fev))
-            if loss < best_l:
-                best_name, best_w, best_l = f"nm-from-{name}", w, loss
-        step = float(self.init_step) / 2
-        for _ in range(int(self.restarts)):
-            if budget - obj.n_fev < m + 2:
-                break
-            w, loss = self._run(obj, best_w, step, budget - obj.n_fev)
             self.n_restarts_ += 1
-            improved = best_l - loss
-            if loss < best_l:
-                best_w, best_l = w, loss
-                if not best_name.endswith("+restart"):
-                    best_name += "+restart"
-            if improved <= float(self.tol):
-                break
             step /= 2
-        return best_name, best_w
+        return w, loss
 
     def _fit(self, P, y):
         budget = self._budget(P.shape[0])
         obj = _Objective(P, y, self.metric_)
         starts = self._starts(obj)
-        self.start_, self.weights_ = self._search(obj, starts, budget)
+        name, w0, l0 = min(starts, key=lambda s: s[2])
+        w, loss = self._search(obj, w0, l0, budget) if P.shape[0] > 1 else (w0, l0)
         self.n_fev_ = obj.n_fev
-        # The guarantee, checked with the metric itself (not the fast objective).
-        one_hot = next(w for name, w, _ in starts if name == "best")
-        best_single = float(_metrics.score(self.metric_, y, P[int(np.argmax(one_hot))]))
-        fitted = float(_metrics.score(self.metric_, y, self._predict(P)))
-        self.fell_back_ = bool(_metrics.is_better(self.metric_, best_single, fitted))
-        if self.fell_back_:
-            self.weights_ = one_hot
-            self.start_ = "best"
+        # The guarantees, checked with the metric itself (not the fast objective): the
+        # search's point, else the greedy solution, else the best single member.
+        candidates = [(name if np.array_equal(w, w0) else f"nm-from-{name}", w)]
+        candidates += [(s, ws) for s, ws, _ in starts if s in ("greedy", "best")]
+        scores = [float(_metrics.score(self.metric_, y, _blend(ws, P))) for _, ws in candidates]
+        pick = 0
+        for i in range(1, len(candidates)):
+            if _metrics.is_better(self.metric_, scores[i], scores[pick]):
+                pick = i
+        self.start_, self.weights_ = candidates[pick]
+        self.fell_back_ = pick > 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "start": self.start_, "fell_back": bool(self.fell_back_)}
@@ -592,9 +748,10 @@ class StackingBlender(BaseBlender):
         if self.task_ == "regression":
             return P.T
         p = np.clip(P, _FEATURE_EPS, 1.0 - _FEATURE_EPS)
-        if self.task_ == "binary":
-            return (np.log(p) - np.log1p(-p)).T
-        return np.log(p).transpose(1, 0, 2).reshape(P.shape[1], -1)
+        if self.task_ == "binary":  # the logit, log(p / (1 - p)), in place
+            np.divide(p, 1.0 - p, out=p)
+            return np.log(p, out=p).T
+        return np.log(p, out=p).transpose(1, 0, 2).reshape(P.shape[1], -1)
 
     def _fit(self, P, y):
         from sklearn.linear_model import LogisticRegression, Ridge

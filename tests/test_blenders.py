@@ -173,6 +173,113 @@ def test_nelder_mead_budget_respected():
     assert np.all(b.weights_ >= 0) and b.weights_.sum() == pytest.approx(1.0)
 
 
+def _many_members(n=3000, m=30, k=2, seed=0):
+    """Out-of-fold-like members: graded quality, errors correlated through a shared signal,
+    so most members deserve no weight and some only a small one."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    shared = rng.normal(size=(n, k))
+    out = []
+    for j in range(m):
+        z = 1.5 * np.eye(k)[y] + 0.7 * shared + rng.normal(scale=0.6 + 0.06 * j, size=(n, k))
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        out.append(e / e.sum(axis=1, keepdims=True))
+    P = np.stack(out)
+    return (P[:, :, 1] if k == 2 else P), y
+
+
+def _simplex_optimum(P, y):
+    """The log loss minimum over the simplex, by SLSQP with the exact gradient."""
+    R = np.where(y == 1, P, 1 - P) if P.ndim == 2 else P[:, np.arange(P.shape[1]), y]
+    m = R.shape[0]
+
+    def f(w):
+        b = np.clip(w @ R, 1e-15, None)
+        return -np.mean(np.log(b)), -(R @ (1 / b)) / b.size
+
+    res = minimize(
+        f, np.full(m, 1 / m), jac=True, method="SLSQP", bounds=[(0, 1)] * m,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}],
+        options={"ftol": 1e-13, "maxiter": 1000},
+    )  # fmt: skip
+    return res.fun
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_nelder_mead_reaches_the_optimum_of_log_loss(k):
+    """Log loss is convex in the weights: the active-set search must find its minimum
+    over all 30 members, small weights included, well before its budget."""
+    P, y = _many_members(k=k)
+    nm = NelderMeadBlender(metric="log_loss").fit(P, y)
+    optimum = _simplex_optimum(P, y)
+    assert nm.fitted_score_ <= optimum * (1 + 5e-7)
+    greedy = GreedyBlender(metric="log_loss").fit(P, y)
+    assert greedy.fitted_score_ > optimum * (1 + 1e-5)  # there was something to gain
+    assert nm.start_ == "nm-from-greedy" and not nm.fell_back_
+    # a fixed scale (k - 1 free weights) lets the simplex shrink: it stops on its tolerances
+    assert nm.n_fev_ < (200 + 100 * P.shape[0]) / 2
+
+
+@pytest.mark.parametrize(
+    "task,metric",
+    [("binary", "log_loss"), ("binary", "roc_auc"), ("multiclass", "log_loss"),
+     ("multiclass", "accuracy"), ("regression", "rmse"), ("regression", "mae")],
+)  # fmt: skip
+def test_nelder_mead_guarantees_with_many_members(task, metric):
+    if task == "regression":
+        rng = np.random.default_rng(5)
+        y = rng.normal(size=1500) * 3
+        common = rng.normal(size=1500)
+        P = np.stack([y + common + rng.normal(scale=0.5 + 0.1 * j, size=1500) for j in range(30)])
+    else:
+        # roc_auc sorts the rows at each evaluation: fewer rows and members keep it quick
+        n, m = (400, 10) if metric == "roc_auc" else (1500, 30)
+        P, y = _many_members(n=n, m=m, k=2 if task == "binary" else 3, seed=2)
+    nm = NelderMeadBlender(metric=metric).fit(P, y)
+    greedy = GreedyBlender(metric=metric).fit(P, y)
+    singles = [metrics.score(metric, y, p) for p in P]
+    best = max(singles) if metrics.get_metric(metric).greater_is_better else min(singles)
+    assert not metrics.is_better(metric, best, nm.fitted_score_)
+    assert not metrics.is_better(metric, greedy.fitted_score_, nm.fitted_score_)
+    assert np.all(nm.weights_ >= 0) and nm.weights_.sum() == pytest.approx(1.0, abs=1e-12)
+    assert nm.n_fev_ <= 200 + 100 * P.shape[0]
+
+
+def test_nelder_mead_is_deterministic():
+    P, y = _many_members(n=2000, k=3, seed=4)
+    a = NelderMeadBlender(metric="log_loss").fit(P, y)
+    b = clone(a).fit(P.copy(), y.copy())
+    np.testing.assert_array_equal(a.weights_, b.weights_)
+    assert (a.start_, a.n_fev_, a.fitted_score_) == (b.start_, b.n_fev_, b.fitted_score_)
+
+
+def _plain_greedy(P, y, metric, n_iter=50):
+    """Caruana's selection with the metric itself, in float64, one candidate at a time."""
+    singles = [metrics.loss(metric, y, p) for p in P]
+    counts = np.zeros(P.shape[0], dtype=int)
+    counts[int(np.argmin(singles))] = 1
+    best, best_counts = min(singles), counts.copy()
+    for _ in range(n_iter):
+        total = counts.sum() + 1
+        S = np.tensordot(counts, P, axes=1)
+        losses = [metrics.loss(metric, y, (S + P[j]) / total) for j in range(P.shape[0])]
+        counts[int(np.argmin(losses))] += 1
+        if min(losses) < best:
+            best, best_counts = min(losses), counts.copy()
+    return best_counts / best_counts.sum()
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("task", list(TASKS))
+def test_greedy_chooses_as_plain_selection_does(task, seed):
+    """The fast path (every candidate at once, ranked in float32) picks what the metric
+    evaluated one candidate at a time picks."""
+    make, metric = TASKS[task]
+    P, y = make(n=500, m=8, seed=seed)
+    fitted = GreedyBlender(metric=metric).fit(P, y)
+    np.testing.assert_allclose(fitted.weights_, _plain_greedy(P, y, metric), atol=1e-12)
+
+
 def test_greedy_without_replacement_and_init():
     P, y = _regression(m=5)
     b = GreedyBlender(metric="rmse", n_iter=10, replacement=False).fit(P, y)
