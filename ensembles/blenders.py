@@ -726,9 +726,10 @@ class NelderMeadBlender(BaseBlender):
 class StackingBlender(BaseBlender):
     """A linear meta-model on the members' predictions.
 
-    Classification: ``LogisticRegression(C=C)`` on the members' logits (binary) or
-    log-probabilities (multiclass, ``n_members * K`` features), probabilities
-    clipped at 1e-6; regression: ``Ridge(alpha=alpha)`` (``alpha=0`` is plain least
+    Classification: ``LogisticRegression(C=C, tol=1e-3)`` on the members' logits (binary)
+    or log-probabilities (multiclass, ``n_members * K`` features), probabilities
+    clipped at 1e-6, standardized for the fit (the coefficients are then mapped back to
+    the raw features); regression: ``Ridge(alpha=alpha)`` (``alpha=0`` is plain least
     squares). The learned state is the meta-model's ``coef_``, ``intercept_`` and
     (classification) ``classes_``; ``predict`` applies them itself (sigmoid or
     softmax of the linear scores), so a restored blender needs no scikit-learn model.
@@ -765,12 +766,22 @@ class StackingBlender(BaseBlender):
         else:
             if np.unique(y).size < 2:
                 raise ValueError("StackingBlender needs at least two classes in y")
-            meta = LogisticRegression(C=float(self.C), max_iter=2000)
+            # fitted on standardized features (10-20x fewer L-BFGS iterations on
+            # log-probabilities of very different ranges), then folded back into
+            # coefficients on the raw features, which predict applies
+            mu = X.mean(axis=0)
+            sd = X.std(axis=0)
+            sd[sd < 1e-12] = 1.0
+            meta = LogisticRegression(C=float(self.C), max_iter=2000, tol=1e-3)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                meta.fit(X, y)
-            self.coef_ = np.array(meta.coef_, dtype=np.float64, order="C")
-            self.intercept_ = np.array(meta.intercept_, dtype=np.float64)
+                meta.fit((X - mu) / sd, y)
+            coef = np.asarray(meta.coef_, dtype=np.float64) / sd
+            # the meta-model itself then reads raw features too (``meta_.predict_proba``)
+            meta.coef_ = np.array(coef, dtype=np.float64, order="C")
+            meta.intercept_ = np.asarray(meta.intercept_, dtype=np.float64) - coef @ mu
+            self.coef_ = meta.coef_
+            self.intercept_ = meta.intercept_
             self.classes_ = np.asarray(meta.classes_, dtype=np.int64)
         self.weights_ = self._coef_weights()
         self.meta_ = meta
