@@ -196,7 +196,7 @@ def select_diverse(
     task: str,
     metric: str,
     top_k: int | None,
-    max_corr: float | None = 0.95,
+    max_corr: float | None = 0.999,
     always: Iterable[Any] = (),
     margin: float | None = None,
 ) -> Selection:

@@ -341,4 +341,4 @@ def test_the_submitted_score_stands_when_the_blends_cannot_be_refitted(tmp_path)
     assert rows[0]["score"] == 1.0 and rows[0]["cross_fitted"] == 0.4
     assert "per-method test scores not computed" in rows[0]["note"]
     assert [r["score"] for r in rows[1:]] == [None] * (len(bq.BLEND_ROWS) + 1)
-    assert "correlation filter off" in rows[1]["method"]
+    assert "correlation filter on" in rows[1]["method"]

@@ -167,9 +167,11 @@ def test_a_candidate_twice_as_bad_with_uncorrelated_errors_is_not_eligible():
     # its errors are its own (binary residuals share y), the good ones' are not
     assert C[-1, :-1].max() < 0.7 and C[:-1, :-1].min() > 0.95
     # without the cut, diversity picks the bad one over the good correlated ones
-    sel, dropped = select_diverse(names, scores, P, y, "binary", "log_loss", top_k=3)
+    sel, dropped = select_diverse(names, scores, P, y, "binary", "log_loss", top_k=3, max_corr=0.95)
     assert "bad" in sel
-    sel, dropped = select_diverse(names, scores, P, y, "binary", "log_loss", top_k=3, margin=3)
+    sel, dropped = select_diverse(
+        names, scores, P, y, "binary", "log_loss", top_k=3, max_corr=0.95, margin=3
+    )
     assert "bad" not in sel
     cut = eligibility_cut(scores, "log_loss", 3)
     gap = scores[-1] - min(scores)

@@ -131,7 +131,7 @@ def make_competition(kind: str = "binary", seed: int = 0, test_fraction: float =
         "budget": {"n_trials": 10},
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 2},
         "training": {"max_epochs": 20, "batch_size": 64, "patience": 4},
-        "ensemble": {"top_k": 5, "max_corr": 0.97, "trees": ["rf", "et", "hgb", "lgbm"]},
+        "ensemble": {"top_k": 5, "trees": ["rf", "et", "hgb", "lgbm"]},
         "output": f"../../runs/example-{kind}",
     }
     return train, test, sample, spec
