@@ -207,7 +207,7 @@ def refit_members(
 def _refit_tree(member: Any, j: int, prepared: Any, tree_x: np.ndarray, y: np.ndarray) -> Refit:
     import joblib
 
-    from ensembles.trees import load_tree, make_tree, predict_tree
+    from ensembles.trees import SmoothedClassifier, load_tree, make_tree, predict_tree
 
     rec = load_tree(member.run, member.tree)
     if rec is None or rec.info.get("fit_id") != member.fit_id:
@@ -219,6 +219,11 @@ def _refit_tree(member: Any, j: int, prepared: Any, tree_x: np.ndarray, y: np.nd
     transform = rec.info.get("target_transform")  # a metric-aware tree records how it learnt
     model = make_tree(member.tree, task, rec.info["params"])
     model.fit(tree_x, targets.encode(y, transform) if transform else y)
+    shrink = rec.info.get("shrink")
+    if shrink is not None and task != "regression":  # a forest keeps the calibration its fit found
+        classes = np.asarray(model.classes_)
+        prior = np.array([np.mean(np.asarray(y) == c) for c in classes], dtype=np.float64)
+        model = SmoothedClassifier(model, float(shrink), prior)
     test = None
     if "test" in prepared.tree_x:
         test = predict_tree(model, prepared.tree_x["test"], task, k)
@@ -226,7 +231,12 @@ def _refit_tree(member: Any, j: int, prepared: Any, tree_x: np.ndarray, y: np.nd
             test = targets.decode(test, transform)
     buf = io.BytesIO()
     joblib.dump(model, buf)
-    detail = {"params": rec.info["params"], "n_rows": int(len(y)), "target_transform": transform}
+    detail = {
+        "params": rec.info["params"],
+        "n_rows": int(len(y)),
+        "target_transform": transform,
+        "shrink": shrink,
+    }
     return Refit(
         member.label, _folder(j, member.label), {"model.joblib": buf.getvalue()}, test, detail
     )

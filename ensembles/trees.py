@@ -359,6 +359,10 @@ class SmoothedClassifier:
                 best, best_loss = alpha, loss
         return cls(estimator, best, prior)
 
+    @property
+    def n_features_in_(self) -> int:
+        return int(self.estimator.n_features_in_)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
         return (1.0 - self.alpha) * proba + self.alpha * self.prior

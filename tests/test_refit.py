@@ -92,6 +92,12 @@ def test_refit_trains_the_trees_again_and_records_which_members_were_refit(oracl
     assert rf["refit_model"]["n_rows"] == len(y) == 400  # every row of train.csv
     forest = tree_model_from_bytes(model_path.read_bytes())
     assert forest.n_features_in_ == tree_x.shape[1]
+    # a calibrated forest keeps the shrinkage its fit chose on the valid rows
+    from ensembles.trees import SmoothedClassifier, load_tree
+
+    shrink = load_tree(run, "rf").info["shrink"]
+    assert shrink is not None and rf["refit_model"]["shrink"] == shrink
+    assert isinstance(forest, SmoothedClassifier) and forest.alpha == shrink
     refit_test = predict_tree(forest, prepared.tree_x["test"], "binary", 2)
     original = np.load(run / "trees" / "rf" / "test_pred.npy")
     assert not np.allclose(refit_test, original)
