@@ -501,7 +501,12 @@ NOTES = """\
 - Under RMSLE every member of the pipeline (networks and trees) learns log1p(target);
   under MAE the boosters and networks use an absolute loss (issue 14 point 2).
 - The machine's 2 CPUs are shared with other work, so wall times are rough; AutoGluon's
-  time limit copies the pipeline's wall time, and AutoGluon may stop before it.
+  time limit copies the pipeline's wall time, and AutoGluon may stop before it (its own
+  wall time is in its row). During the run below the project's test suite ran beside it,
+  at a lower priority, for its first 40 minutes (the first five tables).
+- With `--timeout-s 60` the CV pipeline finishes one or two trials per table (five fold
+  networks each): its blends lean on the trees, and the networks' share grows with the
+  budget.
 - In holdout mode the pipeline's members train on 60% of the train rows (20% pick epochs
   and trials, 20% fit the blend), while the other methods fit on all of them; CV mode's
   fold models train on 72% each (80% less the 10% inner early-stopping slice) and every
@@ -510,10 +515,10 @@ NOTES = """\
 """
 
 
-FULL_RUN_ESTIMATE = "1.5 hours (80-110 minutes)"
 COMMANDS = f"""\
 ```bash
-.venv/bin/python benchmarks/bench_quality.py          # the full run: {len(qt.TABLES)} tables, {FULL["timeout_s"]:g} s search budget
+.venv/bin/python benchmarks/bench_quality.py          # every table, {FULL["timeout_s"]:g} s search budget per table and mode
+.venv/bin/python benchmarks/bench_quality.py --timeout-s 60   # the run below: {len(qt.TABLES)} tables, 60 s
 .venv/bin/python benchmarks/bench_quality.py --quick  # 3 tables, {QUICK["timeout_s"]:g} s: the harness end to end
 .venv/bin/python benchmarks/bench_quality.py --tables wa_churn chem97 --timeout-s 300
 .venv/bin/python benchmarks/bench_quality.py --report-only   # this page again from the last results
@@ -521,12 +526,14 @@ COMMANDS = f"""\
 
 The first run creates `benchmarks/.venv-quality` (about 2 GB with PyTorch's CPU build,
 1.2 GB without; 1-2 minutes from the package registry). Run directories, exported
-tables and `results.json` stay in `benchmarks/.quality-work/` (the quick run left 1.6 GB
-there, mostly the random forests' model files; expect several GB from the full run, each
-table's run directories are replaced when it runs again). The full run takes about
-{FULL_RUN_ESTIMATE} on 2 CPUs: per table up to 2 minutes of baselines, the pipeline
-({FULL["timeout_s"]:g} s of search, the trials in flight, then trees and blends: 5-9
-minutes) and AutoGluon for as long again; `--timeout-s` scales it."""
+tables and `results.json` stay in `benchmarks/.quality-work/`: the run below left about
+20 GB there, nearly all of it the random forests' and extra trees' fold models (300
+fully grown trees per fold; issue 15 scales them with the rows). Each table's run
+directories are replaced when it runs again. With `--timeout-s 60` the six tables took
+about 55 minutes on 2 CPUs: per table seconds of baselines, the pipeline twice (holdout
+and CV: the search budget, the trials in flight, then trees and blends: 2-5 minutes
+each) and AutoGluon for up to the CV wall time; the default 180 s budget adds about
+four minutes of search per table and mode (not measured end to end)."""
 
 
 def _machine(versions: dict[str, str]) -> str:
