@@ -206,32 +206,33 @@ def _off(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in (OFF, "null", "off")
 
 
-def _check_max_corr(max_corr: Any) -> float | None:
-    if max_corr is None or _off(max_corr):
+def _switchable(value: Any, ok: Callable[[float], bool], message: str) -> float | None:
+    """A number option that ``none`` switches off (None); ``UserError(message)`` when it is
+    not a number ``ok`` accepts."""
+    if value is None or _off(value):
         return None
     try:
-        value = float(max_corr)
+        number = float(value)
     except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(max_corr, bool) or not (0.0 < value <= 1.0):
-        raise UserError(
-            f"max_corr must be in (0, 1], or 'none' for no correlation filter; got {max_corr!r}."
-        )
-    return value
+        number = math.nan
+    if isinstance(value, bool) or math.isnan(number) or not ok(number):
+        raise UserError(f"{message}; got {value!r}.")
+    return number
+
+
+def _check_max_corr(max_corr: Any) -> float | None:
+    return _switchable(
+        max_corr,
+        lambda v: 0.0 < v <= 1.0,
+        "max_corr must be in (0, 1], or 'none' for no correlation filter",
+    )
 
 
 def _check_margin(margin: Any) -> float | None:
-    if margin is None or _off(margin):
-        return None
-    try:
-        value = float(margin)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(margin, bool) or math.isnan(value) or value < 0:
-        raise UserError(
-            f"margin must be 0 or more, or 'none' for no eligibility cut; got {margin!r}."
-        )
-    return None if math.isinf(value) else value
+    value = _switchable(
+        margin, lambda v: v >= 0, "margin must be 0 or more, or 'none' for no eligibility cut"
+    )
+    return None if value is None or math.isinf(value) else value
 
 
 def _options(ens: Any, top_k, max_corr, trees, method, folds, margin=None, refit=None) -> _Options:
