@@ -66,7 +66,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ _REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "bool": (),
     "const": ("value",),
 }
-SPACE_KEYS = ("name", "description", "family", "params")
+SPACE_KEYS = ("name", "description", "family", "params", "portfolio")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCALARS = (str, int, float, bool)
 
@@ -542,16 +542,20 @@ def _read_yaml(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class Space:
-    """A search space: ``Space(name, params, family, description="")``.
+    """A search space: ``Space(name, params, family, description="", portfolio=())``.
 
     ``params`` is a sequence of :class:`Param` (stored as a tuple, in order); ``family``
-    is one of :data:`FAMILY_NAMES`. Validated on construction (:class:`SpaceError`).
+    is one of :data:`FAMILY_NAMES`. ``portfolio`` is a short list of known-good
+    configurations of the space, tried in order before the sampler takes over (each a full
+    configuration, as :meth:`validate_config` accepts). Validated on construction
+    (:class:`SpaceError`).
     """
 
     name: str
     params: tuple[Param, ...]
     family: str
     description: str = ""
+    portfolio: tuple[dict[str, Any], ...] = field(default=(), hash=False)
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -592,6 +596,33 @@ class Space:
                         f"{flat_owner[flat]!r}."
                     )
                 flat_owner[flat] = p.name
+        self._check_portfolio()
+
+    def _check_portfolio(self) -> None:
+        raw = self.portfolio
+        if raw is None:
+            raw = ()
+        if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Iterable):
+            raise SpaceError(
+                f"space {self.name!r}: portfolio must be a list of configurations, got "
+                f"{_fmt(raw)}. Fix: write `portfolio: [{{param: value, ...}}, ...]`."
+            )
+        configs = []
+        for i, config in enumerate(raw):
+            try:
+                self.validate_config(config)
+            except SpaceError as exc:
+                raise SpaceError(
+                    f"space {self.name!r}: portfolio[{i}]: {exc} Fix: give every active "
+                    "parameter a possible value of the space."
+                ) from None
+            configs.append(
+                {
+                    k: _py(v) if not isinstance(v, list) else [_py(e) for e in v]
+                    for k, v in config.items()
+                }
+            )
+        object.__setattr__(self, "portfolio", tuple(configs))
 
     # -- construction
 
@@ -631,11 +662,13 @@ class Space:
                 f"params must be a mapping of parameter name to definition, got {_fmt(raw)}."
             )
         description = d.get("description")
+        portfolio = d.get("portfolio")
         return cls(
             name=d["name"],
             params=tuple(params),
             family=d["family"],
             description="" if description is None else description,
+            portfolio=() if portfolio is None else portfolio,
         )
 
     @classmethod
@@ -649,13 +682,17 @@ class Space:
             raise SpaceError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The YAML form; ``Space.from_dict(space.to_dict()) == space``."""
-        return {
+        """The YAML form; ``Space.from_dict(space.to_dict()) == space``. ``portfolio``
+        appears only when the space has one (a space without one keeps its fingerprint)."""
+        d: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "family": self.family,
             "params": {p.name: p.to_dict() for p in self.params},
         }
+        if self.portfolio:
+            d["portfolio"] = [dict(c) for c in self.portfolio]
+        return d
 
     def fingerprint(self) -> str:
         """sha256 (hex) of the canonical JSON of :meth:`to_dict`."""

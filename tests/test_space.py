@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -1048,3 +1049,51 @@ def test_importing_search_spaces_stays_light():
     )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def _portfolio_space(portfolio):
+    return Space.from_dict(
+        {
+            "name": "p",
+            "family": "dense",
+            "params": {
+                "n": {"type": "int", "low": 1, "high": 3},
+                "u": {"type": "int", "low": 8, "high": 64, "per": "n"},
+                "opt": {"type": "categorical", "choices": ["adam", "sgd"]},
+                "m": {"type": "float", "low": 0.0, "high": 0.9, "when": {"opt": ["sgd"]}},
+            },
+            "portfolio": portfolio,
+        }
+    )
+
+
+def test_a_space_portfolio_is_validated_and_round_trips():
+    space = _portfolio_space(
+        [{"n": 2, "u": [16, 32], "opt": "adam"}, {"n": 1, "u": [8], "opt": "sgd", "m": 0.5}]
+    )
+    assert space.portfolio[1] == {"n": 1, "u": [8], "opt": "sgd", "m": 0.5}
+    assert Space.from_dict(space.to_dict()) == space
+    # a space without a portfolio keeps its YAML form (and so its fingerprint)
+    bare = _portfolio_space(None)
+    assert "portfolio" not in bare.to_dict() and bare.portfolio == ()
+    assert bare.fingerprint() != space.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "portfolio, words",
+    [
+        (
+            [{"n": 2, "u": [16], "opt": "adam"}],
+            "portfolio[0]: config: param 'u' must be a list of 2",
+        ),
+        (
+            [{"n": 1, "u": [8], "opt": "adam", "m": 0.1}],
+            "portfolio[0]: config: param 'm' is given but inactive",
+        ),
+        ([{"n": 1, "u": [8], "opt": "adam"}, {"n": 9, "u": [8], "opt": "adam"}], "portfolio[1]"),
+        ({"n": 1}, "portfolio must be a list of configurations"),
+    ],
+)
+def test_a_bad_portfolio_entry_is_refused_naming_its_index(portfolio, words):
+    with pytest.raises(SpaceError, match=re.escape(words)):
+        _portfolio_space(portfolio)
