@@ -823,7 +823,7 @@ SPACE_ERRORS = [
     ),
     (
         {"name": "t", "family": "dense", "parms": {}},
-        "unknown key 'parms' in space; valid keys: name, description, family, params. "
+        "unknown key 'parms' in space; valid keys: name, description, family, params, portfolio. "
         "Did you mean 'params'?",
     ),
     ({"name": "t", "params": {"opt": OPT}}, "space is missing required key 'family'."),
