@@ -77,3 +77,61 @@ def test_a_json_file_holding_no_object_is_refused(run_dir, capsys):
     code, err = _exit_and_error(["trials", str(run_dir)], capsys)
     assert code == 2
     assert err[0].startswith(f"error: {path} is damaged (trial.json holds list, not an object)")
+
+
+def _bomb(levels: int = 8) -> tuple[str, str]:
+    """A YAML alias bomb (9**levels values from about 1 KB of text) and its alias."""
+    lines = ["  a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    for i in range(1, levels):
+        lines.append(f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "anchors:\n" + "\n".join(lines) + "\n", f"*a{levels - 1}"
+
+
+@pytest.mark.parametrize("damage", ["alias bomb", "not a mapping", "not yaml", "latin-1"])
+def test_a_damaged_frozen_spec_is_refused_by_resume_without_printing_it(
+    run_dir, tmp_path, capsys, damage
+):
+    """`--resume` compares the run's frozen spec.yaml with the spec; a tampered one is one
+    line naming the file (before: an alias bomb in `data.target` was printed whole, 35 MB of
+    stderr for 9**7 values, and a list crashed with AttributeError)."""
+    import time
+
+    import yaml
+
+    frozen = run_dir / "spec.yaml"
+    text = frozen.read_text()
+    anchors, alias = _bomb()
+    damaged = {
+        "alias bomb": anchors + text.replace("target: target", f"target: {alias}"),
+        "not a mapping": "- a list\n",
+        "not yaml": "data: {target: [\n",
+        "latin-1": None,
+    }[damage]
+    if damaged is None:
+        frozen.write_bytes(b"name: caf\xe9\n" + text.encode())
+    else:
+        frozen.write_text(damaged)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(make_spec_dict(tmp_path, training={"trial_fn": ORACLE})))
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    start = time.monotonic()
+    code, err = _exit_and_error(["run", str(spec), "--resume", "--quiet"], capsys)
+    assert time.monotonic() - start < 10
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {frozen} is damaged (")
+    assert err[0].endswith("Fix: restore it from a copy of the run; hpsearch does not rebuild it.")
+    assert len(err[0]) < 600
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+
+
+def test_a_long_stored_value_is_quoted_short_by_resume(run_dir, tmp_path, capsys):
+    import yaml
+
+    frozen = run_dir / "spec.yaml"
+    frozen.write_text(frozen.read_text().replace("target: target", "target: " + "x" * 50_000))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(make_spec_dict(tmp_path, training={"trial_fn": ORACLE})))
+    code, err = _exit_and_error(["run", str(spec), "--resume", "--quiet"], capsys)
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: cannot resume {run_dir}: data.target 'target' differs ")
+    assert "'xxx" in err[0] and len(err[0]) < 600

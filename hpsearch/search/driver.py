@@ -335,17 +335,51 @@ def _check_study_name_free(spec: Spec) -> None:
 _DATA_SETTINGS = ("target", "id", "task", "image_shape", "columns")
 
 
+def _frozen_spec(rd: RunDir) -> dict[str, Any]:
+    """The run's frozen ``spec.yaml`` as a mapping ({} when it is missing), read with the
+    spec files' safe loader: a damaged or tampered one (an alias bomb, not YAML, not a
+    mapping) is a RunDirError naming the file, never a value printed whole."""
+    import yaml
+
+    from hpsearch.core.spec import QUOTE_MAX
+    from search_spaces import safe_yaml
+
+    path = rd.path / "spec.yaml"
+    fix = "Fix: restore it from a copy of the run; hpsearch does not rebuild it."
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError:
+        return {}
+    except UnicodeDecodeError as exc:
+        raise RunDirError(
+            f"{path} is damaged (not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}). {fix}"
+        ) from None
+    try:
+        frozen = safe_yaml.load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RunDirError(
+            f"{path} is damaged (not a spec: {' '.join(str(problem).split())[:QUOTE_MAX]}). {fix}"
+        ) from None
+    if frozen is None:
+        return {}
+    if not isinstance(frozen, dict):
+        raise RunDirError(
+            f"{path} is damaged (it holds {type(frozen).__name__}, not a spec). {fix}"
+        )
+    return frozen
+
+
 def _differences(meta: dict[str, Any], spec: Spec, space: Space, rd: RunDir) -> list[str]:
     """What in ``spec`` differs from the run it points at (space, split, metric, the data
     settings of the frozen ``spec.yaml``)."""
-    import yaml
+    from hpsearch.core.spec import _quote
 
     diffs = []
-    try:
-        frozen = yaml.safe_load((rd.path / "spec.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        frozen = {}
-    stored = frozen.get("data") or {}
+    stored = _frozen_spec(rd).get("data") or {}
+    if not isinstance(stored, dict):
+        stored = {}
     now = spec.to_dict()["data"]
     for key in _DATA_SETTINGS:
         if key not in stored:
@@ -358,7 +392,9 @@ def _differences(meta: dict[str, Any], spec: Spec, space: Space, rd: RunDir) -> 
         if key == "columns":
             old, new = old or {}, new or {}
         if old != new:
-            diffs.append(f"data.{key} {new!r} differs from the stored {old!r} (spec.yaml)")
+            diffs.append(
+                f"data.{key} {_quote(new)} differs from the stored {_quote(old)} (spec.yaml)"
+            )
     if meta.get("space_fingerprint") != space.fingerprint():
         diffs.append(f"the space {spec.space!r} differs from the stored one (space.yaml)")
     if meta.get("split") != spec.split.model_dump():
