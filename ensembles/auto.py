@@ -45,7 +45,8 @@ class AutoBlender(BaseEstimator):
     After ``fit``: ``scores_`` (method -> ``{fitted, cross_fitted}``, with ``error``
     where a method could not be fitted or cross-fitted), ``blenders_`` (method ->
     fitted blender, for every method that fitted), ``method_`` (the best cross-fitted;
-    ``nelder-mead``, else the first fitted, when none could be cross-fitted),
+    ``nelder-mead``, else the first fitted, when none could be cross-fitted: then
+    ``fallback_`` is True and the ``auto`` score row says ``fallback: true``),
     ``blender_`` (its fitted blender, which ``predict`` uses), ``metric_``, ``task_``,
     and with ``nested``: ``nested_score_`` (the nested cross-fitted score of choosing,
     None when it failed), ``chosen_per_fold_`` and ``nested_error_``.
@@ -108,13 +109,21 @@ class AutoBlender(BaseEstimator):
             raise ValueError(f"no blend method could be fitted ({errors})")
         cross = {m: s["cross_fitted"] for m, s in self.scores_.items()}
         best = best_method(cross, _metrics.get_metric(self.metric_).direction)
+        self.fallback_ = best is None
         if best is None:
             best = _FALLBACK if _FALLBACK in self.blenders_ else next(iter(self.blenders_))
+            say(
+                f"auto: no method could be cross-fitted ({len(y)} row(s)), so nothing was "
+                f"compared; {best} is used by default"
+            )
         self.method_ = best
         self.blender_ = self.blenders_[best]
         self.nested_score_, self.chosen_per_fold_, self.nested_error_ = None, [], None
         if self.nested:
-            say(f"auto: {best} has the best cross-fitted {self.metric_}; nested cross-fitting...")
+            if not self.fallback_:
+                say(
+                    f"auto: {best} has the best cross-fitted {self.metric_}; nested cross-fitting..."
+                )
             self._fit_nested(P, y)
         return self
 
@@ -135,6 +144,8 @@ class AutoBlender(BaseEstimator):
             "fitted": self.scores_[self.method_]["fitted"],
             "cross_fitted": self.nested_score_,
         }
+        if self.fallback_:
+            row["fallback"] = True  # chosen by default: no method could be cross-fitted
         if self.nested_error_:
             row["error"] = self.nested_error_
         elif self.nested:
@@ -164,6 +175,7 @@ class AutoBlender(BaseEstimator):
             "nested_score": self.nested_score_,
             "chosen_per_fold": list(self.chosen_per_fold_),
             "nested_error": self.nested_error_,
+            "fallback": self.fallback_,
             "blender": self.blender_.to_dict(),
         }
 
@@ -185,4 +197,5 @@ class AutoBlender(BaseEstimator):
         auto.nested_score_ = d.get("nested_score")
         auto.chosen_per_fold_ = list(d.get("chosen_per_fold") or [])
         auto.nested_error_ = d.get("nested_error")
+        auto.fallback_ = bool(d.get("fallback", False))
         return auto

@@ -81,8 +81,15 @@ def _direction_words(info: dict[str, Any]) -> str:
     return "higher is better" if info.get("direction") == "maximize" else "lower is better"
 
 
+def _auto_fallback(info: dict[str, Any]) -> bool:
+    """``auto`` chose by default: no method could be cross-fitted (too few rows)."""
+    return bool((info.get("scores") or {}).get("auto", {}).get("fallback"))
+
+
 def _auto_words(info: dict[str, Any]) -> str:
     if info.get("requested_method") == "auto":
+        if _auto_fallback(info):
+            return " (auto: no method could be cross-fitted; chosen by default)"
         return " (auto: the best cross-fitted score)"
     return ""
 
@@ -237,7 +244,11 @@ def _report_scores(info: dict[str, Any]) -> list[str]:
         f"*Cross-fitted*: each of {info['folds']} folds of the {rows} predicted by a blend "
         "fitted on the other folds (an honest estimate of the score on new rows)."
         + (
-            " *auto*: the method was chosen by the best cross-fitted score; its row repeats "
+            " *auto*: no method could be cross-fitted (too few rows), so nothing was "
+            f"compared and {info['method']} was used by default; its row repeats that "
+            "method's fitted score."
+            if _auto_fallback(info)
+            else " *auto*: the method was chosen by the best cross-fitted score; its row repeats "
             "the chosen method's fitted score beside a *nested* cross-fitted one (in each fold "
             "the method is chosen again on the other folds), the honest estimate of choosing."
             if "auto" in info["scores"]

@@ -595,3 +595,30 @@ def test_auto_keeps_the_methods_that_fit_and_says_why_the_others_did_not():
     assert set(auto.blenders_) == {"mean"} and auto.method_ == "mean"
     with pytest.raises(ValueError, match="no blend method could be fitted"):
         AutoBlender(metric="log_loss", methods=["stack"]).fit(P, y)
+
+
+def test_auto_on_too_few_rows_to_cross_fit_says_it_chose_by_default():
+    """One holdout row (issue 16: `split.min_rows` lowered): no method has a cross-fitted
+    score, so `auto` compares nothing and must not claim "the best cross-fitted score"."""
+    from ensembles.report import _auto_words
+
+    P, y = _binary(n=1, m=3)
+    said: list[str] = []
+    auto = AutoBlender(metric="log_loss", methods=["best", "mean", "nelder-mead"])
+    auto.fit(P, y, log=said.append)
+    assert all(s["cross_fitted"] is None for s in auto.scores_.values())
+    assert auto.method_ == "nelder-mead" and auto.fallback_
+    assert "auto: no method could be cross-fitted (1 row(s)), so nothing was compared; " \
+        "nelder-mead is used by default" in said  # fmt: skip
+    assert not any("best cross-fitted" in s for s in said)
+    row = auto.auto_scores()
+    assert row["fallback"] is True and row["cross_fitted"] is None
+    assert AutoBlender.from_dict(json.loads(json.dumps(auto.to_dict()))).fallback_
+    info = {"requested_method": "auto", "scores": {**auto.scores_, "auto": row}}
+    assert _auto_words(info) == " (auto: no method could be cross-fitted; chosen by default)"
+    del info["scores"]["auto"]["fallback"]
+    assert _auto_words(info) == " (auto: the best cross-fitted score)"
+    # with rows enough, the choice is by the cross-fitted score and says so
+    P, y = _binary(n=200, m=3)
+    auto = AutoBlender(metric="log_loss", methods=["best", "mean"], nested=False).fit(P, y)
+    assert not auto.fallback_ and "fallback" not in auto.auto_scores()
