@@ -1455,6 +1455,8 @@ ISSUE_16 = {
         "test_faults.py::test_bad_input_exits_2_and_writes_nothing[duplicate YAML keys]",
         "test_spec.py::test_messages_quote_at_most_about_200_characters_of_a_value",
         "test_malformed.py::test_generated_specs_load_or_are_refused_cleanly",
+        "test_damaged.py::test_a_damaged_frozen_spec_is_refused_by_resume_without_printing_it[alias bomb]",
+        "test_damaged.py::test_a_long_stored_value_is_quoted_short_by_resume",
     ],
     "3 resources that cannot be had": [
         "test_resources.py::test_resources_no_node_has_are_refused_with_nothing_written",
@@ -1474,6 +1476,7 @@ ISSUE_16 = {
         "test_faults.py::test_a_model_refused_by_keras_safe_mode_is_one_line_naming_the_file",
         "test_damaged.py::test_damaged_study_db_is_refused_and_left_as_it_was",
         "test_damaged.py::test_truncated_trial_json_is_refused_naming_the_file",
+        "test_damaged.py::test_a_damaged_frozen_spec_is_refused_by_resume_without_printing_it",
         "test_faults.py::test_a_lost_or_replaced_study_storage_is_refused",
     ],
     "6 unwritable paths, a spec not in UTF-8": [
@@ -1501,6 +1504,7 @@ ISSUE_16 = {
         "test_faults.py::test_bad_input_exits_2_and_writes_nothing[in-memory storage]",
         "test_faults.py::test_bad_input_exits_2_and_writes_nothing[duplicate CSV column names]",
         "test_malformed.py::test_generated_csv_tables_load_or_are_refused_cleanly",
+        "test_blenders.py::test_auto_on_too_few_rows_to_cross_fit_says_it_chose_by_default",
     ],
     "10 storage passwords": [
         "test_prework.py::test_redact_hides_the_password_of_every_url",
