@@ -1221,11 +1221,15 @@ def load_space(name_or_path: str | Path | Space) -> Space:
     library = Path(LIBRARY_DIR)
     for suffix in (".yaml", ".yml"):
         path = library / f"{text}{suffix}"
-        if path.is_file():
-            return Space.from_yaml(path)
+        try:
+            if path.is_file():
+                return Space.from_yaml(path)
+        except OSError:  # a name no file system can hold (File name too long): not a space
+            break
     names = sorted({p.stem for p in library.glob("*.y*ml") if p.suffix in (".yaml", ".yml")})
+    shown = repr(text) if len(repr(text)) <= 200 else repr(text)[:197] + "..."
     raise SpaceError(
-        f"unknown space {text!r}: not in the library {library} (available: "
+        f"unknown space {shown}: not in the library {library} (available: "
         f"{', '.join(names) or 'none'}) and not a .yaml path.{_did_you_mean(text, names)} "
         "Fix: name a library space (`hpsearch space list`) or give the path of a .yaml space file."
     )

@@ -1457,6 +1457,7 @@ ISSUE_16 = {
         "test_malformed.py::test_generated_specs_load_or_are_refused_cleanly",
         "test_damaged.py::test_a_damaged_frozen_spec_is_refused_by_resume_without_printing_it[alias bomb]",
         "test_damaged.py::test_a_long_stored_value_is_quoted_short_by_resume",
+        "test_prework.py::test_a_value_too_long_for_a_path_or_a_message_is_one_short_line",
     ],
     "3 resources that cannot be had": [
         "test_resources.py::test_resources_no_node_has_are_refused_with_nothing_written",
@@ -1485,6 +1486,7 @@ ISSUE_16 = {
         "test_faults.py::test_bad_input_exits_2_and_writes_nothing[storage under /proc]",
         "test_faults.py::test_bad_input_exits_2_and_writes_nothing[spec saved in latin-1]",
         "test_prework.py::test_cli_output_paths_are_checked_before_any_work",
+        "test_prework.py::test_a_command_line_path_too_long_for_the_file_system_exits_2",
     ],
     "7 exit status when every trial failed": [
         "test_resources.py::test_a_search_with_no_complete_trial_exits_1_naming_the_most_common_failure",

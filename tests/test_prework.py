@@ -368,3 +368,83 @@ def test_a_run_s_frozen_spec_loads_without_its_trainer_module(tmp_path):
     assert load_spec(path, frozen=True).training.trial_fn == "my_lab_only.trainers:fit"
     with pytest.raises(SpecError, match="cannot find the module 'my_lab_only.trainers'"):
         load_spec(path)
+
+
+# --------------------------------------------------------------------------- over-long values
+
+LONG = "x" * 50_000
+
+
+PATH_TAIL = "Fix: give a shorter path"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "head", "tail"),
+    [
+        ("data.train", f"{LONG}.csv", "the path 'xxx", "... holds a file or folder name of 50004 bytes (at most 255). " + PATH_TAIL),
+        ("output", LONG, "the path 'xxx", "... holds a file or folder name of 50000 bytes (at most 255). " + PATH_TAIL),
+        ("output", "/proc/" + "d/" * 2100, "the path '/proc/d/d/", "... is 4206 bytes long (at most 4096). " + PATH_TAIL),
+        ("space", f"{LONG}.yaml", "the path 'xxx", "... holds a file or folder name of 50005 bytes (at most 255). " + PATH_TAIL),
+        ("storage", f"sqlite:///{LONG}/study.db", "the path 'xxx", "... holds a file or folder name of 50000 bytes (at most 255). " + PATH_TAIL),
+        ("storage", f"sqlite:////tmp/{LONG}/study.db", "the path '/tmp/xxx", "... holds a file or folder name of 50000 bytes (at most 255). " + PATH_TAIL),
+        ("name", LONG, "'xxx", "... is 50000 bytes long, more than the 255 of a folder name (the default `output` is runs/<name>). Fix: use a shorter name"),
+        ("training.trial_fn", f"os:{LONG}", "the module 'os' defines no 'xxx", "...). Fix: name a function the module defines, as `module:function`"),
+        ("training.trial_fn", f"{LONG}:fn", "cannot find the module 'xxx", "... Fix: check the module path, install its package or add its folder to PYTHONPATH (it must import on the driver and on every Ray node)"),
+    ],
+    ids=["data path", "output name", "output path", "space file", "relative sqlite", "absolute sqlite", "name", "trial_fn function", "trial_fn module"],
+)  # fmt: skip
+def test_a_value_too_long_for_a_path_or_a_message_is_one_short_line(
+    tmp_path, field, value, head, tail
+):
+    """A path no file system can hold is refused by the spec (before: `OSError: File name
+    too long` tracebacks from data, output, space and storage paths), and a long value is
+    quoted to about 200 characters (before: a 50 KB trial_fn function name was printed)."""
+    spec = make_spec_dict(tmp_path)
+    section, _, key = field.rpartition(".")
+    (spec[section] if section else spec)[key] = value
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and len(message) < 700, message[:1000]
+    assert message.startswith(f"spec field '{field}': {head}"), message[:300]
+    assert message.endswith(tail), message[-300:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_library_space_name_too_long_for_a_file_is_an_unknown_space():
+    from search_spaces import SpaceError, load_space
+
+    with pytest.raises(SpaceError) as err:
+        load_space(LONG)
+    assert str(err.value).startswith("unknown space '" + "x" * 196 + "...: not in the library")
+    assert len(str(err.value)) < 700
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["hpsearch", "run", f"{LONG}.yaml"],
+        ["hpsearch", "status", LONG],
+        ["hpsearch", "trials", LONG],
+        ["hpsearch", "best", LONG],
+        ["ensembles", "build", LONG],
+        ["ensembles", "list", LONG],
+        ["ensembles", "report", LONG],
+        ["ensembles", "predict", LONG, "new.csv", "-o", "out.csv"],
+    ],
+    ids=lambda argv: " ".join(a if len(a) < 20 else "LONG" for a in argv),
+)
+def test_a_command_line_path_too_long_for_the_file_system_exits_2(
+    tmp_path, monkeypatch, capsys, argv
+):
+    """Before: an `OSError: [Errno 36] File name too long` traceback, exit 1."""
+    from ensembles.cli import main as ens_main
+    from hpsearch.cli.app import main as hp_main
+
+    monkeypatch.chdir(tmp_path)
+    main = hp_main if argv[0] == "hpsearch" else ens_main
+    assert main(argv[1:]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and len(err[0]) < 700, err
+    assert err[0].startswith("error: ") and "Fix: " in err[0]
+    assert list(tmp_path.iterdir()) == []

@@ -83,7 +83,25 @@ def run_cli(parser, argv=None) -> int:
         if isinstance(exc, StudyStopped):
             print(f"error: {redact(str(exc))}", file=sys.stderr)
             return EXIT_STOPPED
+        if too_long := path_too_long(exc):
+            print(f"error: {redact(too_long)}", file=sys.stderr)
+            return EXIT_USER_ERROR
         raise
+
+
+def path_too_long(exc: BaseException) -> str | None:
+    """The one-line message for an ``OSError: File name too long`` (a path given on the
+    command line that no file system can hold, found on the first look at it), else None."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.errno != errno.ENAMETOOLONG:
+        return None
+    name = os.fspath(exc.filename) if exc.filename is not None else "a path"
+    shown = repr(name) if len(repr(name)) <= 200 else repr(name)[:197] + "..."
+    return (
+        f"the path {shown} is too long for the file system ({exc.strerror}). Fix: give a "
+        "shorter path (a file or folder name holds at most 255 bytes)."
+    )
 
 
 # --------------------------------------------------------------------------- writable paths

@@ -240,11 +240,33 @@ def _base(info: ValidationInfo) -> Path:
     return Path(context.get("base_dir") or Path.cwd())
 
 
+NAME_MAX = 255  # bytes of one file or folder name (ext4, XFS, APFS, NTFS)
+PATH_MAX = 4096  # bytes of a whole path (Linux)
+
+
 def _resolve_path(p: str, base: Path) -> str:
+    """``p`` made absolute against ``base`` (its length checked: :func:`_check_path_length`)."""
+    _check_path_length(p)
     path = Path(os.path.expanduser(p))
     if not path.is_absolute():
         path = base / path
     return str(path.resolve())
+
+
+def _check_path_length(p: str) -> None:
+    """A path no file system can hold (a name over :data:`NAME_MAX` or a path over
+    :data:`PATH_MAX` bytes) is refused here, where the operating system would raise
+    ``OSError: File name too long`` on the first look."""
+    size = len(p.encode("utf-8", "surrogatepass"))
+    parts = p.replace("\\", "/").split("/")
+    longest = max(len(part.encode("utf-8", "surrogatepass")) for part in parts)
+    if longest > NAME_MAX or size > PATH_MAX:
+        what = (
+            f"holds a file or folder name of {longest} bytes (at most {NAME_MAX})"
+            if longest > NAME_MAX
+            else f"is {size} bytes long (at most {PATH_MAX})"
+        )
+        raise _fail(f"the path {_quote(p)} {what}", "give a shorter path")
 
 
 def _in_memory(url: str) -> bool:
@@ -508,7 +530,7 @@ def _importable(target: str) -> None:
         found = None
     if found is None:
         raise _fail(
-            f"cannot find the module {module!r} of {_quote(target)}",
+            f"cannot find the module {_quote(module)} of {_quote(target)}",
             "check the module path, install its package or add its folder to PYTHONPATH "
             "(it must import on the driver and on every Ray node)",
         )
@@ -516,7 +538,7 @@ def _importable(target: str) -> None:
     loaded = sys.modules.get(module)
     if not hasattr(loaded, name) if loaded is not None else _source_lacks(found, name):
         raise _fail(
-            f"the module {module!r} defines no {name!r} (from {_quote(target)})",
+            f"the module {_quote(module)} defines no {_quote(name)} (from {_quote(target)})",
             "name a function the module defines, as `module:function`",
         )
 
@@ -832,13 +854,20 @@ class Spec(_SpecModel):
         data = {k: v for k, v in data.items() if not (k in _SECTIONS and v is None)}
         if data.get("output") is None:
             name = data.get("name")
-            ok = isinstance(name, str) and name.strip()
+            # a name that is refused (below) leaves the default output out of its message
+            ok = isinstance(name, str) and name.strip() and len(name.encode()) <= NAME_MAX
             data["output"] = f"runs/{name if ok else 'spec'}"
         return data
 
     @field_validator("name")
     @classmethod
     def _name_chars(cls, name: str) -> str:
+        if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:
+            raise _fail(
+                f"{_quote(name)} is {len(name.encode('utf-8', 'surrogatepass'))} bytes long, more "
+                f"than the {NAME_MAX} of a folder name (the default `output` is runs/<name>)",
+                "use a shorter name",
+            )
         if any(not (ch.isalnum() or ch in "._-") for ch in name):
             better = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)
             raise _fail(
@@ -877,6 +906,8 @@ class Spec(_SpecModel):
         if (db := sqlite_file(storage)) and not db.startswith("/"):
             # a relative SQLite path means the same file from any working directory
             return "sqlite:///" + _resolve_path(db, _base(info))
+        if db:
+            _check_path_length(db)
         return storage
 
     @model_validator(mode="after")
@@ -1091,7 +1122,7 @@ def _read_yaml(path: Path) -> Any:
 
     from search_spaces import safe_yaml
 
-    where = f"spec file {str(path)!r}"
+    where = f"spec file {_quote(str(path))}"
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
@@ -1099,7 +1130,9 @@ def _read_yaml(path: Path) -> Any:
             [f"{where} does not exist. Fix: check the path (cwd is {os.getcwd()})."]
         ) from None
     except OSError as e:
-        raise SpecError([f"{where} cannot be read: {e}. Fix: check the path."]) from None
+        raise SpecError(
+            [f"{where} cannot be read: {e.strerror or e}. Fix: check the path."]
+        ) from None
     except UnicodeDecodeError as e:
         raise SpecError(
             [
