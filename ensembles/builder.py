@@ -69,7 +69,7 @@ from hpsearch.core import atomic
 from hpsearch.core import metrics as _metrics
 from hpsearch.core.errors import RunDirError, UserError
 from hpsearch.core.registry import BLENDERS as _BLENDERS
-from hpsearch.core.store import RunDir
+from hpsearch.core.store import RunDir, read_run_json
 
 __all__ = [
     "AUTO",
@@ -128,7 +128,7 @@ def _check_compatible(runs: list[RunDir], metas: list[dict[str, Any]]) -> None:
 
 def _split_info(run: RunDir) -> dict[str, Any]:
     path = run.data_dir / "split.json"
-    return atomic.read_json(path) if path.exists() else {}
+    return read_run_json(path, "split.json") if path.exists() else {}
 
 
 def _test_hash(run: RunDir) -> str | None:
@@ -813,7 +813,7 @@ def _id_column(run: RunDir) -> str | None:
     path = run.data_dir / "columns.json"
     if not path.exists():
         return None
-    return atomic.read_json(path).get("id")
+    return read_run_json(path, "columns.json").get("id")
 
 
 def _logger(progress: bool) -> Callable[[str], None]:

@@ -135,3 +135,39 @@ def test_a_long_stored_value_is_quoted_short_by_resume(run_dir, tmp_path, capsys
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"error: cannot resume {run_dir}: data.target 'target' differs ")
     assert "'xxx" in err[0] and len(err[0]) < 600
+
+
+DATA_DAMAGES = [
+    (name, damage, command)
+    for name in ("split.json", "preprocessor.json", "target.json")
+    for damage in ("truncated", "{}")
+    for command in ("build", "resume")
+] + [("columns.json", "truncated", "build")]
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "command"), DATA_DAMAGES, ids=["-".join(c) for c in DATA_DAMAGES]
+)
+def test_a_damaged_data_file_is_refused_naming_it(run_dir, tmp_path, capsys, name, damage, command):
+    """`ensembles build`, `--resume` (and `ensembles predict`, through the same reader) on a
+    run whose data/*.json is damaged: one line naming the file (before: a JSONDecodeError or
+    KeyError traceback)."""
+    import yaml
+
+    from ensembles.cli import main as ens_main
+
+    path = run_dir / "data" / name
+    path.write_text(path.read_text()[:30] if damage == "truncated" else damage)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(make_spec_dict(tmp_path, training={"trial_fn": ORACLE})))
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    if command == "build":
+        code = ens_main(["build", str(run_dir), "--trees", "none", "--quiet"])
+    else:
+        code = main(["run", str(spec), "--resume", "--quiet", "--n-trials", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    problem = "is not valid JSON" if damage == "truncated" else "does not hold what a run writes"
+    assert err[0].startswith(f"error: {path} is damaged ({name} {problem}")
+    assert err[0].endswith("Fix: restore it from a copy of the run.")
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before

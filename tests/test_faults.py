@@ -1478,6 +1478,7 @@ ISSUE_16 = {
         "test_damaged.py::test_damaged_study_db_is_refused_and_left_as_it_was",
         "test_damaged.py::test_truncated_trial_json_is_refused_naming_the_file",
         "test_damaged.py::test_a_damaged_frozen_spec_is_refused_by_resume_without_printing_it",
+        "test_damaged.py::test_a_damaged_data_file_is_refused_naming_it",
         "test_faults.py::test_a_lost_or_replaced_study_storage_is_refused",
     ],
     "6 unwritable paths, a spec not in UTF-8": [

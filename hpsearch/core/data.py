@@ -1266,9 +1266,13 @@ def save_prepared(prepared: PreparedData, run_dir: str | Path, spec: Any = None)
 
 
 def _read(run_dir: Path, name: str) -> Any:
+    """A JSON object of the run's ``data/``; a damaged one (not JSON, not an object) is a
+    RunDirError naming the file."""
+    from hpsearch.core.store import read_run_json
+
     path = run_dir / DATA_DIR / name
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_run_json(path, name)
     except FileNotFoundError:
         raise _fail(
             f"run directory {str(run_dir)!r}",
@@ -1277,13 +1281,26 @@ def _read(run_dir: Path, name: str) -> Any:
         ) from None
 
 
+def _damaged(run_dir: Path, name: str, exc: BaseException) -> Exception:
+    """The RunDirError of a ``data/`` file that parses but lacks what a run writes there."""
+    from hpsearch.core.errors import RunDirError
+
+    what = f"{type(exc).__name__}: {str(exc)[:120]}"
+    return RunDirError(
+        f"{run_dir / DATA_DIR / name} is damaged ({name} does not hold what a run writes "
+        f"there: {what}). Fix: restore it from a copy of the run."
+    )
+
+
 def load_prepared(run_dir: str | Path, spec: Any) -> PreparedData:
     """Rebuild the PreparedData of a run from its saved split/preprocessor/target and the
     original data source; DataError when the data changed since the run was created."""
     run_dir = Path(run_dir)
     split_info = _read(run_dir, "split.json")
-    pre = Preprocessor.from_dict(_read(run_dir, "preprocessor.json"))
-    target = Target.from_dict(_read(run_dir, "target.json"))
+    missing = [k for k in ("data_hash", "n_rows", "ids") if k not in split_info]
+    if missing or not isinstance(split_info["ids"], dict):
+        raise _damaged(run_dir, "split.json", KeyError(", ".join(missing) or "ids"))
+    pre, target = load_preprocessor(run_dir)
     d = spec.data
     train = load_table(d.train)
     if data_hash(train) != split_info["data_hash"]:
@@ -1315,9 +1332,14 @@ def load_prepared(run_dir: str | Path, spec: Any) -> PreparedData:
 
 def load_preprocessor(run_dir: str | Path) -> tuple[Preprocessor, Target]:
     run_dir = Path(run_dir)
-    return Preprocessor.from_dict(_read(run_dir, "preprocessor.json")), Target.from_dict(
-        _read(run_dir, "target.json")
-    )
+    parts = []
+    for name, cls in (("preprocessor.json", Preprocessor), ("target.json", Target)):
+        info = _read(run_dir, name)
+        try:
+            parts.append(cls.from_dict(info))
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise _damaged(run_dir, name, exc) from None
+    return parts[0], parts[1]
 
 
 def transform_new(run_dir: str | Path, df: pd.DataFrame) -> dict[str, np.ndarray]:
