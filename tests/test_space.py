@@ -814,7 +814,7 @@ SPACE_ERRORS = [
     (
         _space({"opt": OPT}, family="mlp"),
         "family 'mlp' does not exist; valid families: dense, cnn, text, multi_input, wide_deep, "
-        "multi_output, realmlp.",
+        "multi_output, realmlp. Did you mean 'realmlp'?",
     ),
     (
         _space({"opt": OPT}, family="dnse"),
