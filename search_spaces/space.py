@@ -74,7 +74,15 @@ import yaml
 
 from search_spaces import safe_yaml
 
-FAMILY_NAMES = ("dense", "cnn", "text", "multi_input", "wide_deep", "multi_output")
+FAMILY_NAMES = (
+    "dense",
+    "cnn",
+    "text",
+    "multi_input",
+    "wide_deep",
+    "multi_output",
+    "realmlp",
+)
 
 
 def _family_names() -> tuple[str, ...]:

@@ -22,12 +22,20 @@ class TextInput:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the model is fed. Input names: ``numeric``, ``cat_<column>``, ``text``, ``image``."""
+    """What the model is fed. Input names: ``numeric``, ``cat_<column>``, ``text``, ``image``.
+
+    ``numeric_center`` and ``numeric_scale`` (optional, one value per column of ``numeric``):
+    the median and the robust spread (interquartile range) of each ``numeric`` column over
+    the rows the preprocessing was fitted on, for families that scale robustly
+    (``(x - center) / scale``); None in runs made before they were recorded.
+    """
 
     numeric: int = 0
     categorical: dict[str, int] = field(default_factory=dict)
     text: TextInput | None = None
     image_shape: tuple[int, ...] | None = None
+    numeric_center: tuple[float, ...] | None = None
+    numeric_scale: tuple[float, ...] | None = None
 
     def input_names(self) -> list[str]:
         names = []
@@ -44,17 +52,25 @@ class InputSpec:
         d = asdict(self)
         if self.image_shape is not None:
             d["image_shape"] = list(self.image_shape)
+        for key in ("numeric_center", "numeric_scale"):
+            if d[key] is None:
+                del d[key]  # runs without robust statistics keep their earlier form
+            else:
+                d[key] = [float(v) for v in d[key]]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
         text = d.get("text")
         shape = d.get("image_shape")
+        center, scale = d.get("numeric_center"), d.get("numeric_scale")
         return cls(
             numeric=int(d.get("numeric", 0)),
             categorical={str(k): int(v) for k, v in (d.get("categorical") or {}).items()},
             text=TextInput(**text) if text else None,
             image_shape=tuple(int(s) for s in shape) if shape else None,
+            numeric_center=tuple(float(v) for v in center) if center is not None else None,
+            numeric_scale=tuple(float(v) for v in scale) if scale is not None else None,
         )
 
 

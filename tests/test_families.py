@@ -18,6 +18,7 @@ INPUTS = {
     ),
     "wide_deep": InputSpec(numeric=6, categorical={"colour": 4, "city": 9}),
     "multi_output": InputSpec(numeric=6, categorical={"colour": 4}),
+    "realmlp": InputSpec(numeric=6, categorical={"colour": 4}),
 }
 
 SMALL = {
@@ -39,6 +40,7 @@ SMALL = {
     "multi_input": {"n_layers": 1, "units": [8], "numeric_units": 8, "text_filters": 8},
     "wide_deep": {"n_layers": 2, "units": [16, 8]},
     "multi_output": {"n_layers": 2, "units": [16, 8], "aux_head": True},
+    "realmlp": {"n_layers": 2, "units": 16, "plr_frequencies": 4, "ensemble_size": 2},
 }
 
 TASKS = {
@@ -104,7 +106,9 @@ def test_registry_is_lazy_and_complete():
 
 
 def test_families_tuple(fam):
-    assert fam.FAMILIES == ("dense", "cnn", "text", "multi_input", "wide_deep", "multi_output")
+    assert fam.FAMILIES == (
+        "dense", "cnn", "text", "multi_input", "wide_deep", "multi_output", "realmlp",
+    )  # fmt: skip
 
 
 def test_unknown_family_raises_clear_error(fam):

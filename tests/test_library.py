@@ -26,9 +26,10 @@ EXPECTED = {
     "image_separable_cnn",
     "text_conv1d",
     "tabular_multi_output",
+    "tabular_realmlp",
 }
 N_SAMPLES = 20
-TRAINING_ONLY = {"batch_size"}  # read by hpsearch's trial runner, not by the model
+TRAINING_ONLY = {"batch_size", "epochs"}  # read by hpsearch's trial runner, not by the model
 TASKS = (("binary", 1), ("multiclass", 3), ("regression", 1))
 MAX_PARAMS = 2_000_000
 
@@ -134,7 +135,8 @@ def test_library_yaml_conventions(name):
     params = doc["params"]
     for required in ("optimizer", "learning_rate", "batch_size"):
         assert required in params, f"{name}: every library space samples {required}"
-    assert set(params["optimizer"]["choices"]) == {"adam", "rmsprop", "sgd"}
+    assert "adam" in params["optimizer"]["choices"]
+    assert set(params["optimizer"]["choices"]) <= {"adam", "adamw", "rmsprop", "sgd"}
     assert params["learning_rate"]["type"] == "float" and params["learning_rate"].get("log")
     for pname in ("filters",):
         if pname in params:

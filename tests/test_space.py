@@ -814,12 +814,12 @@ SPACE_ERRORS = [
     (
         _space({"opt": OPT}, family="mlp"),
         "family 'mlp' does not exist; valid families: dense, cnn, text, multi_input, wide_deep, "
-        "multi_output.",
+        "multi_output, realmlp. Did you mean 'realmlp'?",
     ),
     (
         _space({"opt": OPT}, family="dnse"),
         "family 'dnse' does not exist; valid families: dense, cnn, text, multi_input, wide_deep, "
-        "multi_output. Did you mean 'dense'?",
+        "multi_output, realmlp. Did you mean 'dense'?",
     ),
     (
         {"name": "t", "family": "dense", "parms": {}},
@@ -862,6 +862,7 @@ def test_family_names_constant():
         "multi_input",
         "wide_deep",
         "multi_output",
+        "realmlp",
     )
 
 

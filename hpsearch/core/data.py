@@ -628,13 +628,27 @@ def _as_numeric(s: pd.Series, col: str, where: str) -> np.ndarray:
     return conv.to_numpy(dtype=float, na_value=np.nan)
 
 
+def _robust_stats(z: np.ndarray) -> dict[str, float]:
+    """The median and robust spread of a standardized column: the interquartile range,
+    else half the range where most values are equal, else 1 (the robust scaling of
+    RealMLP, Holzmueller et al. 2024)."""
+    if not len(z):
+        return {"robust_center": 0.0, "robust_scale": 1.0}
+    q25, median, q75 = (float(v) for v in np.quantile(z, [0.25, 0.5, 0.75]))
+    spread = q75 - q25
+    if spread <= 1e-9:
+        spread = (float(z.max()) - float(z.min())) / 2
+    return {"robust_center": median, "robust_scale": spread if spread > 1e-9 else 1.0}
+
+
 class Preprocessor:
     """Fitted on the train rows only; JSON-serializable (``to_dict``/``from_dict``)."""
 
     def __init__(self) -> None:
         self.columns: dict[str, str] = {}
         self.image_shape: tuple[int, ...] | None = None
-        self.numeric: list[dict[str, Any]] = []  # {name, source, part, median, mean, std, missing}
+        # {name, median, mean, std, missing, robust_center, robust_scale} (no robust_* in older runs)
+        self.numeric: list[dict[str, Any]] = []
         self.categorical: dict[str, list[str]] = {}  # column -> keys in id order (id = index + 1)
         self.text_columns: list[str] = []
         self.vocab: list[str] = []
@@ -714,13 +728,15 @@ class Preprocessor:
             median = float(np.median(col[ok])) if ok.any() else 0.0
             filled = np.where(ok, col, median)
             std = float(filled.std())
+            mean, std = float(filled.mean()), (std if std > 1e-12 else 1.0)
             self.numeric.append(
                 {
                     "name": name,
                     "median": median,
-                    "mean": float(filled.mean()),
-                    "std": std if std > 1e-12 else 1.0,
+                    "mean": mean,
+                    "std": std,
                     "missing": bool((~ok).any()),
+                    **_robust_stats((filled - mean) / std),
                 }
             )
         self.categorical = {}
@@ -765,11 +781,19 @@ class Preprocessor:
             if self.text_columns
             else None
         )
+        center = scale = None
+        robust = self.image_shape is None and self.numeric
+        if robust and all("robust_scale" in f for f in self.numeric):
+            flags = sum(1 for f in self.numeric if f["missing"])
+            center = tuple(float(f["robust_center"]) for f in self.numeric) + (0.0,) * flags
+            scale = tuple(float(f["robust_scale"]) for f in self.numeric) + (1.0,) * flags
         return InputSpec(
             numeric=0 if self.image_shape is not None else len(self.numeric_names),
             categorical={c: len(keys) + 1 for c, keys in self.categorical.items()},
             text=text,
             image_shape=self.image_shape,
+            numeric_center=center,
+            numeric_scale=scale,
         )
 
     def transform(self, df: pd.DataFrame, where: str = "the data") -> dict[str, np.ndarray]:

@@ -175,6 +175,8 @@ def load_keras_model(
 
     import keras
 
+    import search_spaces.families.custom_layers  # noqa: F401  (registers the families' layers)
+
     with tempfile.TemporaryDirectory(prefix="hpsearch-model-") as tmp:
         copy = Path(tmp) / "model.keras"
         copy.write_bytes(data)

@@ -97,7 +97,7 @@ def train_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any) -> T
     tb_dir = None
     if payload.training.get("tensorboard", True) and _has_tensorboard():
         tb_dir = tempfile.mkdtemp(prefix=f"tb-{payload.number}-")
-    history = trial.fit(_callbacks(guard, payload.training, tb_dir))
+    history = trial.fit(_callbacks(guard, payload.training, tb_dir, trial.schedule_params()))
     if guard.nonfinite is not None:
         raise NonFiniteLossError(
             f"loss became {guard.nonfinite} at epoch {len(history)}; trial stopped"
@@ -143,6 +143,20 @@ class _KerasTrial:
         self.batch_size = int(
             self.params.get("batch_size") or payload.training.get("batch_size", 64)
         )
+        self.max_epochs = int(payload.training.get("max_epochs", 30))
+        if self.params.get("epochs"):  # a family's own epoch budget, within the spec's
+            self.max_epochs = max(1, min(self.max_epochs, int(self.params["epochs"])))
+
+    def schedule_params(self) -> dict[str, Any]:
+        """What the learning-rate schedule needs: ``lr_schedule``, ``learning_rate``, the
+        number of epochs it spans."""
+        from search_spaces.families._common import lr_schedule
+
+        return {
+            "lr_schedule": lr_schedule(self.params),
+            "learning_rate": float(self.params.get("learning_rate") or 1e-3),
+            "epochs": self.max_epochs,
+        }
 
     def targets(self, y: np.ndarray) -> dict[str, np.ndarray]:
         from search_spaces.families import aux_targets
@@ -171,7 +185,7 @@ class _KerasTrial:
             _model_inputs(self.model, self.data["x"]["train"]),
             self.targets(self.y_train),
             validation_data=validation,
-            epochs=int(epochs or self.payload.training.get("max_epochs", 30)),
+            epochs=int(epochs or self.max_epochs),
             batch_size=self.batch_size,
             callbacks=callbacks,
             verbose=0,
@@ -327,8 +341,15 @@ def _guard(trial: _KerasTrial, reporter: Any) -> Any:
     return Guard()
 
 
-def _callbacks(guard: Any, training: dict[str, Any], tb_dir: str | None) -> list[Any]:
-    """The guard, early stopping, learning-rate decay and TensorBoard when ``tb_dir``."""
+def _callbacks(
+    guard: Any, training: dict[str, Any], tb_dir: str | None, schedule: dict[str, Any] | None = None
+) -> list[Any]:
+    """The guard, early stopping (the weights of the epoch with the lowest validation loss
+    are kept), the learning-rate schedule and TensorBoard when ``tb_dir``.
+
+    Schedule: ``lr_schedule: cosine`` (``schedule``) decays the rate from ``learning_rate`` to
+    0 along a half cosine over ``schedule["epochs"]``, step by step; otherwise the rate
+    halves when the validation loss stops improving (ReduceLROnPlateau)."""
     import keras
 
     patience = int(training.get("patience", 5))
@@ -337,15 +358,49 @@ def _callbacks(guard: Any, training: dict[str, Any], tb_dir: str | None) -> list
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True
         ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=max(1, patience // 2), min_lr=1e-6
-        ),
     ]
+    if schedule and schedule.get("lr_schedule") == "cosine":
+        callbacks.append(cosine_schedule(schedule["learning_rate"], int(schedule["epochs"])))
+    else:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=max(1, patience // 2), min_lr=1e-6
+            )
+        )
     if tb_dir is not None:
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=tb_dir, write_graph=False, profile_batch=0)
         )
     return callbacks
+
+
+def cosine_rate(base: float, progress: float) -> float:
+    """The cosine schedule's rate at ``progress`` in [0, 1] of training: ``base`` at 0,
+    0 at 1."""
+    progress = min(1.0, max(0.0, float(progress)))
+    return float(base) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def cosine_schedule(base: float, epochs: int) -> Any:
+    """A Keras callback that sets the rate before each batch along :func:`cosine_rate`
+    over ``epochs`` epochs, and records each epoch's middle rate as ``learning_rate`` in
+    the history (what ``ensembles build --refit`` trains again with)."""
+    import keras
+
+    class CosineSchedule(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            self.steps = max(1, int(self.params.get("steps") or 1))
+
+        def on_train_batch_begin(self, batch, logs=None):
+            progress = (self.epoch + batch / self.steps) / max(1, epochs)
+            self.model.optimizer.learning_rate.assign(cosine_rate(base, progress))
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = cosine_rate(base, (epoch + 0.5) / max(1, epochs))
+
+    return CosineSchedule()
 
 
 def _model_bytes(model: Any) -> bytes:

@@ -27,6 +27,7 @@ FAMILY_REGISTRY = Registry(
         "multi_input": "search_spaces.families.multi_input:build",
         "wide_deep": "search_spaces.families.wide_deep:build",
         "multi_output": "search_spaces.families.multi_output:build",
+        "realmlp": "search_spaces.families.realmlp:build",
     },
 )
 

@@ -117,6 +117,44 @@ def feature_vectors(
     return parts
 
 
+NUMERIC_EMBEDDINGS = ("none", "periodic")
+
+
+def numeric_block(
+    x: Any, spec: InputSpec, params: dict[str, Any], prefix: str = "", clip: bool = True
+) -> Any:
+    """The ``numeric`` input as a flat vector for tabular networks.
+
+    ``clip``: robust scaling with the spec's ``numeric_center``/``numeric_scale`` (where
+    recorded) and a smooth clip at +-3 (:class:`RobustClip`). ``numeric_embedding``:
+    ``none`` (the scaled values) or ``periodic`` (PLR-lite: per feature ``plr_frequencies``
+    trainable frequencies from N(0, ``plr_sigma``), cos and sin, a ``Dense(plr_dim, relu)``
+    shared by the features, flattened and joined to the scaled values).
+    """
+    from search_spaces.families.custom_layers import PeriodicEmbedding, RobustClip
+
+    kind = str(params.get("numeric_embedding") or "none")
+    if kind not in NUMERIC_EMBEDDINGS:
+        raise ValueError(
+            f"numeric_embedding {kind!r}: expected one of {', '.join(NUMERIC_EMBEDDINGS)}."
+        )
+    if clip:
+        center = list(spec.numeric_center) if spec.numeric_center is not None else None
+        scale = list(spec.numeric_scale) if spec.numeric_scale is not None else None
+        if center is not None and len(center) != int(spec.numeric):
+            center = scale = None  # statistics of other columns: standardized values as they are
+        x = RobustClip(center, scale, 3.0, name=f"{prefix}numeric_clip")(x)
+    if kind == "none":
+        return x
+    k = int(params.get("plr_frequencies") or 16)
+    sigma = float(params.get("plr_sigma") or 0.1)
+    dim = int(params.get("plr_dim") or 8)
+    p = PeriodicEmbedding(k, sigma, name=f"{prefix}numeric_periodic")(x)
+    p = layers.Dense(dim, activation="relu", name=f"{prefix}numeric_plr")(p)
+    p = layers.Flatten(name=f"{prefix}numeric_plr_flat")(p)
+    return layers.Concatenate(name=f"{prefix}numeric_embedded")([x, p])
+
+
 def concat(parts: list[Any], name: str) -> Any:
     if not parts:
         raise ValueError("no input features to build on")
@@ -194,11 +232,20 @@ def finish(tensors: dict[str, Any], outs: dict[str, Any], name: str) -> Any:
 # --------------------------------------------------------------------------- compile
 
 
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+
+
 def _optimizer(params: dict[str, Any]) -> Any:
     name = str(params.get("optimizer") or "adam").lower()
     lr = float(params.get("learning_rate") or 1e-3)
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=lr)
+    if name == "adamw":  # decoupled weight decay (Loshchilov & Hutter 2019)
+        wd = params.get("weight_decay")
+        return keras.optimizers.AdamW(
+            learning_rate=lr, weight_decay=0.01 if wd is None else float(wd)
+        )
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate=lr)
     if name == "sgd":
@@ -206,7 +253,7 @@ def _optimizer(params: dict[str, Any]) -> Any:
         return keras.optimizers.SGD(
             learning_rate=lr, momentum=0.9 if momentum is None else float(momentum)
         )
-    raise ValueError(f"optimizer {name!r}: expected one of adam, rmsprop, sgd.")
+    raise ValueError(f"optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}.")
 
 
 LOSSES = {
@@ -216,6 +263,30 @@ LOSSES = {
 }
 
 
+def lr_schedule(params: dict[str, Any]) -> str:
+    """The sampled ``lr_schedule`` (``constant`` when absent); ValueError when unknown.
+    The trainer applies it (``cosine``: from ``learning_rate`` down to 0 over the epochs)."""
+    name = str(params.get("lr_schedule") or "constant")
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule {name!r}: expected one of {', '.join(LR_SCHEDULES)}.")
+    return name
+
+
+def _smoothed_losses(params: dict[str, Any]) -> dict[str, Any]:
+    """Classification losses with ``label_smoothing`` (none when it is absent or 0)."""
+    from search_spaces.families.custom_layers import SparseCategoricalCrossentropyLS
+
+    smoothing = float(params.get("label_smoothing") or 0.0)
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label_smoothing {smoothing}: expected a value in [0, 1).")
+    if smoothing == 0.0:
+        return {}
+    return {
+        "binary": keras.losses.BinaryCrossentropy(label_smoothing=smoothing),
+        "multiclass": SparseCategoricalCrossentropyLS(label_smoothing=smoothing),
+    }
+
+
 def compile_model(
     model: Any,
     params: dict[str, Any],
@@ -223,15 +294,17 @@ def compile_model(
     losses: dict[str, str] | None = None,
 ) -> Any:
     """Compile with the sampled optimizer and a loss per output: ``LOSSES`` by the head's
-    task, or ``losses[task]`` where given (e.g. ``{"regression": "mean_absolute_error"}``)."""
+    task, or ``losses[task]`` where given (e.g. ``{"regression": "mean_absolute_error"}``).
+    ``label_smoothing`` > 0 smooths the classification losses."""
     from search_spaces.families._names import output_names
 
     params = params or {}
-    by_task = {**LOSSES, **(losses or {})}
+    lr_schedule(params)
+    by_task = {**LOSSES, **_smoothed_losses(params), **(losses or {})}
     heads = {h.name: h for h in outputs.heads}
     aux_weight = params.get("aux_weight")
     aux_weight = 0.3 if aux_weight is None else float(aux_weight)
-    loss: dict[str, str] = {}
+    loss: dict[str, Any] = {}
     weights: dict[str, float] = {}
     for name in output_names(model):
         if name in heads:

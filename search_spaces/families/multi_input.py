@@ -1,6 +1,9 @@
 """``multi_input``: per-kind branches concatenated into a dense trunk.
 
-numeric: Dense(numeric_units) block; categorical: one Embedding per column (``cat_embed_dim`` or
+numeric: Dense(numeric_units) block, fed the standardized values as they are
+(``numeric_embedding: none``, the default) or robustly scaled, smoothly clipped and embedded
+(``periodic``: the numeric block of ``realmlp``, params plr_frequencies, plr_sigma, plr_dim);
+categorical: one Embedding per column (``cat_embed_dim`` or
 min(50, (card+1)//2)); text (when present and ``use_text`` is not False): Embedding(text_embed_dim)
 > Conv1D(text_filters, text_kernel_size) > GlobalMaxPooling1D; image: flattened.
 Trunk params: n_layers, units (per layer), activation, batch_norm, dropout, residual, l2.
@@ -23,7 +26,10 @@ def build(params: dict[str, Any], inputs: InputSpec, outputs: OutputSpec) -> Any
     parts: list[Any] = []
     if "numeric" in tensors:
         units = int(params.get("numeric_units") or 32)
-        h = layers.Dense(units, kernel_regularizer=reg, name="numeric_dense")(tensors["numeric"])
+        numeric = tensors["numeric"]
+        if (params.get("numeric_embedding") or "none") != "none":
+            numeric = c.numeric_block(numeric, inputs, params)
+        h = layers.Dense(units, kernel_regularizer=reg, name="numeric_dense")(numeric)
         if params.get("batch_norm"):
             h = layers.BatchNormalization(name="numeric_bn")(h)
         parts.append(layers.Activation(activation, name="numeric_act")(h))
