@@ -202,9 +202,11 @@ _EXIT_STATUS = """exit status:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``hpsearch run``; a search that stops early raises ``StudyStopped`` (exit 1)."""
+    from hpsearch.core.spec import require_one_space
     from hpsearch.search.driver import Interrupted, run_search
 
     spec = _load_spec(args.spec)
+    require_one_space(spec)  # `spaces`: `hpsearch pipeline`
     _check_n_trials(args.n_trials)
     try:
         summary = run_search(
@@ -253,6 +255,15 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     except Interrupted as exc:
         return _interrupted(exc, exc.summary.run_dir, f"hpsearch pipeline {args.spec} --resume")
     print(result.summary_text())
+    if result.stopped:  # families that stopped early; the others made the ensemble
+        for reason in result.stopped:
+            print(f"note: {reason}", file=sys.stderr)
+        print(
+            f"note: the ensemble blends the other families; continue the stopped ones with: "
+            f"hpsearch pipeline {args.spec} --resume",
+            file=sys.stderr,
+        )
+        return EXIT_STOPPED
     return 0
 
 
