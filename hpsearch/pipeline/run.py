@@ -508,7 +508,7 @@ def run_mix(
     (Ctrl-C) is recorded and raised."""
     from hpsearch.core.remote import is_uri
     from hpsearch.search.driver import Interrupted, run_search
-    from search_spaces import load_space
+    from search_spaces import SpaceError, load_space
 
     out_stream = sys.stderr if stream is None else stream
     say = (lambda text: print(text, file=out_stream, flush=True)) if progress else (lambda _: None)
@@ -518,7 +518,15 @@ def run_mix(
             f"a directory, got the URI {spec.output!r}. Fix: give a local or shared path."
         )
     for space in mix:  # every space loads before anything runs
-        load_space(space)
+        try:
+            load_space(space)
+        except SpaceError as exc:
+            where = (
+                "spec field 'spaces'"
+                if spec.spaces is not None
+                else "the pipeline's default mix (the spec names neither `space` nor `spaces`)"
+            )
+            raise UserError(f"{where}: {exc}") from None
     families = plan_families(spec, mix, n_trials)
     out = Path(spec.output)
     state = _check_output(out, mix, resume) or _new_state(spec, mix, families)
