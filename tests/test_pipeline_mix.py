@@ -106,6 +106,8 @@ def test_run_refuses_several_spaces_or_none_pointing_to_the_pipeline(tmp_path, c
     assert err.startswith("error: spec field 'spaces': `hpsearch run` searches one space, ")
     assert "(tabular_mlp, wide_deep)" in err and "hpsearch pipeline SPEC" in err
     assert len(err.strip().splitlines()) == 1
+    assert main(["submit", str(path)]) == 2  # a job runs `hpsearch run`: refused up front
+    assert "`hpsearch submit` searches one space" in capsys.readouterr().err
     path.write_text(yaml.safe_dump(mix_dict(tmp_path, spaces=None)))
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err

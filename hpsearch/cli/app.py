@@ -195,9 +195,14 @@ _EXIT_STATUS = """exit status:
   1    the search stopped early: resources.max_failures failed trials in a row, a trial
        waited longer than resources.wait_timeout_s for its CPUs/GPUs, or the search ended
        with no complete trial (the most common failure is named); the run directory is
-       kept and --resume continues it
+       kept and --resume continues it{more}
   2    bad input, refused before anything was written ("error: ... Fix: ...")
   130  Ctrl-C, `hpsearch stop` or SIGTERM: trials in flight are queued for --resume"""
+
+
+_PIPELINE_EXIT = """;
+       with several spaces, also when one family stopped early: the ensemble of the
+       others and its submission are written all the same"""
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -425,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run (or resume) a search described by a spec file",
-        epilog=_EXIT_STATUS.format(done=" with at least one complete trial"),
+        epilog=_EXIT_STATUS.format(done=" with at least one complete trial", more=""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _search_arguments(run, "continue the run in the spec's output directory")
@@ -434,7 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser(
         "pipeline",
         help="search, ensemble and write a checked submission.csv (train.csv + test.csv in)",
-        epilog=_EXIT_STATUS.format(done=", the ensemble built and its submission written"),
+        description="Search the spec's space, or each of its `spaces` with its share of the "
+        "budget (sibling runs OUTPUT/<space>/; neither: the default mix), build one ensemble "
+        "and write its checked submission.csv. See docs/pipeline.md.",
+        epilog=_EXIT_STATUS.format(
+            done=", the ensemble built and its submission written", more=_PIPELINE_EXIT
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _search_arguments(pl, "continue the search in the spec's output directory")
