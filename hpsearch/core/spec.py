@@ -737,9 +737,7 @@ class EnsembleSpec(_SpecModel):
 
 
 _SECTIONS = ("data", "split", "sampler", "budget", "resources", "training", "ensemble")
-MISSING_SPACE_FIX = (
-    "add `space: tabular_mlp` (see `hpsearch space list`) or a space file path"
-)
+MISSING_SPACE_FIX = "add `space: tabular_mlp` (see `hpsearch space list`) or a space file path"
 
 
 def is_space_file(space: str) -> bool:
@@ -802,11 +800,17 @@ def _space_shares(value: Any, info: ValidationInfo) -> Any:
         if isinstance(share, bool) or not isinstance(share, int | float) or not share > 0:
             shown = f"{_quote(share)} ({_type_name(share)})"
             problems.append(
-                (name, f"the share must be a number above 0, got {shown}", f"write e.g. `{name}: 0.5`")
+                (
+                    name,
+                    f"the share must be a number above 0, got {shown}",
+                    f"write e.g. `{name}: 0.5`",
+                )
             )
             continue
         if not math.isfinite(share):
-            problems.append((name, f"the share must be finite, got {share}", f"write e.g. `{name}: 0.5`"))
+            problems.append(
+                (name, f"the share must be finite, got {share}", f"write e.g. `{name}: 0.5`")
+            )
             continue
         folder = space_dir_name(space)
         if folder in dirs:
@@ -824,8 +828,6 @@ def _space_shares(value: Any, info: ValidationInfo) -> Any:
         raise _Problem(*problems)
     total = sum(shares.values())
     return {space: share / total for space, share in shares.items()}
-
-
 
 
 def _pruner(v: Any) -> Any:
@@ -1367,8 +1369,7 @@ def require_one_space(spec: Spec, command: str = "hpsearch run") -> str:
             [
                 _field_msg(
                     "spaces",
-                    f"`{command}` searches one space, the spec names {len(spec.spaces)} "
-                    f"({names})",
+                    f"`{command}` searches one space, the spec names {len(spec.spaces)} ({names})",
                     "run `hpsearch pipeline SPEC` (one run per space, then one ensemble of "
                     "them all), or set `space: NAME` instead of `spaces`",
                 )
@@ -1379,7 +1380,6 @@ def require_one_space(spec: Spec, command: str = "hpsearch run") -> str:
         fix = MISSING_SPACE_FIX + "; only `hpsearch pipeline` has a default (its mix)"
         raise SpecError([_field_msg("space", "missing", fix)], spec.source)
     return spec.space
-
 
 
 def check_run_paths(spec: Spec) -> None:
