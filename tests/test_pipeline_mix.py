@@ -202,7 +202,7 @@ def competition_spec(tmp_path, **over):
     return comp, path
 
 
-def test_mix_pipeline_layout_ensemble_of_every_family_and_progress(ray_session, tmp_path):
+def test_mix_pipeline_layout_ensemble_of_every_family_and_progress(ray_session, tmp_path, capsys):
     from hpsearch.cli.app import main
     from hpsearch.core.runs import load_run
 
@@ -244,6 +244,11 @@ def test_mix_pipeline_layout_ensemble_of_every_family_and_progress(ray_session, 
     assert (out / "submission.csv").read_bytes() == (
         result.ensemble_dir / "submission.csv"
     ).read_bytes()
+    # the pipeline's output is no run: `hpsearch status` names the sibling runs
+    assert main(["status", str(out)]) == 2
+    assert "but a pipeline of several runs (tabular_mlp, tabular_multi_input)" in (
+        capsys.readouterr().err
+    )
     # `ensembles build` takes a sibling run on its own too
     import ensembles
 
