@@ -118,3 +118,9 @@ def test_docs_api_examples_run(ray_session, tmp_path, monkeypatch, capsys):
     assert list(namespace["run"].trials()["state"]) == ["COMPLETE"] * 4
     assert [state for _, state in namespace["seen"].ended].count("COMPLETE") == 4
     assert namespace["ens"].predict(namespace["rows"]).shape == (3,)
+    mix = namespace["mix"]  # the pipeline of two families: 2 trials each, one ensemble
+    assert [(f["family"], f["n_complete"]) for f in mix.families] == [
+        ("tabular_mlp", 2),
+        ("wide_deep", 2),
+    ]
+    assert mix.ensemble.info["runs"] == [str(p.resolve()) for p in mix.runs]

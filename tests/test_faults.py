@@ -574,7 +574,7 @@ def _case(name: str, d: Path) -> tuple[Path, list[str], str]:
         spec = write_spec(d, budgte={"n_trials": 3})
         expected = (
             "spec field 'budgte': unknown key 'budgte' in the top level. Fix: did you mean "
-            "'budget'? valid keys in the top level: name, data, split, metric, space, sampler, "
+            "'budget'? valid keys in the top level: name, data, split, metric, space, spaces, sampler, "
             "budget, resources, training, pruner, output, storage, ensemble"
         )
     elif name == "unknown section key":

@@ -220,7 +220,8 @@ def test_missing_required_fields():
     errs = errors_of({"data": {"target": "y"}})
     assert "spec field 'name': missing. Fix: add `name: my-search`" in errs[0]
     assert any(e.startswith("spec field 'data.train': missing.") for e in errs)
-    assert any(e.startswith("spec field 'space': missing.") for e in errs)
+    # no `space`: valid for `hpsearch pipeline` (its default mix); `hpsearch run` refuses it
+    assert not any("'space'" in e for e in errs)
 
 
 def test_overrides_dotted_and_strings():
@@ -442,10 +443,10 @@ def test_spec_schema_command_prints_and_writes_the_schema(tmp_path, capsys):
     schema = json.loads(printed)
     assert list(schema["properties"]) == list(Spec.model_fields)
     assert list(schema["properties"]) == [
-        "name", "data", "split", "metric", "space", "sampler", "budget", "resources",
+        "name", "data", "split", "metric", "space", "spaces", "sampler", "budget", "resources",
         "training", "pruner", "output", "storage", "ensemble",
     ]  # fmt: skip
-    assert schema["required"] == ["name", "data", "space"]
+    assert schema["required"] == ["name", "data"]  # `space`, `spaces` or the pipeline's mix
     assert schema["additionalProperties"] is False
     out = tmp_path / "spec.schema.json"
     assert main(["spec", "schema", "-o", str(out)]) == 0

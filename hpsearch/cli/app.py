@@ -195,16 +195,23 @@ _EXIT_STATUS = """exit status:
   1    the search stopped early: resources.max_failures failed trials in a row, a trial
        waited longer than resources.wait_timeout_s for its CPUs/GPUs, or the search ended
        with no complete trial (the most common failure is named); the run directory is
-       kept and --resume continues it
+       kept and --resume continues it{more}
   2    bad input, refused before anything was written ("error: ... Fix: ...")
   130  Ctrl-C, `hpsearch stop` or SIGTERM: trials in flight are queued for --resume"""
 
 
+_PIPELINE_EXIT = """;
+       with several spaces, also when one family stopped early: the ensemble of the
+       others and its submission are written all the same"""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``hpsearch run``; a search that stops early raises ``StudyStopped`` (exit 1)."""
+    from hpsearch.core.spec import require_one_space
     from hpsearch.search.driver import Interrupted, run_search
 
     spec = _load_spec(args.spec)
+    require_one_space(spec)  # `spaces`: `hpsearch pipeline`
     _check_n_trials(args.n_trials)
     try:
         summary = run_search(
@@ -253,6 +260,15 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     except Interrupted as exc:
         return _interrupted(exc, exc.summary.run_dir, f"hpsearch pipeline {args.spec} --resume")
     print(result.summary_text())
+    if result.stopped:  # families that stopped early; the others made the ensemble
+        for reason in result.stopped:
+            print(f"note: {reason}", file=sys.stderr)
+        print(
+            f"note: the ensemble blends the other families; continue the stopped ones with: "
+            f"hpsearch pipeline {args.spec} --resume",
+            file=sys.stderr,
+        )
+        return EXIT_STOPPED
     return 0
 
 
@@ -414,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run (or resume) a search described by a spec file",
-        epilog=_EXIT_STATUS.format(done=" with at least one complete trial"),
+        epilog=_EXIT_STATUS.format(done=" with at least one complete trial", more=""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _search_arguments(run, "continue the run in the spec's output directory")
@@ -423,7 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser(
         "pipeline",
         help="search, ensemble and write a checked submission.csv (train.csv + test.csv in)",
-        epilog=_EXIT_STATUS.format(done=", the ensemble built and its submission written"),
+        description="Search the spec's space, or each of its `spaces` with its share of the "
+        "budget (sibling runs OUTPUT/<space>/; neither: the default mix), build one ensemble "
+        "and write its checked submission.csv. See docs/pipeline.md.",
+        epilog=_EXIT_STATUS.format(
+            done=", the ensemble built and its submission written", more=_PIPELINE_EXIT
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _search_arguments(pl, "continue the search in the spec's output directory")

@@ -43,9 +43,11 @@ def _finish(client, job_id: str, state: str) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from hpsearch.cluster import jobs
-    from hpsearch.core.spec import load_spec
+    from hpsearch.core.spec import load_spec, require_one_space
 
-    load_spec(args.spec)  # a mistake in the spec is named before any cluster is contacted
+    # a mistake in the spec is named before any cluster is contacted; the job runs
+    # `hpsearch run`, which searches one space
+    require_one_space(load_spec(args.spec), "hpsearch submit")
     client = jobs.connect(args.address)
     sub = jobs.submit(
         args.spec,

@@ -19,7 +19,10 @@ A spec built in Python (``Spec(name=..., data=DataSpec(...), space=...)`` or
 
 Checks that need the data itself (target column present, class counts, test
 columns) live in :mod:`hpsearch.core.data` and raise ``DataError``. Whether the
-``space`` exists is checked by the driver.
+``space`` exists is checked by the driver; the entries of ``spaces`` (several spaces with a
+share of the budget each, for ``hpsearch pipeline``) are checked here, with did-you-mean.
+A spec may name ``space``, ``spaces`` or neither (the pipeline's default mix);
+:func:`require_one_space` refuses the last two where one space is searched.
 
 When ``data.task`` is omitted the task is inferred from the target column
 (reading that one column only) so that the default metric and the
@@ -756,6 +759,97 @@ class EnsembleSpec(_SpecModel):
 
 
 _SECTIONS = ("data", "split", "sampler", "budget", "resources", "training", "ensemble")
+MISSING_SPACE_FIX = "add `space: tabular_mlp` (see `hpsearch space list`) or a space file path"
+
+
+def is_space_file(space: str) -> bool:
+    """Whether a ``space``/``spaces`` entry names a .yaml space file (else a library space)."""
+    return space.endswith((".yaml", ".yml"))
+
+
+def space_dir_name(space: str) -> str:
+    """The directory of a space's sibling run under a pipeline's ``output``: the library
+    name, or a space file's name without its suffix."""
+    return Path(space).stem if is_space_file(space) else space
+
+
+def _library_names() -> list[str]:
+    from search_spaces import LIBRARY_DIR
+
+    library = Path(LIBRARY_DIR)
+    return sorted({p.stem for p in library.glob("*.y*ml") if p.suffix in (".yaml", ".yml")})
+
+
+def _space_shares(value: Any, info: ValidationInfo) -> Any:
+    """``spaces``: a non-empty mapping {library space or .yaml file: share > 0}, the files
+    resolved against the spec's directory and checked to exist, the shares normalized to
+    sum 1. Every bad entry is named (``spaces.<key>``)."""
+    if value is None:
+        return None
+    example = "{tabular_mlp: 0.5, wide_deep: 0.5}"
+    if not isinstance(value, dict):
+        raise _fail(*_wrong_type("spaces", value, "a mapping space -> share", example))
+    if not value:
+        raise _fail("empty", f"name at least one space with its share, e.g. `spaces: {example}`")
+    problems: list[tuple[str | None, str, str]] = []
+    shares: dict[str, float] = {}
+    dirs: dict[str, str] = {}
+    names = None
+    for key, share in value.items():
+        name = str(key)
+        if not name.strip():
+            problems.append((None, f"a blank space name {_quote(key)}", "name a library space"))
+            continue
+        if is_space_file(name):
+            space = _resolve_path(name, _base(info))
+            if not Path(space).is_file():
+                problems.append(
+                    (
+                        name,
+                        f"space file {_quote(name)} does not exist (looked for {space})",
+                        "check the path; relative paths are resolved against the spec "
+                        "file's directory",
+                    )
+                )
+                continue
+        else:
+            names = _library_names() if names is None else names
+            if name not in names:
+                problem, fix = _unknown("space", name, names)
+                problems.append((name, problem, f"{fix} (`hpsearch space list`), or a .yaml file"))
+                continue
+            space = name
+        if isinstance(share, bool) or not isinstance(share, int | float) or not share > 0:
+            shown = f"{_quote(share)} ({_type_name(share)})"
+            problems.append(
+                (
+                    name,
+                    f"the share must be a number above 0, got {shown}",
+                    f"write e.g. `{name}: 0.5`",
+                )
+            )
+            continue
+        if not math.isfinite(share):
+            problems.append(
+                (name, f"the share must be finite, got {share}", f"write e.g. `{name}: 0.5`")
+            )
+            continue
+        folder = space_dir_name(space)
+        if folder in dirs:
+            problems.append(
+                (
+                    name,
+                    f"its run directory {folder!r} is also that of {_quote(dirs[folder])}",
+                    "name each space once (rename a space file whose name is taken)",
+                )
+            )
+            continue
+        dirs[folder] = name
+        shares[space] = float(share)
+    if problems:
+        raise _Problem(*problems)
+    total = sum(shares.values())
+    return {space: share / total for space, share in shares.items()}
 
 
 def _pruner(v: Any) -> Any:
@@ -782,13 +876,26 @@ class Spec(_SpecModel):
         None, description="the metric the search optimises; by default log_loss or rmse"
     )
     space: Annotated[
-        Text,
+        Text | None,
         Hint(
             expected="a space name or a path to a space file",
             example="tabular_mlp",
-            missing="add `space: tabular_mlp` (see `hpsearch space list`) or a space file path",
+            missing=MISSING_SPACE_FIX,
         ),
-    ] = Field(description="a library space (`hpsearch space list`) or a .yaml space file")
+    ] = Field(
+        None,
+        description="a library space (`hpsearch space list`) or a .yaml space file; "
+        "`hpsearch pipeline` also takes `spaces` (several) or neither (its default mix)",
+    )
+    spaces: Annotated[
+        Annotated[dict[str, Annotated[float, Field(gt=0)]], Field(min_length=1)] | None,
+        BeforeValidator(_space_shares),
+    ] = Field(
+        None,
+        description="`hpsearch pipeline` only: several spaces, each with its share of the "
+        "budget, {space name or .yaml file: share}; shares > 0, normalized to sum 1; one "
+        "sibling run per space, one ensemble of them all",
+    )
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -832,6 +939,9 @@ class Spec(_SpecModel):
         if self.data.image_shape is not None:
             d["data"]["image_shape"] = list(self.data.image_shape)
         d["ensemble"]["trees"] = list(self.ensemble.trees)
+        for key in ("space", "spaces"):  # one of them, or neither (the pipeline's default)
+            if d[key] is None:
+                d.pop(key)
         return d
 
     def check_run_paths(self) -> None:
@@ -909,6 +1019,17 @@ class Spec(_SpecModel):
         if db:
             _check_path_length(db)
         return storage
+
+    @model_validator(mode="after")
+    def _one_space_or_several(self) -> Spec:
+        if self.space is not None and self.spaces is not None:
+            raise _fail(
+                f"set together with `space: {self.space}`",
+                "keep one: `space` for one space, or `spaces: {name: share, ...}` for several "
+                "(`hpsearch pipeline`)",
+                field="spaces",
+            )
+        return self
 
     @model_validator(mode="after")
     def _refit_needs_a_holdout(self) -> Spec:
@@ -1269,6 +1390,29 @@ def spec_json_schema() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- before a run
+
+
+def require_one_space(spec: Spec, command: str = "hpsearch run") -> str:
+    """The spec's ``space``; a one-line :class:`SpecError` when it names several spaces
+    (``spaces``: ``hpsearch pipeline`` runs those) or none (only the pipeline has a
+    default mix)."""
+    if spec.spaces is not None:
+        names = ", ".join(space_dir_name(s) for s in spec.spaces)
+        raise SpecError(
+            [
+                _field_msg(
+                    "spaces",
+                    f"`{command}` searches one space, the spec names {len(spec.spaces)} ({names})",
+                    "run `hpsearch pipeline SPEC` (one run per space, then one ensemble of "
+                    "them all), or set `space: NAME` instead of `spaces`",
+                )
+            ],
+            spec.source,
+        )
+    if spec.space is None:
+        fix = MISSING_SPACE_FIX + "; only `hpsearch pipeline` has a default (its mix)"
+        raise SpecError([_field_msg("space", "missing", fix)], spec.source)
+    return spec.space
 
 
 def check_run_paths(spec: Spec) -> None:

@@ -341,6 +341,13 @@ class RunDir:
     # -- run metadata -------------------------------------------------------
     def read_meta(self) -> dict[str, Any]:
         if not self.run_json.exists():
+            if (self.path / "pipeline.json").is_file():  # `hpsearch pipeline` with `spaces`
+                runs = sorted(p.name for p in self.path.iterdir() if (p / RUN_JSON).is_file())
+                raise RunDirError(
+                    f"{self.path} is not a run directory (no {RUN_JSON}) but a pipeline of "
+                    f"several runs ({', '.join(runs) or 'none yet'}). Fix: pass one of them, "
+                    f"e.g. {self.path / (runs[0] if runs else '<space>')}."
+                )
             raise RunDirError(
                 f"{self.path} is not a run directory (no {RUN_JSON}). "
                 "Fix: pass the `output` directory of a spec that has been run with `hpsearch run`."

@@ -169,10 +169,16 @@ def _trial_splits(prepared: PreparedData) -> tuple[str, ...]:
 
 
 class _Progress:
-    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool = True):
+    """The live progress line; ``prefix`` starts every line (``hpsearch pipeline`` puts the
+    family searched and the best of the families before it there)."""
+
+    def __init__(
+        self, total: int, stream: TextIO | None = None, enabled: bool = True, prefix: str = ""
+    ):
         self.total = total
         self.stream = stream or sys.stderr
         self.enabled = enabled
+        self.prefix = prefix
         self.start = time.time()
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.last = 0.0
@@ -195,7 +201,8 @@ class _Progress:
             eta = "0:00"
         best_s = "-" if best is None else f"{best[1]:.5g} (#{best[0]})"
         return (
-            f"[{finished}/{self.total}] done {done}  failed {failed}  pruned {pruned}  running {running}"
+            f"{self.prefix}[{finished}/{self.total}] done {done}  failed {failed}  pruned {pruned}"
+            f"  running {running}"
             f"  | best {best_s} | {_fmt_s(elapsed)} elapsed, ETA {eta}"
         )
 
@@ -205,7 +212,7 @@ class _Progress:
         now = time.time()
         if self.tty:
             if force or now - self.last > 0.5:
-                self.stream.write("\r" + text.ljust(100)[:160])
+                self.stream.write("\r" + text.ljust(100)[: 160 + len(self.prefix)])
                 self.stream.flush()
                 self.last = now
         elif force:
@@ -216,7 +223,7 @@ class _Progress:
         if not self.enabled:
             return
         if self.tty:
-            self.stream.write("\r" + " " * 110 + "\r")
+            self.stream.write("\r" + " " * (110 + len(self.prefix)) + "\r")
         self.stream.write(text + "\n")
         self.stream.flush()
 
@@ -609,6 +616,7 @@ def run_search(
     stream: TextIO | None = None,
     trial_options: dict[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
+    progress_prefix: str = "",
 ) -> SearchSummary:
     """Run (or resume) the study described by ``spec`` until its budget is spent.
 
@@ -617,10 +625,16 @@ def run_search(
     trainer (``training.trial_fn``): a name registered in ``hpsearch.core.registry.TRAINERS``
     (``keras``), a ``module:function`` string or the function itself. ``callbacks``:
     :class:`hpsearch.search.callbacks.Callback` objects whose hooks the loop calls.
+    ``progress_prefix`` starts every progress line (``hpsearch pipeline``: the family).
+
+    ``budget.timeout_s`` counts from the start of this call's loop: a resumed run gets
+    the whole of it again (``hpsearch pipeline`` passes a family the time it has left).
     """
     from hpsearch.core.remote import driver_output
+    from hpsearch.core.spec import require_one_space
     from hpsearch.search.runner import check_resources, ensure_ray
 
+    require_one_space(spec)  # `spaces` (several) or none: `hpsearch pipeline`'s
     with driver_output(spec, resume) as (path, sync):
         rd, space, prepared, meta = open_run(spec, resume, path)
         ensure_ray(address)  # a cluster that cannot be reached is bad input: nothing written yet
@@ -645,6 +659,7 @@ def run_search(
                 stream=stream,
                 trial_options=trial_options,
                 callbacks=callbacks,
+                progress_prefix=progress_prefix,
             )
             return loop.run()
 
@@ -683,6 +698,7 @@ class SearchLoop:
         stream: TextIO | None = None,
         trial_options: dict[str, Any] | None = None,
         callbacks: Sequence[Callback] = (),
+        progress_prefix: str = "",
     ) -> None:
         self.spec, self.rd, self.space, self.prepared = spec, rd, space, prepared
         self.meta, self.sync = meta, sync
@@ -700,7 +716,7 @@ class SearchLoop:
         self.stop_error: str | None = None  # why the search stopped early (StudyStopped)
         self.finished_now = 0  # trials finished by this driver (the ETA's rate)
         self.t0 = time.time()
-        self._progress_args = {"stream": stream, "enabled": progress}
+        self._progress_args = {"stream": stream, "enabled": progress, "prefix": progress_prefix}
 
     @property
     def run_dir(self) -> Path:
