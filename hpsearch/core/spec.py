@@ -639,18 +639,23 @@ class TrainingSpec(_SpecModel):
     batch_size: Annotated[integer(ge=1), Hint(example="64")] = 64
     patience: Annotated[integer(ge=0), Hint(example="5")] = 5
     trial_fn: Annotated[
-        str | None, Field(json_schema_extra=_registry_schema("TRAINERS", user_code=True))
+        str,
+        Field(json_schema_extra=_registry_schema("TRAINERS", user_code=True, extra=(AUTO,))),
     ] = Field(
-        None, description="runs your code: a trainer name (keras) or module:function; null = keras"
+        AUTO,
+        description="auto: the space family's trainer (trees for a tree family, keras "
+        "otherwise); a trainer name or module:function runs your code",
     )
 
     @field_validator("trial_fn", mode="before")
     @classmethod
     def _registered(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:
-            return None
+        if value is None or value == AUTO:  # null: written by older versions, same as auto
+            return AUTO
         example = "trial_fn: mypackage.trials:train"
-        value = _plugin("TRAINERS", "trainer", example, value, tail=", or leave it out")
+        value = _plugin(
+            "TRAINERS", "trainer", example, value, tail=", or leave it out", extra=(AUTO,)
+        )
         from hpsearch.core.registry import TRAINERS
 
         if value not in TRAINERS and not (info.context or {}).get("frozen"):
