@@ -64,7 +64,7 @@ from hpsearch.core import atomic
 from hpsearch.core import metrics as _metrics
 from hpsearch.core.errors import RunDirError, UserError
 from hpsearch.core.registry import TREE_MODELS as _TREE_REGISTRY
-from hpsearch.core.registry import missing_package
+from hpsearch.core.registry import TREE_INSTALL, missing_package
 from hpsearch.core.store import RunDir
 from hpsearch.search.tree_models import (  # noqa: F401  (re-exported: old pickles, old imports)
     EARLY_STOPPING_ROUNDS,
@@ -175,7 +175,8 @@ def check_tree_names(names: Iterable[str] | str | None) -> tuple[str, ...]:
         if package:
             raise UserError(
                 f"tree model {name!r} needs the {package} package, which is not installed. "
-                f"Fix: `pip install {package}`, or leave {name} out of the tree models."
+                f"Fix: `pip install {TREE_INSTALL.get(package, package)}`, or leave {name} out "
+                "of the tree models."
             )
         if name not in out:
             out.append(name)

@@ -80,6 +80,8 @@ TREE_MODELS = Registry(
 
 # tree models whose library is optional: name -> the package to install
 TREE_PACKAGES = {"lgbm": "lightgbm", "xgb": "xgboost", "catboost": "catboost"}
+# what to install for a missing package (xgboost: the CPU-only wheel of the `xgboost` extra)
+TREE_INSTALL = {"xgboost": "xgboost-cpu"}
 
 
 def missing_package(name: str) -> str | None:

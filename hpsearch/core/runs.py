@@ -39,7 +39,6 @@ from hpsearch.core.store import (
 )
 
 if TYPE_CHECKING:
-    import keras
     import numpy as np
     import optuna
     import pandas as pd

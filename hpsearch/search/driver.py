@@ -939,6 +939,8 @@ class SearchLoop:
             "classes": self.meta.get("classes"),
             "sampler": self.spec.sampler.name,
         }
+        if "portfolio" in trial.user_attrs:  # a known-good configuration of the space
+            extra["portfolio"] = trial.user_attrs["portfolio"]
         if self.folds:
             fingerprint = self.prepared.split.get("folds_fingerprint")
             extra["cv"] = {"folds": self.folds, "folds_fingerprint": fingerprint}
