@@ -63,8 +63,8 @@ import numpy as np
 from hpsearch.core import atomic
 from hpsearch.core import metrics as _metrics
 from hpsearch.core.errors import RunDirError, UserError
-from hpsearch.core.registry import TREE_MODELS as _TREE_REGISTRY
 from hpsearch.core.registry import TREE_INSTALL, missing_package
+from hpsearch.core.registry import TREE_MODELS as _TREE_REGISTRY
 from hpsearch.core.store import RunDir
 from hpsearch.search.tree_models import (  # noqa: F401  (re-exported: old pickles, old imports)
     EARLY_STOPPING_ROUNDS,
