@@ -159,14 +159,18 @@ def _pred_splits(folds: int | None, has_test: bool) -> tuple[str, ...]:
 
 
 def check_tree_names(names: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Validated tree names (a comma-separated string is split); UserError on unknown or
+    """Validated tree names (a comma-separated string is split; a tree family's name, such
+    as ``lightgbm``, stands for its tree model, ``lgbm``); UserError on unknown or
     uninstalled ones."""
     if names is None:
         return ()
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
+    from search_spaces.families import TREE_FAMILIES
+
     out: list[str] = []
     for name in names:
+        name = TREE_FAMILIES.get(name, name)  # a tree family's name: its tree model
         if name not in TREE_MODELS:
             raise UserError(
                 f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}."

@@ -814,12 +814,13 @@ SPACE_ERRORS = [
     (
         _space({"opt": OPT}, family="mlp"),
         "family 'mlp' does not exist; valid families: dense, cnn, text, multi_input, wide_deep, "
-        "multi_output.",
+        "multi_output, lightgbm, catboost, xgboost, hist_gbm, random_forest, extra_trees.",
     ),
     (
         _space({"opt": OPT}, family="dnse"),
         "family 'dnse' does not exist; valid families: dense, cnn, text, multi_input, wide_deep, "
-        "multi_output. Did you mean 'dense'?",
+        "multi_output, lightgbm, catboost, xgboost, hist_gbm, random_forest, extra_trees. Did "
+        "you mean 'dense'?",
     ),
     (
         {"name": "t", "family": "dense", "parms": {}},

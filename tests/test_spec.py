@@ -425,12 +425,15 @@ def test_plugin_names_come_from_the_registries():
 
 def test_tree_models_are_checked_by_name():
     assert load_spec(spec(ensemble={"trees": None})).ensemble.trees == ()
-    errs = errors_of(spec(ensemble={"trees": ["rf", "xgboost", 7]}))
+    # a tree family's name is its tree model's
+    trees = load_spec(spec(ensemble={"trees": ["lightgbm", "xgboost", "catboost"]})).ensemble.trees
+    assert trees == ("lgbm", "xgb", "catboost")
+    errs = errors_of(spec(ensemble={"trees": ["rf", "xgbost", 7]}))
     assert errs == [
-        "spec field 'ensemble.trees': unknown tree model 'xgboost'. Fix: did you mean 'xgb'? "
-        "use one of: rf, et, hgb, lgbm, xgb",
+        "spec field 'ensemble.trees': unknown tree model 'xgbost'. Fix: did you mean 'xgb'? "
+        "use one of: rf, et, hgb, lgbm, xgb, catboost",
         "spec field 'ensemble.trees': unknown tree model 7. Fix: use one of: rf, et, hgb, lgbm, "
-        "xgb",
+        "xgb, catboost",
     ]
 
 

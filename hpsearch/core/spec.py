@@ -708,12 +708,17 @@ class EnsembleSpec(_SpecModel):
     @field_validator("trees", mode="before")
     @classmethod
     def _tree_models(cls, value: Any) -> Any:
-        from hpsearch.core.registry import TREE_MODELS, missing_package  # lgbm, xgb: installed?
+        # lgbm, xgb, catboost: installed?
+        from hpsearch.core.registry import TREE_INSTALL, TREE_MODELS, missing_package
 
         if value is None:
             return ()
         if not isinstance(value, list | tuple):
             raise _fail(*_wrong_type("trees", value, "a list", "[rf, et, hgb]"))
+        from search_spaces.families import TREE_FAMILIES
+
+        # a tree family's name (lightgbm, xgboost, ...) names its tree model (lgbm, xgb, ...)
+        value = [TREE_FAMILIES.get(t, t) if isinstance(t, str) else t for t in value]
         problems = []
         for tree in value:
             if not isinstance(tree, str) or tree not in TREE_MODELS:
@@ -722,7 +727,8 @@ class EnsembleSpec(_SpecModel):
                 problems.append(
                     (
                         f"tree model {tree!r} needs the {package} package, which is not installed",
-                        f"`pip install {package}`, or leave {tree} out of the list",
+                        f"`pip install {TREE_INSTALL.get(package, package)}`, or leave {tree} "
+                        "out of the list",
                     )
                 )
         if problems:
