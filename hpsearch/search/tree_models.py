@@ -94,6 +94,7 @@ FORESTS = ("rf", "et")
 BOOSTERS = ("hgb", "lgbm", "xgb", "catboost")  # early stopping, an absolute loss
 THREAD_KEYS = ("n_jobs", "thread_count")  # constructor keys that only set threads
 SHRINK_GRID = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+HGB_PATIENCE = 20  # HistGradientBoosting keeps the rounds past its best: stop sooner
 HGB_MAX_CATEGORIES = 255  # HistGradientBoosting: categorical columns with fewer categories
 
 
@@ -233,7 +234,7 @@ def estimator_params(
             "max_features": float(p.get("max_features", 1.0)),
             "early_stopping": True,
             "validation_fraction": 0.1,
-            "n_iter_no_change": early_stopping_rounds(n_rows),
+            "n_iter_no_change": min(early_stopping_rounds(n_rows), HGB_PATIENCE),
             "random_state": seed,
         }
         return {**out, "loss": "absolute_error"} if absolute else out
@@ -536,7 +537,9 @@ def fit_estimator(
             return model
         y_val = forward_target(y_val, transform)
         if name == "hgb":
-            model.set_params(n_iter_no_change=rounds)
+            # scikit-learn keeps every round it grew (no return to the best one), so a
+            # short patience: the rounds past the best stay in the model
+            model.set_params(n_iter_no_change=min(rounds, HGB_PATIENCE))
             model.fit(X, y, X_val=X_val, y_val=y_val)
         elif name == "lgbm":
             import lightgbm as lgb

@@ -69,6 +69,14 @@ def _matrix(data: dict[str, Any], split: str) -> np.ndarray:
     return np.asarray(inputs[TREE_INPUT])
 
 
+def _patience(name: str, n_rows: int) -> int:
+    """The rounds without gain after which the booster ``name`` stopped."""
+    from hpsearch.search.tree_models import HGB_PATIENCE, early_stopping_rounds
+
+    rounds = early_stopping_rounds(n_rows)
+    return min(rounds, HGB_PATIENCE) if name == "hgb" else rounds
+
+
 def model_bytes(model: Any) -> bytes:
     """A fitted estimator pickled with joblib (what ``model.joblib`` holds)."""
     import joblib
@@ -83,7 +91,6 @@ def train_tree_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any)
     predict every split (``hpsearch.core.registry.TRAINERS``; see the module docstring)."""
     from hpsearch.search.tree_models import (
         best_rounds,
-        early_stopping_rounds,
         estimator_params,
         fit_estimator,
         predict_tree,
@@ -153,7 +160,7 @@ def train_tree_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any)
             "loss": tree_loss(name, task, metric),
             "seed": int(payload.seed),
             "best_epoch": rounds,
-            "early_stopping_rounds": early_stopping_rounds(len(y_train)) if rounds else None,
+            "early_stopping_rounds": _patience(name, len(y_train)) if rounds else None,
             "shrink": getattr(model, "alpha", None),
             "n_train": int(len(y_train)),
             "fit_s": round(fit_s, 4),
