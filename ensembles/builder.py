@@ -568,6 +568,7 @@ def _gather_candidates(
         load_prepared=lambda: data.prepared,
         log=log,
         folds=data.prepared.folds,
+        n_rows=len(data.prepared.y["train"]),
     )
     return candidates + tree_candidates(tree_recs, run0.resolve(), *shape, fit_split=data.fit_split)
 

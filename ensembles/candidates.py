@@ -21,7 +21,7 @@ import numpy as np
 
 from hpsearch.core import atomic
 from hpsearch.core.errors import RunDirError
-from hpsearch.core.store import RunDir
+from hpsearch.core.store import RunDir, fold_model_name, model_name
 
 __all__ = [
     "FIT_SPLITS",
@@ -51,6 +51,7 @@ class Candidate:
     target_transform: str | None = None
     files: dict[str, str] | None = None  # name -> SHA-256 of the member's JSON and model(s)
     folds: int | None = None  # K of a cross-validated member (its K fold models)
+    model_format: str = "keras"  # a trial's model files: model.keras, or model.joblib (trees)
 
     @property
     def holdout(self) -> np.ndarray:
@@ -63,6 +64,8 @@ class Candidate:
             out["trial"] = self.trial
             out["target_scaling"] = self.target_scaling
             out["target_transform"] = self.target_transform
+            if self.model_format != "keras":  # a tree family's trial: its tree matrix
+                out["model_format"] = self.model_format
         else:
             out["tree"] = self.tree
             out["fit_id"] = self.fit_id
@@ -188,7 +191,8 @@ def network_candidates(
                 fix=fix,
             )
         value = rec.value
-        models = [f"model_fold{k}.keras" for k in range(folds)] if folds else ["model.keras"]
+        fmt = rec.model_format
+        models = [fold_model_name(k, fmt) for k in range(folds)] if folds else [model_name(fmt)]
         out.append(
             Candidate(
                 label=f"{prefix}trial_{rec.number}",
@@ -202,6 +206,7 @@ def network_candidates(
                 target_transform=rec.info.get("target_transform"),
                 files=_member_files(rec, "trial.json", *models),
                 folds=folds,
+                model_format=fmt,
             )
         )
     return out

@@ -133,7 +133,8 @@ class _Members:
         entry = member.get("refit_model") or {}
         root = self.ens.out_dir.resolve()
         folder = (root / str(entry.get("dir") or "")).resolve()
-        name = "model.keras" if member["kind"] == "network" else MODEL_FILE
+        keras = member["kind"] == "network" and not _is_tree_trial(member)
+        name = "model.keras" if keras else MODEL_FILE
         fix = "build the ensemble again (`ensembles build RUN_DIR --refit`)."
         if folder == root or not folder.is_relative_to(root):
             raise RunDirError(
@@ -179,7 +180,7 @@ class _Members:
         )
         data = self._read(member, tdir / TRIAL_JSON, "record", fix)
         info, _ = read_record(tdir / TRIAL_JSON, TRIAL_JSON, data)
-        return info, [self._read(member, tdir / f, "model", fix) for f in _network_models(member)]
+        return info, [self._read(member, tdir / f, "model", fix) for f in _trial_models(member)]
 
     def _verify_tree(self, member: dict[str, Any]) -> tuple[dict[str, Any], list[bytes | None]]:
         from ensembles.trees import TREE_JSON, load_tree, model_files_for, trees_dir
@@ -257,10 +258,18 @@ class _Members:
     def tree(
         self, member: dict[str, Any], info: dict[str, Any], models: list[bytes | None]
     ) -> np.ndarray:
-        """The tree's prediction: its model's, or the mean of its K fold models'."""
+        """The tree's prediction (a fixed tree, or a tree family's trial): its model's, or
+        the mean of its K fold models'."""
         from ensembles.trees import predict_tree, tree_model_from_bytes
 
         run = self.runs[member["run"]]
+        if member["kind"] == "network" and not member.get("refit"):
+            missing = [i for i, m in enumerate(models) if m is None]
+            if missing:
+                raise RunDirError(
+                    f"trial {member['trial']} of run {run} has no saved model.joblib. Fix: "
+                    "build the ensemble again without that trial (delete its trial directory)."
+                )
         total = None
         for model in models:
             if model is None:  # pragma: no cover - a tree always records its models
@@ -277,7 +286,9 @@ class _Members:
         self, member: dict[str, Any], checked: tuple[dict[str, Any], list[bytes | None]]
     ) -> np.ndarray:
         info, models = checked
-        if member["kind"] == "network":
+        if _is_tree_trial(member):  # a tree family's trial: its tree matrix, like the trees
+            pred = self.tree(member, info, models)
+        elif member["kind"] == "network":
             pred = self.network(member, info, models)
         else:
             pred = self.tree(member, info, models)
@@ -295,6 +306,21 @@ def _folds(member: dict[str, Any]) -> int | None:
     """K of a member of a cross-validated run (its K fold models); None otherwise."""
     k = member.get("folds")
     return int(k) if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
+
+
+def _is_tree_trial(member: dict[str, Any]) -> bool:
+    """Whether a trial member is a tree family's (``model_format: joblib``)."""
+    return member["kind"] == "network" and member.get("model_format") == "joblib"
+
+
+def _trial_models(member: dict[str, Any]) -> list[str]:
+    """The model files of a trial member: ``model.keras`` (``model.joblib`` for a tree
+    family's trial), or one ``model_fold<k>.keras`` (``.joblib``) per fold."""
+    from hpsearch.core.store import fold_model_name, model_name
+
+    fmt = member.get("model_format") or "keras"
+    k = _folds(member)
+    return [fold_model_name(i, fmt) for i in range(k)] if k else [model_name(fmt)]
 
 
 def _network_models(member: dict[str, Any]) -> list[str]:

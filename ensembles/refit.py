@@ -17,8 +17,10 @@ the build process (no Ray), on train + valid + holdout rows:
   standardized as in the search, its statistics taken on every labelled row. A trial
   whose ``trial.json`` predates ``seed`` gets the search's formula,
   ``sampler.seed * 100003 + number``.
-- **trees** (``kind == "tree"``): ``ensembles.trees.make_tree(name, task, params)`` with
-  the params of their ``tree.json``, fitted on every labelled row of the tree matrix.
+- **trees** (``kind == "tree"``), and the trials of a tree family (``model.joblib``): the
+  estimator with the params of their ``tree.json`` (a trial's ``estimator_params``), fitted
+  on every labelled row of the tree matrix; a booster for the rounds its early stopping kept
+  scaled like a network's epochs (``refit_epochs(best_iteration, n_train, n_all)``).
 
 The blend weights, fitted on the original members' holdout predictions, are applied to
 the refit members' test predictions. A member the blend does not use (weight 0), a trial
@@ -43,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from hpsearch.core import atomic, targets
+from hpsearch.core import atomic
 from hpsearch.core.errors import RunDirError, UserError
 from hpsearch.core.store import RunDir
 
@@ -205,9 +207,7 @@ def refit_members(
 
 
 def _refit_tree(member: Any, j: int, prepared: Any, tree_x: np.ndarray, y: np.ndarray) -> Refit:
-    import joblib
-
-    from ensembles.trees import SmoothedClassifier, load_tree, make_tree, predict_tree
+    from ensembles.trees import load_tree
 
     rec = load_tree(member.run, member.tree)
     if rec is None or rec.info.get("fit_id") != member.fit_id:
@@ -215,31 +215,87 @@ def _refit_tree(member: Any, j: int, prepared: Any, tree_x: np.ndarray, y: np.nd
             f"tree {member.tree} of run {member.run} was refitted or removed during the build. "
             "Fix: build the ensemble again."
         )
+    info = rec.info
+    n_train = info.get("n_train") or len(prepared.y["train"])
+    return _fit_all_rows(
+        member, j, prepared, tree_x, y, member.tree, info["params"], info, int(n_train)
+    )
+
+
+def _fit_all_rows(
+    member: Any,
+    j: int,
+    prepared: Any,
+    tree_x: np.ndarray,
+    y: np.ndarray,
+    name: str,
+    params: dict[str, Any],
+    info: dict[str, Any],
+    n_train: int,
+) -> Refit:
+    """Tree model ``name`` fitted with ``params`` on every labelled row: a booster for the
+    rounds its early stopping kept (``best_iteration`` or ``best_epoch`` of ``info``) scaled
+    by the larger data (as a network's epochs: :func:`refit_epochs`); a forest classifier
+    keeps the calibration its fit found (``shrink``)."""
+    from hpsearch.search.tree_models import (
+        SmoothedClassifier,
+        fit_estimator,
+        predict_tree,
+        rounds_param,
+    )
+
     task, k = prepared.task, prepared.target.n_classes
-    transform = rec.info.get("target_transform")  # a metric-aware tree records how it learnt
-    model = make_tree(member.tree, task, rec.info["params"])
-    model.fit(tree_x, targets.encode(y, transform) if transform else y)
-    shrink = rec.info.get("shrink")
+    transform = info.get("target_transform")  # a metric-aware tree records how it learnt
+    params = dict(params)
+    kept = info.get("best_iteration") or info.get("best_epoch")
+    key = rounds_param(name)
+    rounds = None
+    if key and isinstance(kept, int) and kept > 0:
+        rounds = refit_epochs(int(kept), int(n_train), len(y))
+        params[key] = rounds
+        if name == "hgb":
+            params["early_stopping"] = False  # exactly these rounds, no internal slice
+    categorical = prepared.preprocessor.tree_meta()["categorical"]
+    model = fit_estimator(
+        name, task, params, tree_x, y, transform=transform, categorical=categorical
+    )
+    shrink = info.get("shrink")
     if shrink is not None and task != "regression":  # a forest keeps the calibration its fit found
         classes = np.asarray(model.classes_)
         prior = np.array([np.mean(np.asarray(y) == c) for c in classes], dtype=np.float64)
         model = SmoothedClassifier(model, float(shrink), prior)
     test = None
     if "test" in prepared.tree_x:
-        test = predict_tree(model, prepared.tree_x["test"], task, k)
-        if transform:
-            test = targets.decode(test, transform)
+        test = predict_tree(model, prepared.tree_x["test"], task, k, transform)
     buf = io.BytesIO()
+    import joblib
+
     joblib.dump(model, buf)
     detail = {
-        "params": rec.info["params"],
+        "params": params,
         "n_rows": int(len(y)),
         "target_transform": transform,
         "shrink": shrink,
+        "rounds": rounds,
     }
     return Refit(
         member.label, _folder(j, member.label), {"model.joblib": buf.getvalue()}, test, detail
     )
+
+
+def _refit_tree_trial(
+    member: Any, j: int, prepared: Any, rec: Any, step: str, log: Callable[[str], None]
+) -> Refit | str:
+    """A tree family's trial (``model.joblib``) fitted again on every labelled row, with the
+    estimator arguments its ``trial.json`` recorded (``estimator_params``)."""
+    info = rec.info
+    name, params = info.get("tree_model"), info.get("estimator_params")
+    if not name or not isinstance(params, dict):
+        return "its trial.json records no tree_model and estimator_params"
+    x, tree_x, y = labelled_rows(prepared)
+    log(f"refitting {member.label} {step} ({name}) on {len(y)} labelled rows...")
+    n_train = info.get("n_train") or len(prepared.y["train"])
+    return _fit_all_rows(member, j, prepared, tree_x, y, name, params, info, int(n_train))
 
 
 def _trial_record(member: Any) -> Any:
@@ -266,12 +322,14 @@ def _refit_network(
     log: Callable[[str], None],
 ) -> Refit | str:
     from hpsearch.search.training import best_epoch, refit_trial
-    from hpsearch.search.trial import TrialPayload, is_keras_trainer
+    from hpsearch.search.trial import TrialPayload, is_keras_trainer, trainer_for
 
     rec = _trial_record(member)
     spec = specs[Path(member.run).resolve()]
-    trial_fn = spec.training.trial_fn
-    if trial_fn is not None and not is_keras_trainer(trial_fn):
+    if rec.model_format == "joblib":  # a tree family's trial
+        return _refit_tree_trial(member, j, prepared, rec, step, log)
+    trial_fn = trainer_for(spec.training.trial_fn, rec.info.get("family") or "")
+    if not is_keras_trainer(trial_fn):
         return f"trained by trial function {trial_fn!r}, which ensembles cannot train again"
     if "model.keras" not in rec.files or not rec.info.get("family"):
         return "its trial saved no Keras model (trained by another trial function)"

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import inspect
 import io
 import os
 import shutil
@@ -64,15 +63,42 @@ import numpy as np
 from hpsearch.core import atomic
 from hpsearch.core import metrics as _metrics
 from hpsearch.core.errors import RunDirError, UserError
+from hpsearch.core.registry import TREE_INSTALL, missing_package
 from hpsearch.core.registry import TREE_MODELS as _TREE_REGISTRY
-from hpsearch.core.registry import missing_package
 from hpsearch.core.store import RunDir
+from hpsearch.search.tree_models import (  # noqa: F401  (re-exported: old pickles, old imports)
+    EARLY_STOPPING_ROUNDS,
+    LOG1P,
+    SHRINK_GRID,
+    CatBoostModel,
+    SmoothedClassifier,
+    catboost,
+    early_stopping_rounds,
+    estimator_params,
+    extra_trees,
+    fit_estimator,
+    hist_gradient_boosting,
+    inverse_target,
+    lightgbm,
+    make_tree,
+    predict_tree,
+    random_forest,
+    target_transform,
+    tree_loss,
+    tree_params,
+    xgboost,
+)
+from hpsearch.search.tree_models import best_rounds as _best_iteration
+from hpsearch.search.tree_models import forward_target as _forward_target  # noqa: F401
 
 __all__ = [
+    "EARLY_STOPPING_ROUNDS",
     "LOG1P",
     "MODEL_FILE",
     "TREES_DIR",
     "TREE_MODELS",
+    "CatBoostModel",
+    "SmoothedClassifier",
     "TreeRecord",
     "check_tree_names",
     "ensure_trees",
@@ -87,6 +113,9 @@ __all__ = [
     "target_transform",
     "tree_loss",
     "tree_model_from_bytes",
+    "catboost",
+    "early_stopping_rounds",
+    "estimator_params",
     "extra_trees",
     "hist_gradient_boosting",
     "lightgbm",
@@ -104,14 +133,13 @@ MODEL_FILE = "model.joblib"
 TREE_MODELS = _TREE_REGISTRY.names()
 _SPLITS = ("valid", "holdout", "test")
 OOF = "oof"  # the prediction file of a cross-validated tree: every labelled row, out of fold
-LOG1P = "log1p"  # the target transform under RMSLE
-EARLY_STOPPING_ROUNDS = 20  # boosters: rounds without gain on the early-stopping rows
 # how trees are fitted (recorded in tree.json; a saved fit of another version is fitted
 # again): 2 = boosters early-stop on the valid split (holdout mode) or the fold's inner
-# slice (CV mode), forests' probabilities are calibrated on those rows
-FIT_VERSION = 2
-SHRINK_GRID = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
-_BOOSTERS = ("hgb", "lgbm", "xgb")  # early stopping on a given validation set, an absolute loss
+# slice (CV mode), forests' probabilities are calibrated on those rows; 3 = the parameters
+# are the tree family's first portfolio configuration (hpsearch.search.tree_models:
+# estimator_params, scaled with the rows), categorical columns handled natively, threads
+# limited, boosters early-stop after a number of rounds that falls with the rows
+FIT_VERSION = 3
 
 
 def fold_model_file(fold: int) -> str:
@@ -130,52 +158,19 @@ def _pred_splits(folds: int | None, has_test: bool) -> tuple[str, ...]:
     return _SPLITS if has_test else _SPLITS[:2]
 
 
-def target_transform(task: str, metric: str | None) -> str | None:
-    """How a tree's target is transformed before fitting: ``log1p`` under RMSLE (the
-    prediction is ``expm1`` of the model's, clipped at 0), else None."""
-    return LOG1P if task == "regression" and metric == "rmsle" else None
-
-
-def tree_loss(name: str, task: str, metric: str | None) -> str:
-    """The loss tree model ``name`` minimises for ``task`` under ``metric`` (recorded in
-    ``tree.json``): ``absolute_error`` for the boosters under MAE, ``squared_error`` for
-    other regressions (the forests always: their absolute-error criterion is several times
-    slower),
-    ``log_loss`` for the boosters' classifiers and ``gini`` for the forests'."""
-    if task != "regression":
-        return "gini" if name in ("rf", "et") else "log_loss"
-    if metric == "mae" and name in _BOOSTERS:
-        return "absolute_error"
-    return "squared_error"
-
-
-def _forward_target(y: np.ndarray, transform: str | None) -> np.ndarray:
-    if transform == LOG1P:
-        return np.log1p(np.maximum(np.asarray(y, dtype=np.float64), 0.0))
-    return y
-
-
-def inverse_target(pred: np.ndarray, transform: str | None) -> np.ndarray:
-    """A regressor's prediction in the target's units: ``expm1`` clipped at 0 for
-    ``log1p``, unchanged otherwise."""
-    from hpsearch.core import targets
-
-    return targets.decode(pred, transform) if transform == LOG1P else pred
-
-
-def _n_jobs() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 def check_tree_names(names: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Validated tree names (a comma-separated string is split); UserError on unknown or
+    """Validated tree names (a comma-separated string is split; a tree family's name, such
+    as ``lightgbm``, stands for its tree model, ``lgbm``); UserError on unknown or
     uninstalled ones."""
     if names is None:
         return ()
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
+    from search_spaces.families import TREE_FAMILIES
+
     out: list[str] = []
     for name in names:
+        name = TREE_FAMILIES.get(name, name)  # a tree family's name: its tree model
         if name not in TREE_MODELS:
             raise UserError(
                 f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}."
@@ -184,207 +179,12 @@ def check_tree_names(names: Iterable[str] | str | None) -> tuple[str, ...]:
         if package:
             raise UserError(
                 f"tree model {name!r} needs the {package} package, which is not installed. "
-                f"Fix: `pip install {package}`, or leave {name} out of the tree models."
+                f"Fix: `pip install {TREE_INSTALL.get(package, package)}`, or leave {name} out "
+                "of the tree models."
             )
         if name not in out:
             out.append(name)
     return tuple(out)
-
-
-def tree_params(name: str, task: str, seed: int, metric: str | None = None) -> dict[str, Any]:
-    """The fixed constructor parameters of a tree model (``n_jobs`` aside); under the MAE
-    ``metric`` a booster's regressor gets its absolute loss (:func:`tree_loss`)."""
-    seed = int(seed) % (2**31)
-    absolute = tree_loss(name, task, metric) == "absolute_error"
-    if name in ("rf", "et"):
-        return {"n_estimators": 300, "random_state": seed}
-    if name == "hgb":
-        params = {
-            "max_iter": 500,
-            "learning_rate": 0.05,
-            "early_stopping": True,
-            "validation_fraction": 0.1,
-            "n_iter_no_change": EARLY_STOPPING_ROUNDS,
-            "random_state": seed,
-        }
-        return {**params, "loss": "absolute_error"} if absolute else params
-    if name == "lgbm":
-        params = {
-            "n_estimators": 300,
-            "learning_rate": 0.05,
-            "num_leaves": 31,
-            "random_state": seed,
-            "verbose": -1,
-        }
-        return {**params, "objective": "l1"} if absolute else params
-    if name == "xgb":
-        params = {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 6, "random_state": seed}
-        return {**params, "objective": "reg:absoluteerror"} if absolute else params
-    raise UserError(f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}.")
-
-
-def random_forest(task: str, params: dict[str, Any]) -> Any:
-    """``rf``: scikit-learn's random forest (classifier or regressor)."""
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-    cls = RandomForestRegressor if task == "regression" else RandomForestClassifier
-    return cls(n_jobs=_n_jobs(), **params)
-
-
-def extra_trees(task: str, params: dict[str, Any]) -> Any:
-    """``et``: scikit-learn's extremely randomized trees."""
-    from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
-
-    cls = ExtraTreesRegressor if task == "regression" else ExtraTreesClassifier
-    return cls(n_jobs=_n_jobs(), **params)
-
-
-def hist_gradient_boosting(task: str, params: dict[str, Any]) -> Any:
-    """``hgb``: scikit-learn's histogram gradient boosting."""
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
-    cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
-    return cls(**params)
-
-
-def lightgbm(task: str, params: dict[str, Any]) -> Any:
-    """``lgbm``: LightGBM's scikit-learn estimator (needs the lightgbm package)."""
-    import lightgbm as lgb
-
-    cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
-    return cls(n_jobs=_n_jobs(), **params)
-
-
-def xgboost(task: str, params: dict[str, Any]) -> Any:
-    """``xgb``: XGBoost's scikit-learn estimator (needs the xgboost package)."""
-    import xgboost as xgb
-
-    cls = xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier
-    return cls(n_jobs=_n_jobs(), **params)
-
-
-def make_tree(name: str, task: str, params: dict[str, Any]) -> Any:
-    """An unfitted estimator: classifier for binary/multiclass, regressor for regression,
-    made by the factory ``hpsearch.core.registry.TREE_MODELS`` names."""
-    if name not in TREE_MODELS:
-        raise UserError(
-            f"unknown tree model {name!r}; valid tree models: {', '.join(TREE_MODELS)}."
-        )
-    return _TREE_REGISTRY.resolve(name)(task, params)
-
-
-def fit_estimator(
-    name: str,
-    task: str,
-    params: dict[str, Any],
-    X: np.ndarray,
-    y: np.ndarray,
-    *,
-    transform: str | None = None,
-    X_val: np.ndarray | None = None,
-    y_val: np.ndarray | None = None,
-) -> Any:
-    """A fitted tree model ``name`` on ``(X, y)``; the target is transformed first
-    (:func:`target_transform`). With ``X_val``/``y_val`` (the valid split of a holdout
-    run, a cross-validated fold's inner slice) the boosters early-stop on those rows:
-    ``hgb`` instead of its own internal slice, ``lgbm`` and ``xgb`` after
-    :data:`EARLY_STOPPING_ROUNDS` rounds without gain; a forest's class probabilities
-    are calibrated on them (:class:`SmoothedClassifier`)."""
-    model = make_tree(name, task, params)
-    y = _forward_target(y, transform)
-    has_val = X_val is not None and y_val is not None and len(y_val) > 0
-    if name in ("rf", "et") and task != "regression" and has_val:
-        model.fit(X, y)
-        return SmoothedClassifier.fit_on(model, y, X_val, y_val)
-    if not has_val or name not in _BOOSTERS:
-        model.fit(X, y)
-        return model
-    y_val = _forward_target(y_val, transform)
-    if name == "hgb":
-        model.fit(X, y, X_val=X_val, y_val=y_val)
-    elif name == "lgbm":
-        import lightgbm as lgb
-
-        stop = [lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)]
-        if "eval_X" in inspect.signature(model.fit).parameters:  # LightGBM 4.7+
-            model.fit(X, y, eval_X=X_val, eval_y=y_val, callbacks=stop)
-        else:  # pragma: no cover - older LightGBM
-            model.fit(X, y, eval_set=[(X_val, y_val)], callbacks=stop)
-    else:  # xgb
-        model.set_params(early_stopping_rounds=EARLY_STOPPING_ROUNDS)
-        model.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
-    return model
-
-
-def _best_iteration(model: Any) -> int | None:
-    """The boosting rounds a fitted booster kept (None for a forest)."""
-    for attr in ("best_iteration_", "best_iteration", "n_iter_"):
-        value = getattr(model, attr, None)
-        if isinstance(value, int | np.integer) and not isinstance(value, bool) and value > 0:
-            return int(value)
-    return None
-
-
-class SmoothedClassifier:
-    """A forest classifier whose class probabilities are shrunk towards the class
-    frequencies of its training rows: ``(1 - alpha) p + alpha prior``. A forest's
-    probabilities are vote shares, often exactly 0 or 1, which log loss punishes without
-    bound; ``alpha`` is the value of :data:`SHRINK_GRID` with the lowest log loss on
-    held-apart rows (the valid split, or a fold's inner slice), never on rows a blend is
-    scored on. The order of classes (and so ROC AUC of a binary task) is unchanged."""
-
-    def __init__(self, estimator: Any, alpha: float, prior: np.ndarray) -> None:
-        self.estimator = estimator
-        self.alpha = float(alpha)
-        self.prior = np.asarray(prior, dtype=np.float64)
-        self.classes_ = estimator.classes_
-
-    @classmethod
-    def fit_on(cls, estimator: Any, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray):
-        """The fitted ``estimator`` wrapped with the shrinkage that scores best on
-        ``(X_val, y_val)``."""
-        classes = np.asarray(estimator.classes_)
-        y = np.asarray(y)
-        prior = np.array([np.mean(y == c) for c in classes], dtype=np.float64)
-        proba = np.asarray(estimator.predict_proba(X_val), dtype=np.float64)
-        # the column of each valid row's class (rows of a class unseen in training: none)
-        col = {c: i for i, c in enumerate(classes.tolist())}
-        idx = np.array([col.get(v, -1) for v in np.asarray(y_val).tolist()])
-        seen = idx >= 0
-        best, best_loss = 0.0, np.inf
-        for alpha in SHRINK_GRID:
-            p = (1.0 - alpha) * proba[seen, idx[seen]] + alpha * prior[idx[seen]]
-            loss = float(-np.mean(np.log(np.clip(p, 1e-15, 1.0)))) if seen.any() else 0.0
-            if loss < best_loss - 1e-12:
-                best, best_loss = alpha, loss
-        return cls(estimator, best, prior)
-
-    @property
-    def n_features_in_(self) -> int:
-        return int(self.estimator.n_features_in_)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
-        return (1.0 - self.alpha) * proba + self.alpha * self.prior
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-
-def predict_tree(
-    model: Any, X: np.ndarray, task: str, n_classes: int, transform: str | None = None
-) -> np.ndarray:
-    """Predictions in the run's conventions: ``(n,)`` P(class 1) for binary, ``(n, K)``
-    class-index-ordered probabilities for multiclass, ``(n,)`` values for regression
-    (in the target's units: ``transform`` is undone, :func:`inverse_target`)."""
-    if task == "regression":
-        pred = np.asarray(model.predict(X), dtype=np.float64).reshape(-1)
-        return inverse_target(pred, transform)
-    proba = np.asarray(model.predict_proba(X), dtype=np.float64)
-    full = np.zeros((proba.shape[0], n_classes))
-    # a class absent from the train rows has no column: place the others by their index
-    full[:, np.asarray(model.classes_, dtype=np.int64)] = proba
-    return full[:, 1] if task == "binary" else full
 
 
 @dataclass
@@ -563,11 +363,22 @@ def _reuse_problem(rec: TreeRecord | None, key: _FitKey) -> str | None:
     return None
 
 
+def _n_rows(prepared: Any) -> int:
+    """The rows a run's trees are scaled with (``estimator_params``): its train split (every
+    labelled row of a cross-validated run)."""
+    return int(len(prepared.y["train"]))
+
+
+def _categorical(prepared: Any) -> list[int]:
+    """The tree matrix's columns of category ids (``Preprocessor.tree_meta``)."""
+    return list(prepared.preprocessor.tree_meta()["categorical"])
+
+
 def _fit_key(name: str, prepared: Any, metric: str, seed: int) -> _FitKey:
     task = prepared.task
     return _FitKey(
         fingerprint=prepared.fingerprint,
-        params=tree_params(name, task, seed, metric),
+        params=tree_params(name, task, seed, metric, _n_rows(prepared)),
         transform=target_transform(task, metric),
         folds=prepared.folds,
         splits=_pred_splits(prepared.folds, "test" in prepared.tree_x),
@@ -598,6 +409,7 @@ def _fit_holdout(name: str, prepared: Any, metric: str, key: _FitKey):
         prepared.tree_x["train"],
         prepared.y["train"],
         transform=key.transform,
+        categorical=_categorical(prepared),
         **valid,
     )
     preds = {
@@ -645,6 +457,7 @@ def _fit_folds(name: str, prepared: Any, metric: str, seed: int, key: _FitKey):
             transform=key.transform,
             X_val=X[valid],
             y_val=y[valid],
+            categorical=_categorical(prepared),
         )
         p_held = predict_tree(model, X[held], task, k, key.transform)
         if oof is None:
@@ -800,17 +613,23 @@ def ensure_trees(
     load_prepared: Callable[[], Any],
     log: Callable[[str], None] | None = None,
     folds: int | None = None,
+    n_rows: int | None = None,
 ) -> list[TreeRecord]:
     """The saved trees of a run, fitting those missing or stale. ``folds``: K for a
-    cross-validated run (each tree fitted per fold), None for a holdout run.
+    cross-validated run (each tree fitted per fold), None for a holdout run; ``n_rows``:
+    the rows of the run's train split, which the trees' parameters scale with (None: read
+    from the prepared data).
     ``load_prepared`` is called (once) only when some tree has to be fitted."""
     names = check_tree_names(list(names))
     out = []
     prepared = None
+    if n_rows is None and names:
+        prepared = load_prepared()
+        n_rows = _n_rows(prepared)
     for i, name in enumerate(names, 1):
         key = _FitKey(
             fingerprint=fingerprint,
-            params=tree_params(name, task, seed, metric),
+            params=tree_params(name, task, seed, metric, n_rows),
             transform=target_transform(task, metric),
             folds=int(folds) if folds else None,
             splits=_pred_splits(folds, has_test),

@@ -523,7 +523,7 @@ def test_uninstalled_tree_library_is_a_clear_error(binary_run):
         build_ensemble([binary_run], trees=("rf", "xgb"))
     assert str(err.value) == (
         "tree model 'xgb' needs the xgboost package, which is not installed. "
-        "Fix: `pip install xgboost`, or leave xgb out of the tree models."
+        "Fix: `pip install xgboost-cpu`, or leave xgb out of the tree models."
     )
 
 

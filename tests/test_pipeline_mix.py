@@ -174,12 +174,16 @@ def test_defaults_mix_budget_and_no_fixed_trees_beside_tree_families(tmp_path, m
     set_ = load_spec(make_spec_dict(tmp_path))  # budget: {n_trials: 4}
     assert pipeline.default_budget(set_) is set_
     # a tree family in the mix: the ensemble fits no fixed trees unless the spec names them
-    shutil.copy(f"{LIBRARY_DIR}/tabular_mlp.yaml", tmp_path / "lightgbm.yaml")
-    trees = load_spec({**d, "spaces": {"lightgbm.yaml": 1, "wide_deep": 1}}, base_dir=tmp_path)
-    assert pipeline.is_tree_family("lightgbm") and not pipeline.is_tree_family("tabular_mlp")
+    trees = load_spec({**d, "spaces": {"lightgbm": 1, "wide_deep": 1}}, base_dir=tmp_path)
+    assert pipeline._tree_space("lightgbm") and not pipeline._tree_space("tabular_mlp")
     assert all(f.spec.ensemble.trees == () for f in plan_families(trees, dict(trees.spaces)))
+    # a network-only mix keeps the spec's fixed trees
+    nets = load_spec({**d, "spaces": {"tabular_mlp": 1, "wide_deep": 1}}, base_dir=tmp_path)
+    assert all(
+        f.spec.ensemble.trees == nets.ensemble.trees for f in plan_families(nets, dict(nets.spaces))
+    )
     named = load_spec(
-        {**d, "spaces": {"lightgbm.yaml": 1}, "ensemble": {"trees": ["rf"]}}, base_dir=tmp_path
+        {**d, "spaces": {"lightgbm": 1}, "ensemble": {"trees": ["rf"]}}, base_dir=tmp_path
     )
     assert plan_families(named, dict(named.spaces))[0].spec.ensemble.trees == ("rf",)
 

@@ -814,12 +814,14 @@ SPACE_ERRORS = [
     (
         _space({"opt": OPT}, family="mlp"),
         "family 'mlp' does not exist; valid families: dense, cnn, text, multi_input, wide_deep, "
-        "multi_output, realmlp. Did you mean 'realmlp'?",
+        "multi_output, realmlp, lightgbm, catboost, xgboost, hist_gbm, random_forest, "
+        "extra_trees. Did you mean 'realmlp'?",
     ),
     (
         _space({"opt": OPT}, family="dnse"),
         "family 'dnse' does not exist; valid families: dense, cnn, text, multi_input, wide_deep, "
-        "multi_output, realmlp. Did you mean 'dense'?",
+        "multi_output, realmlp, lightgbm, catboost, xgboost, hist_gbm, random_forest, "
+        "extra_trees. Did you mean 'dense'?",
     ),
     (
         {"name": "t", "family": "dense", "parms": {}},

@@ -398,12 +398,15 @@ def test_plugin_names_come_from_the_registries():
 
     for name in ("cmaes", "gp", "random", "mypackage.samplers:MySampler"):
         assert load_spec(spec(sampler={"name": name})).sampler.name == name
-    for fn in ("keras", "hpsearch.search.testing:instant", "tests.trial_fns:hold", None):
+    for fn in ("keras", "trees", "auto", "hpsearch.search.testing:instant", "tests.trial_fns:hold"):
         assert load_spec(spec(training={"trial_fn": fn})).training.trial_fn == fn
+    # null (written by older versions) and a missing field are "auto": the family's trainer
+    assert load_spec(spec(training={"trial_fn": None})).training.trial_fn == "auto"
+    assert load_spec(spec()).training.trial_fn == "auto"
     assert one_error(spec(training={"trial_fn": "kears"})) == (
         "spec field 'training.trial_fn': unknown trainer 'kears'. Fix: did you mean 'keras'? "
-        "use one of: keras, or one of your own as `trial_fn: mypackage.trials:train`, or leave "
-        "it out"
+        "use one of: auto, keras, trees, or one of your own as `trial_fn: "
+        "mypackage.trials:train`, or leave it out"
     )
     assert one_error(spec(ensemble={"method": "nelder"})) == (
         "spec field 'ensemble.method': unknown blend method 'nelder'. Fix: did you mean "
@@ -423,12 +426,15 @@ def test_plugin_names_come_from_the_registries():
 
 def test_tree_models_are_checked_by_name():
     assert load_spec(spec(ensemble={"trees": None})).ensemble.trees == ()
-    errs = errors_of(spec(ensemble={"trees": ["rf", "xgboost", 7]}))
+    # a tree family's name is its tree model's
+    trees = load_spec(spec(ensemble={"trees": ["lightgbm", "xgboost", "catboost"]})).ensemble.trees
+    assert trees == ("lgbm", "xgb", "catboost")
+    errs = errors_of(spec(ensemble={"trees": ["rf", "xgbost", 7]}))
     assert errs == [
-        "spec field 'ensemble.trees': unknown tree model 'xgboost'. Fix: did you mean 'xgb'? "
-        "use one of: rf, et, hgb, lgbm, xgb",
+        "spec field 'ensemble.trees': unknown tree model 'xgbost'. Fix: did you mean 'xgb'? "
+        "use one of: rf, et, hgb, lgbm, xgb, catboost",
         "spec field 'ensemble.trees': unknown tree model 7. Fix: use one of: rf, et, hgb, lgbm, "
-        "xgb",
+        "xgb, catboost",
     ]
 
 
@@ -590,6 +596,6 @@ def test_unknown_trainer_name_is_refused(tmp_path):
         load_spec(make_spec_dict(tmp_path, training={"trial_fn": "kerass"}))
     assert str(e.value).splitlines()[-1].strip() == (
         "spec field 'training.trial_fn': unknown trainer 'kerass'. Fix: did you mean 'keras'? "
-        "use one of: keras, or one of your own as `trial_fn: mypackage.trials:train`, "
-        "or leave it out"
+        "use one of: auto, keras, trees, or one of your own as `trial_fn: "
+        "mypackage.trials:train`, or leave it out"
     )

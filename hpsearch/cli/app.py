@@ -108,6 +108,14 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
     shape = _parse_shape(args.input_shape)
     rng = np.random.default_rng(args.seed)
     configs = [space.sample_random(rng) for _ in range(args.n)]
+    from search_spaces.families import is_tree_family
+
+    if args.build and is_tree_family(space.family):
+        raise UserError(
+            f"--build: space {space.name!r} is of tree family {space.family!r}, which is "
+            "trained by the `trees` trainer, not built as a Keras model. Fix: leave --build "
+            "out to print its configurations."
+        )
     if args.build:
         from search_spaces.families import (
             build_model,

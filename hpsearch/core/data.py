@@ -836,6 +836,17 @@ class Preprocessor:
             names += [f"{col}_count_{tok}" for tok in self._tree_tokens()]
         return names
 
+    def tree_meta(self) -> dict[str, list[int]]:
+        """Which columns of :meth:`tree_matrix` hold category ids: ``categorical`` (column
+        indices; ids ``1..n`` for the training categories, 0 for an unseen one) and
+        ``cardinality`` (``n + 1`` per column), for the trees' native categorical handling."""
+        start = len(self.numeric)
+        names = list(self.categorical)
+        return {
+            "categorical": [start + i for i in range(len(names))],
+            "cardinality": [len(self.categorical[c]) + 1 for c in names],
+        }
+
     def _tree_tokens(self) -> list[str]:
         """The most frequent training tokens; trees see their count per text column."""
         return self.vocab[:TREE_TOKENS]

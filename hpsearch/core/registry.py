@@ -12,7 +12,9 @@ registry also takes ``"module:Name"`` for user code. The architecture families' 
   (``hpsearch.search.trial``).
 - ``BLENDERS``: ``ensembles.BaseBlender`` subclasses, restored from ``ensemble.json`` by their
   own ``from_dict``.
-- ``TREE_MODELS``: tree-model factories ``(task, params) -> estimator`` (``ensembles.trees``).
+- ``TREE_MODELS``: tree-model factories ``(task, params) -> estimator``
+  (``hpsearch.search.tree_models``; each is also a tree family of the space library:
+  ``search_spaces.families.TREE_FAMILIES``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ TRAINERS = Registry(
     "trainer",
     {
         "keras": "hpsearch.search.training:train_trial",
+        "trees": "hpsearch.search.tree_trainer:train_tree_trial",
     },
 )
 
@@ -66,19 +69,23 @@ BLENDERS = Registry(
 TREE_MODELS = Registry(
     "tree model",
     {
-        "rf": "ensembles.trees:random_forest",
-        "et": "ensembles.trees:extra_trees",
-        "hgb": "ensembles.trees:hist_gradient_boosting",
-        "lgbm": "ensembles.trees:lightgbm",
-        "xgb": "ensembles.trees:xgboost",
+        "rf": "hpsearch.search.tree_models:random_forest",
+        "et": "hpsearch.search.tree_models:extra_trees",
+        "hgb": "hpsearch.search.tree_models:hist_gradient_boosting",
+        "lgbm": "hpsearch.search.tree_models:lightgbm",
+        "xgb": "hpsearch.search.tree_models:xgboost",
+        "catboost": "hpsearch.search.tree_models:catboost",
     },
 )
 
 # tree models whose library is optional: name -> the package to install
-TREE_PACKAGES = {"lgbm": "lightgbm", "xgb": "xgboost"}
+TREE_PACKAGES = {"lgbm": "lightgbm", "xgb": "xgboost", "catboost": "catboost"}
+# what to install for a missing package (xgboost: the CPU-only wheel of the `xgboost` extra)
+TREE_INSTALL = {"xgboost": "xgboost-cpu"}
 
 
 def missing_package(name: str) -> str | None:
-    """The package a tree model needs and this Python lacks (lightgbm, xgboost), else None."""
+    """The package a tree model needs and this Python lacks (lightgbm, xgboost, catboost), else
+    None."""
     package = TREE_PACKAGES.get(name)
     return package if package and importlib.util.find_spec(package) is None else None

@@ -51,7 +51,13 @@ MARKERS = ("trial.json", "tree.json", "ensemble.json", "split.json", RUN_JSON)
 SETUP_NAMES = frozenset({SPEC_YAML, SPACE_YAML, "data"})  # what a run writes before run.json
 UNPUSHED = ".unpushed"  # in a staging copy: some of its files never reached the remote run
 # a resume or an ensemble build needs neither the trained networks nor their TensorBoard logs
-HEAVY = ("trials/*/model.keras", "trials/*/model_fold*.keras", "trials/*/tb/*")
+HEAVY = (
+    "trials/*/model.keras",
+    "trials/*/model_fold*.keras",
+    "trials/*/model.joblib",
+    "trials/*/model_fold*.joblib",
+    "trials/*/tb/*",
+)
 STATUS_FILES = (RUN_JSON, STUDY_DB, "trials/*/trial.json")
 WORKERS = 8
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")

@@ -8,7 +8,8 @@ URI is read from a temporary local copy of the files a call needs.
     run.trials().head()                 # one row per trial: number, state, value, params, ...
     run.best()                          # {"number", "value", "metric", "params", "model"}
     run.predictions(3, "holdout")       # trial 3's saved holdout predictions (numpy)
-    run.model(3)                        # trial 3's Keras model (safe mode)
+    run.model(3)                        # trial 3's Keras model (safe mode), or a tree
+                                        # trial's estimator (model.joblib, hash checked)
 
 A cross-validated run (``split.folds``) has out-of-fold predictions (``run.predictions(3,
 "oof")``, one per labelled row) and one model per fold (``run.model(3, fold=0)``).
@@ -33,11 +34,11 @@ from hpsearch.core.store import (
     SPEC_YAML,
     RunDir,
     fold_model_name,
+    model_name,
     trial_dirname,
 )
 
 if TYPE_CHECKING:
-    import keras
     import numpy as np
     import optuna
     import pandas as pd
@@ -147,7 +148,12 @@ class Run:
             )
         top = ranked[0]
         tdir = f"{self.path}/trials/{trial_dirname(top['number'])}"
-        names = [fold_model_name(k) for k in range(self.folds)] if self.folds else ["model.keras"]
+        fmt = top.get("model_format") or "keras"
+        names = (
+            [fold_model_name(k, fmt) for k in range(self.folds)]
+            if self.folds
+            else [model_name(fmt)]
+        )
         models = [f"{tdir}/{name}" for name in names]
         if not is_uri(self.path) and not all(Path(m).is_file() for m in models):
             models = []  # a trial function that saves no model
@@ -206,23 +212,29 @@ class Run:
         ):
             return self._record(local, trial).predictions(split)
 
-    def model(self, trial: int, fold: int | None = None) -> keras.Model:
-        """Trial ``trial``'s Keras model, loaded in safe mode (no code from the file runs),
-        once its bytes match the SHA-256 its ``trial.json`` recorded. A cross-validated trial
-        has one model per fold: ``fold`` picks it (0 .. K-1)."""
-        from hpsearch.core.store import TRIAL_FIX, load_keras_model
+    def model(self, trial: int, fold: int | None = None) -> Any:
+        """Trial ``trial``'s model once its bytes match the SHA-256 its ``trial.json``
+        recorded: a Keras model loaded in safe mode (no code from the file runs), or for a
+        tree family's trial (``model_format: joblib``) the fitted estimator, unpickled from
+        those checked bytes only. A cross-validated trial has one model per fold: ``fold``
+        picks it (0 .. K-1)."""
+        from hpsearch.core.store import TRIAL_FIX, load_joblib_model, load_keras_model
 
         rel = f"trials/{trial_dirname(int(trial))}"
-        name = "model.keras" if fold is None else fold_model_name(_fold_number(fold))
-        with local_copy(self.path, include=(f"{rel}/trial.json", f"{rel}/{name}")) as (local, _):
+        stem = "model" if fold is None else f"model_fold{_fold_number(fold)}"
+        include = (f"{rel}/trial.json", f"{rel}/{stem}.keras", f"{rel}/{stem}.joblib")
+        with local_copy(self.path, include=include) as (local, _):
             rec = self._record(local, trial)
             self._check_fold(rec, trial, fold)
             data = rec.model_bytes() if fold is None else rec.fold_model_bytes(int(fold))
             if data is None:
                 raise UserError(
                     f"trial {trial} of {self.path} has no saved model: its trial function did "
-                    "not save one. Fix: pick a trial trained by the Keras trainer."
+                    "not save one. Fix: pick a trial trained by the Keras or trees trainer."
                 )
+            if rec.model_format == "joblib":
+                return load_joblib_model(data)
+            name = f"{stem}.keras"
             tdir = f"{self.path}/{rel}" if is_uri(self.path) else str(Path(self.path, rel))
             return load_keras_model(
                 data,
@@ -331,6 +343,7 @@ def _trial_row(t: optuna.trial.FrozenTrial, info: dict[str, Any]) -> dict[str, A
         "node_id": info.get("node_id"),
         "interrupted": bool(t.user_attrs.get("interrupted") or t.user_attrs.get("requeued")),
         "fold_values": _fold_values(info),
+        "model_format": info.get("model_format") or "keras",  # not a column: best()'s files
     }
 
 

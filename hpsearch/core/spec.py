@@ -664,18 +664,23 @@ class TrainingSpec(_SpecModel):
     batch_size: Annotated[integer(ge=1), Hint(example="64")] = 64
     patience: Annotated[integer(ge=0), Hint(example="5")] = 5
     trial_fn: Annotated[
-        str | None, Field(json_schema_extra=_registry_schema("TRAINERS", user_code=True))
+        str,
+        Field(json_schema_extra=_registry_schema("TRAINERS", user_code=True, extra=(AUTO,))),
     ] = Field(
-        None, description="runs your code: a trainer name (keras) or module:function; null = keras"
+        AUTO,
+        description="auto: the space family's trainer (trees for a tree family, keras "
+        "otherwise); a trainer name or module:function runs your code",
     )
 
     @field_validator("trial_fn", mode="before")
     @classmethod
     def _registered(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:
-            return None
+        if value is None or value == AUTO:  # null: written by older versions, same as auto
+            return AUTO
         example = "trial_fn: mypackage.trials:train"
-        value = _plugin("TRAINERS", "trainer", example, value, tail=", or leave it out")
+        value = _plugin(
+            "TRAINERS", "trainer", example, value, tail=", or leave it out", extra=(AUTO,)
+        )
         from hpsearch.core.registry import TRAINERS
 
         if value not in TRAINERS and not (info.context or {}).get("frozen"):
@@ -728,12 +733,17 @@ class EnsembleSpec(_SpecModel):
     @field_validator("trees", mode="before")
     @classmethod
     def _tree_models(cls, value: Any) -> Any:
-        from hpsearch.core.registry import TREE_MODELS, missing_package  # lgbm, xgb: installed?
+        # lgbm, xgb, catboost: installed?
+        from hpsearch.core.registry import TREE_INSTALL, TREE_MODELS, missing_package
 
         if value is None:
             return ()
         if not isinstance(value, list | tuple):
             raise _fail(*_wrong_type("trees", value, "a list", "[rf, et, hgb]"))
+        from search_spaces.families import TREE_FAMILIES
+
+        # a tree family's name (lightgbm, xgboost, ...) names its tree model (lgbm, xgb, ...)
+        value = [TREE_FAMILIES.get(t, t) if isinstance(t, str) else t for t in value]
         problems = []
         for tree in value:
             if not isinstance(tree, str) or tree not in TREE_MODELS:
@@ -742,7 +752,8 @@ class EnsembleSpec(_SpecModel):
                 problems.append(
                     (
                         f"tree model {tree!r} needs the {package} package, which is not installed",
-                        f"`pip install {package}`, or leave {tree} out of the list",
+                        f"`pip install {TREE_INSTALL.get(package, package)}`, or leave {tree} "
+                        "out of the list",
                     )
                 )
         if problems:

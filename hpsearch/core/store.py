@@ -49,9 +49,28 @@ def fault_point(point: str, number: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def fold_model_name(fold: int) -> str:
-    """The file of fold ``fold``'s model in a cross-validated trial."""
-    return f"model_fold{int(fold)}.keras"
+MODEL_FORMATS = ("keras", "joblib")  # a trial's model files: model.keras or model.joblib
+
+
+def _model_ext(model_format: str | None) -> str:
+    fmt = model_format or "keras"
+    if fmt not in MODEL_FORMATS:
+        raise RunDirError(
+            f"model format {fmt!r} is not one hpsearch writes ({', '.join(MODEL_FORMATS)}). "
+            "Fix: return TrialResult.model_format 'keras' or 'joblib' from the trial function."
+        )
+    return fmt
+
+
+def model_name(model_format: str | None = "keras") -> str:
+    """The file of a trial's model: ``model.keras``, or ``model.joblib`` (a tree trial)."""
+    return f"model.{_model_ext(model_format)}"
+
+
+def fold_model_name(fold: int, model_format: str | None = "keras") -> str:
+    """The file of fold ``fold``'s model in a cross-validated trial: ``model_fold<k>.keras``
+    or ``model_fold<k>.joblib``."""
+    return f"model_fold{int(fold)}.{_model_ext(model_format)}"
 
 
 def trial_dirname(number: int) -> str:
@@ -129,11 +148,19 @@ class TrialRecord:
             ) from exc
 
     @property
+    def model_format(self) -> str:
+        """How the trial's model is saved: ``keras`` (``model.keras``) or ``joblib``
+        (``model.joblib``, a tree trial); ``trial.json``'s ``model_format``."""
+        fmt = self.info.get("model_format") or "keras"
+        return fmt if fmt in MODEL_FORMATS else "keras"
+
+    @property
     def model_path(self) -> Path:
-        return self.path / "model.keras"
+        return self.path / model_name(self.model_format)
 
     def model_bytes(self, *, fix: str | None = None) -> bytes | None:
-        """The verified bytes of ``model.keras``; None when the trial saved no model."""
+        """The verified bytes of ``model.keras`` (``model.joblib``); None when the trial
+        saved no model."""
         return self.file_bytes(self.model_path.name, what="model", fix=fix)
 
     @property
@@ -147,7 +174,8 @@ class TrialRecord:
     def fold_model_bytes(self, fold: int, *, fix: str | None = None) -> bytes | None:
         """The verified bytes of fold ``fold``'s ``model_fold<k>.keras`` (cross-validated
         trials); None when the trial saved no model."""
-        return self.file_bytes(fold_model_name(fold), what=f"fold {fold} model", fix=fix)
+        name = fold_model_name(fold, self.model_format)
+        return self.file_bytes(name, what=f"fold {fold} model", fix=fix)
 
 
 TRIAL_FIX = (
@@ -158,6 +186,15 @@ LEGACY_TRIAL_FIX = (
     "run the search again into a new `output` (`hpsearch run SPEC`): this run was made "
     "before hpsearch recorded the SHA-256 of its files."
 )
+
+
+def load_joblib_model(data: bytes) -> Any:
+    """A tree estimator from the bytes of a ``model.joblib`` that the caller has checked
+    against the SHA-256 its record holds (unpickling runs whatever the file was made to
+    run: never call this on unchecked bytes)."""
+    import joblib
+
+    return joblib.load(io.BytesIO(data))
 
 
 def load_keras_model(
@@ -398,10 +435,12 @@ class RunDir:
         for split, pred in (result.predictions or {}).items():
             name = f"{split}_pred.npy"
             files[name] = atomic.write_hashed(tdir / name, atomic.npy_bytes(pred))
+        model_format = getattr(result, "model_format", None) or "keras"
         if result.model_bytes:
-            files["model.keras"] = atomic.write_hashed(tdir / "model.keras", result.model_bytes)
+            name = model_name(model_format)
+            files[name] = atomic.write_hashed(tdir / name, result.model_bytes)
         for fold, data in enumerate(getattr(result, "fold_models", None) or ()):
-            name = fold_model_name(fold)  # cross-validated: one model per fold
+            name = fold_model_name(fold, model_format)  # cross-validated: one model per fold
             files[name] = atomic.write_hashed(tdir / name, data)
         if result.history:
             data = _history_csv(result.history).encode("utf-8")
@@ -429,6 +468,7 @@ class RunDir:
             "reason": result.reason,
             "traceback": result.traceback,
             "files": files,
+            "model_format": model_format,
             **(result.extra or {}),
             **(extra or {}),
         }

@@ -52,17 +52,6 @@ TIME_BUDGET_TRIALS = 1000
 # a family with less of its time left than this has spent its share
 MIN_FAMILY_S = 1.0
 PIPELINE_JSON = "pipeline.json"
-# tree families (their library space names); the mix's ensemble then fits no fixed trees
-# unless the spec names `ensemble.trees`
-# TODO(merge): use search_spaces.families.is_tree_family once the tree families are in
-TREE_FAMILIES = frozenset(
-    {"lightgbm", "catboost", "xgboost", "hist_gbm", "random_forest", "extra_trees"}
-)
-
-
-def is_tree_family(name: str) -> bool:
-    """Whether a space (its library name, or a space's family) is a tree family."""
-    return name in TREE_FAMILIES
 
 
 @dataclass
@@ -214,15 +203,12 @@ def split_trials(total: int, shares: list[float]) -> list[int]:
 
 
 def _tree_space(space: str) -> bool:
-    from hpsearch.core.spec import is_space_file, space_dir_name
+    """Whether ``space`` (a library name or a space file) searches a tree family (the
+    mix's ensemble then fits no fixed trees unless the spec names ``ensemble.trees``)."""
+    from search_spaces import load_space
+    from search_spaces.families import is_tree_family
 
-    if is_tree_family(space_dir_name(space)):
-        return True
-    if is_space_file(space):
-        from search_spaces import load_space
-
-        return is_tree_family(load_space(space).family)
-    return False
+    return is_tree_family(load_space(space).family)
 
 
 def plan_families(spec: Any, mix: dict[str, float], n_trials: int | None = None) -> list[Family]:

@@ -44,12 +44,12 @@ from hpsearch.core.store import RunDir, fault_point
 from hpsearch.search.callbacks import Callback, Hooks
 from hpsearch.search.trial import (
     COMPLETE,
-    DEFAULT_TRIAL_FN,
     FAIL,
     PRUNED,
     TrialPayload,
     TrialResult,
     strip_ansi,
+    trainer_for,
 )
 
 if TYPE_CHECKING:
@@ -138,7 +138,15 @@ def _direction(metric: str) -> str:
     return "maximize" if get_metric(metric).greater_is_better else "minimize"
 
 
-def check_space_fits_data(space: Space, input_spec: InputSpec) -> None:
+def check_space_fits_data(space: Space, input_spec: InputSpec, outputs: Any = None) -> None:
+    from search_spaces.families import is_tree_family
+
+    if is_tree_family(space.family) and outputs is not None and len(outputs.heads) > 1:
+        raise UserError(
+            f"space {space.name!r} (tree family {space.family}) predicts one target, but the "
+            f"data has {len(outputs.heads)} target heads. Fix: choose a network space "
+            "(tabular_multi_output) for several targets, or give one `data.target`."
+        )
     need = FAMILY_NEEDS.get(space.family)
     if need == "image" and input_spec.image_shape is None:
         raise UserError(
@@ -152,14 +160,43 @@ def check_space_fits_data(space: Space, input_spec: InputSpec) -> None:
         )
 
 
-def _trial_arrays(prepared: PreparedData) -> dict[str, Any]:
+def _trial_arrays(prepared: PreparedData, tree: bool = False) -> dict[str, Any]:
     """What the workers get in the object store; a cross-validated run's labelled rows with
-    their folds (``hpsearch.search.folds.cv_data``)."""
+    their folds (``hpsearch.search.folds.cv_data``). A run whose space is a tree family
+    (``tree``) ships the tree matrix instead of the network inputs, ``{"x": {split: {"tree":
+    matrix}}}``, with ``tree_meta`` (its categorical columns: ``Preprocessor.tree_meta``)."""
+    x: dict[str, Any] = dict(prepared.x)
+    extra: dict[str, Any] = {}
+    if tree:
+        from hpsearch.search.tree_trainer import TREE_INPUT
+
+        x = {split: {TREE_INPUT: matrix} for split, matrix in prepared.tree_x.items()}
+        extra = {"tree_meta": prepared.preprocessor.tree_meta()}
     if prepared.folds:
         from hpsearch.search.folds import cv_data
 
-        return cv_data(prepared.x, prepared.y, prepared.split)
-    return {"x": dict(prepared.x), "y": {k: v for k, v in prepared.y.items() if v is not None}}
+        return cv_data(x, prepared.y, prepared.split, extra.get("tree_meta"))
+    return {"x": x, "y": {k: v for k, v in prepared.y.items() if v is not None}, **extra}
+
+
+def enqueue_portfolio(study: optuna.Study, space: Space) -> list[int]:
+    """Queue the space's portfolio configurations (``space.portfolio``) before the sampler
+    takes over, in order, each with the user attribute ``portfolio: i``: all of them on a
+    fresh study; on a resumed one only those not in it yet (no trial with ``portfolio: i``
+    or with the same parameters). Returns the indices queued."""
+    if not space.portfolio:
+        return []
+    trials = study.get_trials(deepcopy=False)
+    seen = {t.user_attrs.get("portfolio") for t in trials}
+    params = [dict(t.params) for t in trials]
+    queued = []
+    for i, config in enumerate(space.portfolio):
+        flat = space.flatten(dict(config))
+        if i in seen or flat in params:
+            continue
+        study.enqueue_trial(flat, user_attrs={"portfolio": i})
+        queued.append(i)
+    return queued
 
 
 def _trial_splits(prepared: PreparedData) -> tuple[str, ...]:
@@ -284,7 +321,7 @@ def open_run(
             )
         rd.check_storage()
         prepared = load_prepared(rd.path, spec)
-        check_space_fits_data(space, prepared.input_spec)
+        check_space_fits_data(space, prepared.input_spec, prepared.output_spec)
         return rd, space, prepared, meta
     if rd.path.exists() and not rd.is_empty():
         if not rd.is_interrupted_setup():
@@ -300,7 +337,7 @@ def open_run(
             )
     _check_study_name_free(spec)
     prepared = prepare(spec, run_dir=None)
-    check_space_fits_data(space, prepared.input_spec)
+    check_space_fits_data(space, prepared.input_spec, prepared.output_spec)
     return rd, space, prepared, {}
 
 
@@ -703,8 +740,13 @@ class SearchLoop:
         self.spec, self.rd, self.space, self.prepared = spec, rd, space, prepared
         self.meta, self.sync = meta, sync
         self.total = int(n_trials or spec.budget.n_trials)
-        self.trial_fn = trial_fn or spec.training.trial_fn or DEFAULT_TRIAL_FN
-        self.training = {**_training_dict(spec), **(trial_options or {})}
+        # "auto" (the default): the family's trainer, trees for a tree family
+        self.trial_fn = trainer_for(trial_fn or spec.training.trial_fn, space.family)
+        self.training = {
+            **_training_dict(spec),
+            "cpus_per_trial": spec.resources.cpus_per_trial,  # a tree trial's threads
+            **(trial_options or {}),
+        }
         self.splits = _trial_splits(prepared)
         self.folds = prepared.folds  # cross-validated: K, else None
         self.max_failures = int(spec.resources.max_failures)
@@ -753,6 +795,7 @@ class SearchLoop:
         _check_study_knows_trials(self.study, self.rd)
         notes: list[str] = []
         recovered, requeued = recover(self.study, self.rd, self.space, notes)
+        self.portfolio = enqueue_portfolio(self.study, self.space)  # known-good ones first
         self.prog = _Progress(self.total, **self._progress_args)
         for line in notes:
             self.prog.note(line)
@@ -770,7 +813,9 @@ class SearchLoop:
             wait_timeout_s=res.wait_timeout_s,
             parallel_folds=res.parallel_folds,
         )
-        self.runner.start(_trial_arrays(self.prepared))
+        from search_spaces.families import is_tree_family
+
+        self.runner.start(_trial_arrays(self.prepared, tree=is_tree_family(self.space.family)))
         self.t0 = time.time()
 
     def interrupt(self) -> int:
@@ -946,6 +991,8 @@ class SearchLoop:
             "classes": self.meta.get("classes"),
             "sampler": self.spec.sampler.name,
         }
+        if "portfolio" in trial.user_attrs:  # a known-good configuration of the space
+            extra["portfolio"] = trial.user_attrs["portfolio"]
         if self.folds:
             fingerprint = self.prepared.split.get("folds_fingerprint")
             extra["cv"] = {"folds": self.folds, "folds_fingerprint": fingerprint}

@@ -41,11 +41,19 @@ FOLD_SPLITS = ("valid", "oof", "test")  # the splits each fold's trainer predict
 _CALL_EXTRAS = ("started_at", "finished_at", "gpu_ids", "worker_trials", "worker_restarted")
 
 
-def cv_data(x: dict[str, Any], y: dict[str, Any], split: dict[str, Any]) -> dict[str, Any]:
+def cv_data(
+    x: dict[str, Any],
+    y: dict[str, Any],
+    split: dict[str, Any],
+    tree_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """What a cross-validated run ships to its workers: the inputs of every labelled row
     (``x["train"]``) and of the test rows, the labelled rows' targets, each row's fold, the
-    inner-slice fraction and the split's seed (``split``: ``data/split.json``)."""
+    inner-slice fraction and the split's seed (``split``: ``data/split.json``); for a tree
+    family, ``tree_meta`` (its categorical columns), passed on to every fold."""
+    extra = {} if tree_meta is None else {"tree_meta": tree_meta}
     return {
+        **extra,
         "x": {name: x[name] for name in ("train", "test") if name in x},
         "y": {"train": y["train"]},
         "folds": np.asarray(split["fold_of"], dtype=np.int64),
@@ -86,7 +94,10 @@ def fold_data(
     x = {"train": take(train), "valid": take(valid), "oof": take(held)}
     if "test" in data["x"]:
         x["test"] = data["x"]["test"]
-    return {"x": x, "y": {"train": y_all[train], "valid": y_all[valid]}}, rows
+    out = {"x": x, "y": {"train": y_all[train], "valid": y_all[valid]}}
+    if "tree_meta" in data:  # a tree family's categorical columns
+        out["tree_meta"] = data["tree_meta"]
+    return out, rows
 
 
 def fold_payload(payload: TrialPayload, fold: int, has_test: bool) -> TrialPayload:
@@ -282,6 +293,7 @@ class FoldAccumulator:
         value = self.value()
         models = [r.model_bytes for r in folds]
         return TrialResult(
+            model_format=folds[0].model_format,
             state=COMPLETE,
             value=value,
             metrics={self.payload.metric: value},

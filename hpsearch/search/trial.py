@@ -25,6 +25,8 @@ FAIL = "FAIL"
 PRUNED = "PRUNED"
 
 DEFAULT_TRIAL_FN = "keras"  # the registered trainer of hpsearch.search.training
+AUTO_TRIAL_FN = "auto"  # training.trial_fn's default: the family's trainer (family_trainer)
+TREE_TRIAL_FN = "trees"  # the registered trainer of tree families (hpsearch.search.tree_trainer)
 # terminal control sequences: Keras and Ray colour parts of their error messages
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -67,6 +69,9 @@ class TrialResult:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     model_bytes: bytes | None = None
     fold_models: list[bytes] = field(default_factory=list)  # cross-validated: one per fold
+    # how model_bytes / fold_models are saved: "keras" (model.keras) or "joblib" (a pickled
+    # tree estimator, model.joblib); trial.json records it
+    model_format: str = "keras"
     tb_bytes: bytes | None = None
     error: str | None = None
     traceback: str | None = None
@@ -86,6 +91,22 @@ def resolve_trial_fn(name: str) -> Callable[..., TrialResult]:
     from hpsearch.core.registry import TRAINERS
 
     return TRAINERS.resolve(name)
+
+
+def family_trainer(family: str) -> str:
+    """The registered trainer of an architecture family: ``trees`` for a tree family
+    (``search_spaces.families.is_tree_family``), ``keras`` otherwise."""
+    from search_spaces.families import is_tree_family
+
+    return TREE_TRIAL_FN if is_tree_family(family) else DEFAULT_TRIAL_FN
+
+
+def trainer_for(trial_fn: Any, family: str) -> Any:
+    """The trainer a run uses: ``trial_fn`` as given (a name, ``module:function`` or the
+    function), or the family's own (:func:`family_trainer`) when it is None or ``auto``."""
+    if trial_fn is None or trial_fn == AUTO_TRIAL_FN:
+        return family_trainer(family)
+    return trial_fn
 
 
 def is_keras_trainer(trial_fn: str | Callable[..., TrialResult]) -> bool:

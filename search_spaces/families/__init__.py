@@ -16,6 +16,23 @@ from search_spaces.families._names import output_names
 from search_spaces.registry import Registry
 from search_spaces.specs import InputSpec, OutputSpec
 
+# tree family (a library space name) -> tree model name (hpsearch.core.registry.TREE_MODELS)
+TREE_FAMILIES: dict[str, str] = {
+    "lightgbm": "lgbm",
+    "catboost": "catboost",
+    "xgboost": "xgb",
+    "hist_gbm": "hgb",
+    "random_forest": "rf",
+    "extra_trees": "et",
+}
+TREE_FAMILY_OF: dict[str, str] = {model: family for family, model in TREE_FAMILIES.items()}
+
+
+def is_tree_family(family: Any) -> bool:
+    """Whether ``family`` is a tree family (trained by the ``trees`` trainer, not a network)."""
+    return isinstance(family, str) and family in TREE_FAMILIES
+
+
 # name -> "module:function"; users add theirs with FAMILY_REGISTRY.register(name, build) or
 # name a ``module:build`` function as a space's ``family``
 FAMILY_REGISTRY = Registry(
@@ -28,20 +45,26 @@ FAMILY_REGISTRY = Registry(
         "wide_deep": "search_spaces.families.wide_deep:build",
         "multi_output": "search_spaces.families.multi_output:build",
         "realmlp": "search_spaces.families.realmlp:build",
+        # tree families validate as a space's family; building one raises TreeFamilyError
+        **{family: "search_spaces.families.trees:build" for family in TREE_FAMILIES},
     },
 )
 
-FAMILIES: tuple[str, ...] = FAMILY_REGISTRY.names()  # the built-in families
+# the built-in network families (buildable as Keras models; tree families are in TREE_FAMILIES)
+FAMILIES: tuple[str, ...] = tuple(n for n in FAMILY_REGISTRY.names() if not is_tree_family(n))
 
 __all__ = [
     "FAMILIES",
     "FAMILY_REGISTRY",
+    "TREE_FAMILIES",
+    "TREE_FAMILY_OF",
     "aux_targets",
     "build_model",
     "compile_model",
     "count_params",
     "describe_model",
     "get_builder",
+    "is_tree_family",
     "output_names",
 ]
 
@@ -53,7 +76,16 @@ def get_builder(family: str):
 
 
 def build_model(family: str, params: dict[str, Any], inputs: InputSpec, outputs: OutputSpec) -> Any:
-    """Build an uncompiled functional Keras model of ``family`` for the sampled ``params``."""
+    """Build an uncompiled functional Keras model of ``family`` for the sampled ``params``;
+    ValueError for a tree family (:func:`is_tree_family`), which is never a Keras model."""
+    if is_tree_family(family):
+        from search_spaces.families.trees import TreeFamilyError
+
+        raise TreeFamilyError(
+            f"family {family!r} is a tree family: it is trained by the `trees` trainer, not "
+            "built as a Keras model. Fix: run it with training.trial_fn: auto (or trees), or "
+            "pick a network family."
+        )
     builder = get_builder(family)
     if not outputs.heads:
         raise ValueError("OutputSpec has no heads; a model needs at least one output.")
