@@ -60,8 +60,13 @@ DOC = ROOT / "docs" / "benchmarks" / "quality.md"
 CV_FOLDS = 5
 TREES = ("rf", "et", "hgb", "lgbm")  # the pipeline's fixed-parameter tree members
 BLEND_ROWS = (("best", "best single"), ("greedy", "greedy"), ("nelder-mead", "nelder-mead"))
-FULL = {"timeout_s": 180.0, "n_trials": 100, "max_epochs": 20, "patience": 4}
-QUICK = {"timeout_s": 45.0, "n_trials": 4, "max_epochs": 8, "patience": 2}
+# CV mode runs the pipeline's defaults (its default mix of families and time budget:
+# ``hpsearch.pipeline.run.DEFAULT_MIX`` / ``DEFAULT_TIMEOUT_S``); holdout mode (``--modes
+# holdout,cv``) the networks of part 1 (``tabular_multi_input`` and fixed trees)
+FULL = {"timeout_s": None, "n_trials": None, "max_epochs": None, "patience": 4}
+QUICK = {"timeout_s": 45.0, "n_trials": None, "max_epochs": 8, "patience": 2}
+HOLDOUT = {"timeout_s": 180.0, "n_trials": 100, "max_epochs": 20}  # holdout mode's defaults
+MODES = ("holdout", "cv")
 
 
 def log(msg: str) -> None:
@@ -204,8 +209,8 @@ def _refit_blends(info: dict[str, Any], meta: dict[str, Any], y_test: np.ndarray
     cv = info.get("mode") == "cv"
     split = "oof" if cv else "holdout"
     y_fit = np.asarray(load_prepared(run_dir, spec).y["train" if cv else "holdout"])
-    P_h = np.stack([_member_preds(run_dir, m, split) for m in info["members"]])
-    P_t = np.stack([_member_preds(run_dir, m, "test") for m in info["members"]])
+    P_h = np.stack([_member_preds(Path(m["run"]), m, split) for m in info["members"]])
+    P_t = np.stack([_member_preds(Path(m["run"]), m, "test") for m in info["members"]])
     methods = tuple(dict.fromkeys([m for m, _ in BLEND_ROWS] + [info["method"]]))
     return blend_test_scores(P_h, y_fit, P_t, y_test, meta["metric"], methods)
 
@@ -216,34 +221,48 @@ def _refit_blends(info: dict[str, Any], meta: dict[str, Any], y_test: np.ndarray
 def pipeline_spec(
     table_dir: Path, meta: dict[str, Any], out: Path, budget: dict, folds: int | None = None
 ) -> dict[str, Any]:
-    """The spec a user would write for the table's competition files."""
-    split: dict[str, Any] = {"valid": 0.2, "holdout": 0.2, "seed": 0}
-    if folds:
-        split = {"folds": folds, "seed": 0}
-    return {
+    """The spec a user would write for the table's competition files. CV mode names no
+    space, budget or trees: the pipeline's defaults (its mix of families and time budget)
+    decide, as for a user who writes only the data section; ``--timeout-s``,
+    ``--n-trials`` and ``--max-epochs`` override them. Holdout mode searches the network
+    of part 1 (``tabular_multi_input``) beside fixed trees."""
+    data = {
+        "train": str(table_dir / "train.csv"),
+        "test": str(table_dir / "test.csv"),
+        "sample_submission": str(table_dir / "sample_submission.csv"),
+        "target": meta["target"],
+        "id": qt.ID,
+        "task": meta["task"],
+    }
+    spec: dict[str, Any] = {
         "name": f"quality-{meta['name']}",
-        "data": {
-            "train": str(table_dir / "train.csv"),
-            "test": str(table_dir / "test.csv"),
-            "sample_submission": str(table_dir / "sample_submission.csv"),
-            "target": meta["target"],
-            "id": qt.ID,
-            "task": meta["task"],
-        },
-        "split": split,
+        "data": data,
         "metric": meta["metric"],
-        "space": "tabular_multi_input",
         "sampler": {"name": "tpe", "seed": 0},
-        "budget": {"n_trials": int(budget["n_trials"]), "timeout_s": float(budget["timeout_s"])},
         "resources": {
             "cpus_per_trial": 1,
             "gpus_per_trial": 0,
             "max_concurrent": int(budget.get("max_concurrent", 2)),
         },
-        "training": {"max_epochs": int(budget["max_epochs"]), "patience": int(budget["patience"])},
-        "ensemble": {"trees": list(TREES)},
         "output": str(out),
     }
+    if folds:
+        spec["split"] = {"folds": folds, "seed": 0}
+        chosen = {k: budget[k] for k in ("n_trials", "timeout_s") if budget.get(k) is not None}
+        if chosen:
+            spec["budget"] = {
+                k: (float(v) if k == "timeout_s" else int(v)) for k, v in chosen.items()
+            }
+        if budget.get("max_epochs") is not None:
+            spec["training"] = {"max_epochs": int(budget["max_epochs"])}
+        return spec
+    hold = {k: budget.get(k) if budget.get(k) is not None else v for k, v in HOLDOUT.items()}
+    spec["split"] = {"valid": 0.2, "holdout": 0.2, "seed": 0}
+    spec["space"] = "tabular_multi_input"
+    spec["budget"] = {"n_trials": int(hold["n_trials"]), "timeout_s": float(hold["timeout_s"])}
+    spec["training"] = {"max_epochs": int(hold["max_epochs"]), "patience": int(budget["patience"])}
+    spec["ensemble"] = {"trees": list(TREES)}
+    return spec
 
 
 def run_pipeline_mode(
@@ -263,16 +282,59 @@ def run_pipeline_mode(
     t0 = time.perf_counter()
     result = hpsearch.run_pipeline(hpsearch.load_spec(spec_path), progress=True)
     wall = time.perf_counter() - t0
-    s = result.search
+    summaries = result.search if isinstance(result.search, dict) else {"": result.search}
+    done = [s for s in summaries.values() if s is not None]
     out = {
         "wall_s": wall,
-        "search_s": float(s.elapsed_s),
-        "trials": {"complete": s.n_complete, "failed": s.n_failed, "pruned": s.n_pruned},
-        "stopped": getattr(s, "stopped", None),
+        "search_s": float(sum(s.elapsed_s for s in done)),
+        "trials": {
+            "complete": sum(s.n_complete for s in done),
+            "failed": sum(s.n_failed for s in done),
+            "pruned": sum(s.n_pruned for s in done),
+        },
+        "stopped": list(result.stopped) or None,
         "spec": str(spec_path),
     }
     out.update(ensemble_scores(result.ensemble, meta, y_test))
+    out["families"] = family_scores(result, meta, y_test)
     out["filter_on"] = filter_on_scores(result.ensemble, meta, y_test)
+    return out
+
+
+def family_scores(result: Any, meta: dict[str, Any], y_test: np.ndarray) -> list[dict]:
+    """Per family of a mix: its best trial's out-of-fold score and test score, its kind
+    (network or tree), its search time and trials, and the share of the blend's weight
+    its members got (the sum of their absolute weights over all members')."""
+    import hpsearch
+    from search_spaces import load_space
+    from search_spaces.families import is_tree_family
+
+    members = result.ensemble.info["members"]
+    total = sum(abs(float(m.get("weight") or 0.0)) for m in members) or 1.0
+    out = []
+    for rec, run_dir in zip(result.families, result.runs, strict=False):
+        best = rec.get("best")
+        row = {
+            "family": rec["family"],
+            "kind": "tree" if is_tree_family(load_space(rec["space"]).family) else "network",
+            "elapsed_s": rec.get("elapsed_s"),
+            "wall_s": rec.get("wall_s"),
+            "n_complete": rec.get("n_complete"),
+            "oof": best["value"] if best else None,
+            "test": None,
+            "weight": sum(
+                abs(float(m.get("weight") or 0.0))
+                for m in members
+                if Path(m["run"]).resolve() == Path(run_dir).resolve()
+            )
+            / total,
+        }
+        if best:
+            pred = hpsearch.load_run(run_dir).predictions(best["number"], "test")
+            pred = np.asarray(pred, dtype=np.float64)
+            pred = pred[:, 0] if pred.ndim == 2 and pred.shape[1] == 1 else pred
+            row["test"] = test_score(meta, y_test, pred)
+        out.append(row)
     return out
 
 
@@ -358,6 +420,19 @@ def pipeline_rows(name: str, meta: dict, mode: str, res: dict | None, why: str) 
                 res["cross_fitted"].get(method),
             )
         )
+    for fam in res.get("families") or []:
+        row = _row(
+            name,
+            metric,
+            f"{label}: family {fam['family']} (best trial)",
+            fam["test"],
+            fam["wall_s"],
+            f"{fam['kind']}; {fam['n_complete']} trials in {fam['elapsed_s']:.0f} s of search; "
+            f"{fam['weight']:.0%} of the blend's weight",
+            fam["oof"],
+        )
+        row.update(kind=fam["kind"], weight=fam["weight"])
+        rows.append(row)
     return rows
 
 
@@ -404,6 +479,7 @@ def bench_table(
             rows.append(_row(name, metric, title, None, None, _failed(title, exc)))
     walls = {}
     modes = [("holdout", None), ("CV", CV_FOLDS)]
+    modes = [(mode, folds) for mode, folds in modes if mode.lower() in args.modes]
     for mode, folds in modes:
         log(f"{name}: pipeline, {mode} mode")
         try:
@@ -517,8 +593,8 @@ NOTES = """\
 
 COMMANDS = f"""\
 ```bash
-.venv/bin/python benchmarks/bench_quality.py          # every table, {FULL["timeout_s"]:g} s search budget per table and mode
-.venv/bin/python benchmarks/bench_quality.py --timeout-s 60   # the run below: {len(qt.TABLES)} tables, 60 s
+.venv/bin/python benchmarks/bench_quality.py          # every table, CV mode: the pipeline's defaults
+.venv/bin/python benchmarks/bench_quality.py --modes holdout,cv   # and part 1's holdout-mode networks
 .venv/bin/python benchmarks/bench_quality.py --quick  # 3 tables, {QUICK["timeout_s"]:g} s: the harness end to end
 .venv/bin/python benchmarks/bench_quality.py --tables wa_churn chem97 --timeout-s 300
 .venv/bin/python benchmarks/bench_quality.py --report-only   # this page again from the last results
@@ -526,14 +602,10 @@ COMMANDS = f"""\
 
 The first run creates `benchmarks/.venv-quality` (about 2 GB with PyTorch's CPU build,
 1.2 GB without; 1-2 minutes from the package registry). Run directories, exported
-tables and `results.json` stay in `benchmarks/.quality-work/`: the run below left about
-20 GB there, nearly all of it the random forests' and extra trees' fold models (300
-fully grown trees per fold; issue 15 scales them with the rows). Each table's run
-directories are replaced when it runs again. With `--timeout-s 60` the six tables took
-about 55 minutes on 2 CPUs: per table seconds of baselines, the pipeline twice (holdout
-and CV: the search budget, the trials in flight, then trees and blends: 2-5 minutes
-each) and AutoGluon for up to the CV wall time; the default 180 s budget adds about
-four minutes of search per table and mode (not measured end to end)."""
+tables and `results.json` stay in `benchmarks/.quality-work/`; each table's run
+directories are replaced when it runs again. Per table: seconds of baselines, the
+pipeline (its search budget split across the families, the trials in flight, then the
+blends) and AutoGluon for up to the pipeline's wall time."""
 
 
 def _machine(versions: dict[str, str]) -> str:
@@ -557,12 +629,20 @@ def _context(args, budget: dict, versions: dict[str, str], elapsed: float) -> di
         if args.quick
         else "the full run"
     )
+    from hpsearch.pipeline.run import DEFAULT_MIX, DEFAULT_TIMEOUT_S
+
+    def setting(key: str, default: str) -> str:
+        return default if budget.get(key) is None else f"{budget[key]:g}"
+
+    mix = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_MIX.items())
     run_line = (
         f"This is {kind}: `{' '.join(['python', 'benchmarks/bench_quality.py', *args.argv])}`, "
-        f"{elapsed / 60:.0f} min in all, {time.strftime('%Y-%m-%d')}. Pipeline budget per "
-        f"table and mode: `budget.timeout_s` {budget['timeout_s']:g} s (no new trial after "
-        f"it; trials in flight finish), at most {budget['n_trials']} trials, "
-        f"`training.max_epochs` {budget['max_epochs']}, `patience` {budget['patience']}."
+        f"{elapsed / 60:.0f} min in all, {time.strftime('%Y-%m-%d')}. Modes: "
+        f"{', '.join(args.modes)}. CV mode's pipeline: the default mix ({mix}), "
+        f"`budget.timeout_s` {setting('timeout_s', f'{DEFAULT_TIMEOUT_S:g} (the default)')} s "
+        f"split by the shares (no new trial after a family's share; trials in flight "
+        f"finish), `n_trials` {setting('n_trials', 'unset')}, `training.max_epochs` "
+        f"{setting('max_epochs', 'the default')}."
     )
     return {
         "run_line": run_line,
@@ -580,6 +660,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--n-trials", type=int, help="the pipeline's budget.n_trials per table")
     ap.add_argument("--max-epochs", type=int, help="training.max_epochs")
     ap.add_argument("--max-concurrent", type=int, default=2, help="trials in flight")
+    ap.add_argument(
+        "--modes",
+        default="cv",
+        help="pipeline modes to run, comma-separated: cv (the pipeline's default: its mix of "
+        "families, 5-fold CV), holdout (part 1's networks and fixed trees); default cv",
+    )
     ap.add_argument("--skip-autogluon", action="store_true")
     ap.add_argument("--venv", type=Path, default=VENV)
     ap.add_argument("--work", type=Path, default=WORK)
@@ -588,6 +674,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--report-only", action="store_true", help="rewrite --out from WORK/results.json"
     )
     args = ap.parse_args(argv)
+    args.modes = [m.strip().lower() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(args.modes) - set(MODES))
+    if unknown or not args.modes:
+        ap.error(f"--modes {','.join(unknown) or '(none)'}: choose from {', '.join(MODES)}")
     args.argv = argv
     return args
 

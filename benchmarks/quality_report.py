@@ -152,6 +152,74 @@ def tallies_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) or "- nothing to compare."
 
 
+def _relative_gap(metric: str, a: float, b: float) -> float:
+    """How much worse ``a`` is than ``b``, relative to ``b`` (0 when ``a`` is as good or
+    better)."""
+    worse = (b - a) if metric in GREATER_IS_BETTER else (a - b)
+    return max(0.0, worse) / abs(b) if b else (0.0 if worse <= 0 else math.inf)
+
+
+def family_rows(rows: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
+    """The CV pipeline's per-family rows of ``table`` (they carry ``kind`` and ``weight``)."""
+    return [
+        r
+        for r in rows
+        if r["table"] == table and r["method"].startswith("pipeline CV: family ") and "kind" in r
+    ]
+
+
+def targets_markdown(rows: list[dict[str, Any]], limit_s: float = 600.0) -> str:
+    """Issue 15's targets, counted over the tables of this run: the CV pipeline against
+    AutoGluon (matches or beats it, else within 1%), the best network family's out-of-fold
+    score within 5% of the best tree family's, a network family's members with weight in the
+    blend, and every table's pipeline within ``limit_s`` seconds."""
+    tables = list(dict.fromkeys(r["table"] for r in rows))
+    beat = close = versus = 0
+    net_close = nets = net_weight = 0
+    in_time = timed = 0
+    gaps = []
+    for table in tables:
+        cv, ag = _find(rows, table, "pipeline CV: submitted"), _find(rows, table, "AutoGluon")
+        if cv and cv.get("wall_s") is not None:
+            timed += 1
+            in_time += cv["wall_s"] <= limit_s
+        if cv and ag and cv.get("score") is not None and ag.get("score") is not None:
+            versus += 1
+            gap = _relative_gap(cv["metric"], cv["score"], ag["score"])
+            beat += gap == 0.0
+            close += 0.0 < gap <= 0.01
+            gaps.append(f"{table} {gap:.1%}")
+        fams = family_rows(rows, table)
+        net = [r for r in fams if r["kind"] == "network" and r.get("cross_fitted") is not None]
+        tree = [r for r in fams if r["kind"] == "tree" and r.get("cross_fitted") is not None]
+        if net and tree:
+            nets += 1
+            pick = max if fams[0]["metric"] in GREATER_IS_BETTER else min
+            best_net = pick(r["cross_fitted"] for r in net)
+            best_tree = pick(r["cross_fitted"] for r in tree)
+            net_close += _relative_gap(fams[0]["metric"], best_net, best_tree) <= 0.05
+            net_weight += sum(r.get("weight") or 0.0 for r in net) > 0
+    lines = []
+    if versus:
+        lines.append(
+            f"- The CV pipeline matches or beats AutoGluon on {beat} of {versus} tables and is "
+            f"within 1% of it on {close} more (how far behind: {', '.join(gaps)}); target: "
+            "at least 3 matched or beaten, the others within 1%."
+        )
+    if nets:
+        lines.append(
+            f"- The best network family's out-of-fold score is within 5% of the best tree "
+            f"family's on {net_close} of {nets} tables (target 4 of 6); a network family's "
+            f"members have weight in the blend on {net_weight} of {nets} (target 4 of 6)."
+        )
+    if timed:
+        lines.append(
+            f"- The CV pipeline finished within {limit_s / 60:g} minutes on {in_time} of "
+            f"{timed} tables."
+        )
+    return "\n".join(lines)
+
+
 def tables_markdown(metas: list[dict[str, Any]]) -> str:
     lines = [
         "| table | source | rows | features | train / test rows | task | metric | what |",
@@ -186,6 +254,7 @@ def write_doc(path: str | Path, results: dict[str, Any], static: dict[str, str])
         "Test score of each method (bold: the best of the row). Lower is better except roc_auc.",
         summary_markdown(rows),
         tallies_markdown(rows),
+        targets_markdown(rows) or "- no CV pipeline rows to count issue 15's targets on.",
         "### Every row",
         rows_markdown(rows),
         "## How each row is made",

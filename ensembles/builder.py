@@ -573,6 +573,13 @@ def _gather_candidates(
     return candidates + tree_candidates(tree_recs, run0.resolve(), *shape, fit_split=data.fit_split)
 
 
+def _run_groups(candidates: list[Candidate]) -> dict[str, str] | None:
+    """Candidates from several runs (a pipeline's families): label -> its run, so the
+    ``top_k`` cap counts per run; one run: None (one cap for all)."""
+    runs = {str(c.run) for c in candidates}
+    return {c.label: str(c.run) for c in candidates} if len(runs) > 1 else None
+
+
 def _select(
     candidates: list[Candidate], data: _Data, opts: _Options, log
 ) -> tuple[list[Candidate], list[dict[str, Any]]]:
@@ -590,6 +597,8 @@ def _select(
         opts.max_corr,
         always=[c.label for c in candidates if c.kind == "tree"],
         margin=opts.margin,
+        # several runs (a pipeline's families): each run brings its best top_k
+        groups=_run_groups(candidates),
     )
     if not selection.selected:
         raise UserError(

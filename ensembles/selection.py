@@ -199,6 +199,7 @@ def select_diverse(
     max_corr: float | None = 0.999,
     always: Iterable[Any] = (),
     margin: float | None = None,
+    groups: Mapping[Any, Any] | None = None,
 ) -> Selection:
     """Rank by validation score and keep the best ``top_k`` mutually diverse candidates
     among the eligible ones.
@@ -209,7 +210,10 @@ def select_diverse(
     each other name to its reason, e.g. ``"not eligible: worse than the best (trial_2)
     by 0.53 > margin 0.044 (3 x spread 0.0148)"``, ``"correlated 0.991 with trial_3"``
     or ``"outside top K (K=5)"``. ``margin=None``: every candidate is eligible;
-    ``max_corr=None``: no correlation filter. See the module docstring for the policy.
+    ``max_corr=None``: no correlation filter. ``groups`` (name -> group, e.g. the run a
+    candidate comes from): the ``top_k`` cap counts per group, so each group (each family
+    of a pipeline's mix) may bring its best ``top_k``. See the module docstring for the
+    policy.
     """
     names = list(names)
     if len(set(names)) != len(names):
@@ -254,11 +258,13 @@ def select_diverse(
     if max_corr is not None and P.shape[0]:
         C = correlation_matrix(P, y, task)
     kept: list[int] = []
-    n_capped = 0
+    n_capped: dict[Any, int] = {}
     for i in eligible:
         is_always = names[i] in always_set
-        if not is_always and top_k is not None and n_capped >= int(top_k):
-            dropped[names[i]] = f"outside top K (K={int(top_k)})"
+        group = None if groups is None else groups.get(names[i])
+        if not is_always and top_k is not None and n_capped.get(group, 0) >= int(top_k):
+            per = "" if groups is None else f" of {str(group).rstrip('/').rsplit('/', 1)[-1]}"
+            dropped[names[i]] = f"outside top K{per} (K={int(top_k)})"
             continue
         too_close = [] if C is None else [(C[i, j], j) for j in kept if C[i, j] > max_corr]
         if too_close:
@@ -267,5 +273,5 @@ def select_diverse(
             continue
         kept.append(i)
         if not is_always:
-            n_capped += 1
+            n_capped[group] = n_capped.get(group, 0) + 1
     return Selection([names[i] for i in kept], dropped)

@@ -239,7 +239,33 @@ def test_the_pipeline_spec_validates_for_the_table(tmp_path):
     spec = hpsearch.load_spec(bq.pipeline_spec(tmp_path, meta, tmp_path / "run", bq.QUICK))
     assert (spec.task, spec.metric, spec.space) == ("multiclass", "log_loss", "tabular_multi_input")
     assert spec.budget.timeout_s == bq.QUICK["timeout_s"] and spec.data.id == "id"
-    assert spec.ensemble.trees == bq.TREES
+    assert spec.ensemble.trees == bq.TREES and spec.split.folds is None
+
+
+def test_the_cv_pipeline_spec_leaves_space_budget_and_trees_to_the_pipeline(tmp_path):
+    import hpsearch
+    from hpsearch.pipeline.run import DEFAULT_MIX, DEFAULT_TIMEOUT_S, pipeline_mix
+
+    table = _table()
+    frame = qt.prepare(table, _frame(120))
+    meta = qt.write_competition(frame, table, tmp_path)
+    d = bq.pipeline_spec(tmp_path, meta, tmp_path / "run", bq.FULL, folds=5)
+    assert not {"space", "spaces", "budget", "ensemble"} & set(d)
+    spec = hpsearch.load_spec(d)
+    assert spec.split.folds == 5 and set(pipeline_mix(spec)) == set(DEFAULT_MIX)
+    assert DEFAULT_TIMEOUT_S > 0
+    # a budget given on the command line is written into the spec
+    timed = hpsearch.load_spec(
+        bq.pipeline_spec(tmp_path, meta, tmp_path / "run", {**bq.FULL, "timeout_s": 90}, folds=5)
+    )
+    assert timed.budget.timeout_s == 90 and "n_trials" not in timed.budget.model_fields_set
+
+
+def test_modes_are_checked():
+    assert bq.parse_args(["--modes", "holdout,CV"]).modes == ["holdout", "cv"]
+    assert bq.parse_args([]).modes == ["cv"]
+    with pytest.raises(SystemExit):
+        bq.parse_args(["--modes", "kfold"])
 
 
 def test_a_failed_pipeline_mode_is_a_row_that_says_so():
@@ -293,6 +319,38 @@ def test_tallies_count_wins_per_table():
     assert "Nelder-Mead beats the best single member on the test rows (holdout mode): 2 of 2" in (
         qr.tallies_markdown(rows)
     )
+
+
+def _family_rows() -> list[dict]:
+    r = bq._row
+    rows = []
+    for table, metric, cv, ag, net, tree, w in (
+        ("a", "log_loss", 0.40, 0.41, 0.42, 0.41, 0.3),  # beats AG; net 2.4% behind, weighted
+        ("b", "roc_auc", 0.79, 0.80, 0.70, 0.80, 0.0),  # 1.25% behind AG; net 12.5% behind
+        ("c", "rmse", 1.005, 1.0, 1.0, 1.1, 0.5),  # 0.5% behind AG; net ahead of the trees
+    ):
+        rows.append(r(table, metric, "pipeline CV: submitted (auto)", cv, 500.0 + len(rows)))
+        rows.append(r(table, metric, "AutoGluon-Tabular (time_limit 500 s)", ag, 400.0))
+        for name, kind, oof, weight in (
+            ("realmlp", "network", net, w),
+            ("lgbm", "tree", tree, 1 - w),
+        ):
+            row = r(table, metric, f"pipeline CV: family {name} (best trial)", None, 1.0, "", oof)
+            row.update(kind=kind, weight=weight)
+            rows.append(row)
+    rows[-4]["wall_s"] = 700.0  # table c's pipeline ran over ten minutes
+    return rows
+
+
+def test_issue_15_targets_are_counted_per_table():
+    text = qr.targets_markdown(_family_rows())
+    assert "matches or beats AutoGluon on 1 of 3 tables and is within 1% of it on 1 more" in text
+    assert "b 1.2%" in text or "b 1.3%" in text
+    assert "c 0.5%" in text and "a 0.0%" in text
+    assert "within 5% of the best tree family's on 2 of 3 tables" in text
+    assert "have weight in the blend on 2 of 3" in text
+    assert "finished within 10 minutes on 2 of 3 tables" in text
+    assert qr.targets_markdown(_rows()) == ""  # no CV pipeline rows: nothing to count
 
 
 def test_write_doc_renders_every_section(tmp_path):

@@ -242,3 +242,21 @@ def test_near_identical_scores_do_not_exclude_everyone_and_none_disables_the_cut
     assert eligibility_cut([None, float("nan")], "rmse", 3).best is None
     with pytest.raises(ValueError, match="margin must be >= 0"):
         eligibility_cut(spread_out, "rmse", -1)
+
+
+def test_groups_cap_top_k_per_group():
+    """Candidates of several runs (a pipeline's families): each run brings its best top_k,
+    so a weaker family still has members in the blend."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    P = np.clip(y + rng.normal(0, 0.6, (6, 200)), 0.01, 0.99)
+    names = ["a0", "a1", "a2", "b0", "b1", "b2"]
+    scores = [0.30, 0.31, 0.32, 0.33, 0.34, 0.35]  # every run-a candidate beats run b's
+    one = select_diverse(names, scores, P, y, "binary", "log_loss", top_k=2, max_corr=None)
+    assert one.selected == ["a0", "a1"] and one.dropped["b0"] == "outside top K (K=2)"
+    groups = {n: f"/runs/out/{n[0]}" for n in names}
+    per = select_diverse(
+        names, scores, P, y, "binary", "log_loss", top_k=2, max_corr=None, groups=groups
+    )
+    assert per.selected == ["a0", "a1", "b0", "b1"]
+    assert per.dropped == {"a2": "outside top K of a (K=2)", "b2": "outside top K of b (K=2)"}
