@@ -589,8 +589,9 @@ def _case(name: str, d: Path) -> tuple[Path, list[str], str]:
         spec = write_spec(d, space="tabular_mpl")
         expected = (
             f"unknown space 'tabular_mpl': not in the library {LIBRARY_DIR} (available: "
-            "image_separable_cnn, tabular_mlp, tabular_multi_input, tabular_multi_output, "
-            "text_conv1d, wide_deep) and not a .yaml path. Did you mean 'tabular_mlp'? "
+            "catboost, extra_trees, hist_gbm, image_separable_cnn, lightgbm, random_forest, "
+            "tabular_mlp, tabular_multi_input, tabular_multi_output, tabular_realmlp, "
+            "text_conv1d, wide_deep, xgboost) and not a .yaml path. Did you mean 'tabular_mlp'? "
             "Fix: name a library space (`hpsearch space list`) or give the path of a .yaml "
             "space file."
         )
