@@ -46,7 +46,7 @@ _SPLIT_CHOICES = ("folds", "valid", "holdout")  # spec split keys that choose th
 DEFAULT_MIX = {"lightgbm": 0.35, "catboost": 0.2, "tabular_realmlp": 0.45}
 # the search time of a pipeline spec that sets no budget (neither `budget.n_trials` nor
 # `budget.timeout_s`): search plus the ensemble build within 10 minutes on 2 CPUs
-DEFAULT_TIMEOUT_S = 420.0
+DEFAULT_TIMEOUT_S = 300.0
 # the trial cap of a budget given in time only (the time ends the search first)
 TIME_BUDGET_TRIALS = 1000
 # a family with less of its time left than this has spent its share
