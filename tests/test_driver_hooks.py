@@ -206,3 +206,22 @@ def test_hooks_skip_missing_methods_and_let_keyboard_interrupt_through():
     assert only_end.seen == [7]
     with pytest.raises(KeyboardInterrupt):
         hooks("on_search_end", None)
+
+
+def test_the_progress_eta_is_at_most_the_time_budget_left(monkeypatch):
+    """A budget given in time (a pipeline family's share) caps the ETA at the time left,
+    instead of the count of a trial cap that the time ends first."""
+    import io
+
+    from hpsearch.search import driver
+
+    clock = [1000.0]
+    monkeypatch.setattr(driver.time, "time", lambda: clock[0])
+    counted = driver._Progress(1000, stream=io.StringIO())
+    timed = driver._Progress(1000, stream=io.StringIO(), timeout_s=120)
+    clock[0] += 60  # one trial a minute: 999 more would take 16 hours
+    assert counted.line(1, 0, 0, 1, (0, 0.5), 1).endswith("1:00 elapsed, ETA 16:39:00")
+    assert timed.line(1, 0, 0, 1, (0, 0.5), 1).endswith("1:00 elapsed, ETA 1:00")
+    assert timed.line(0, 0, 0, 1, None, 0).endswith("ETA 1:00")  # no trial finished yet
+    clock[0] += 600
+    assert timed.line(5, 0, 0, 1, (0, 0.5), 5).endswith("ETA 0:00")

@@ -210,9 +210,15 @@ class _Progress:
     family searched and the best of the families before it there)."""
 
     def __init__(
-        self, total: int, stream: TextIO | None = None, enabled: bool = True, prefix: str = ""
+        self,
+        total: int,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        prefix: str = "",
+        timeout_s: float | None = None,
     ):
         self.total = total
+        self.timeout_s = timeout_s  # a time budget: the ETA is at most the time left
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.prefix = prefix
@@ -231,11 +237,15 @@ class _Progress:
     ) -> str:
         elapsed = time.time() - self.start
         finished = done + failed + pruned
-        eta = "?"
+        left: float | None = None
         if finished_now > 0 and finished < self.total:
-            eta = _fmt_s(elapsed / finished_now * (self.total - finished))
+            left = elapsed / finished_now * (self.total - finished)
         elif finished >= self.total:
-            eta = "0:00"
+            left = 0.0
+        if self.timeout_s is not None:  # no new trial after the budget's time
+            spare = max(0.0, float(self.timeout_s) - elapsed)
+            left = spare if left is None else min(left, spare)
+        eta = "?" if left is None else _fmt_s(left)
         best_s = "-" if best is None else f"{best[1]:.5g} (#{best[0]})"
         return (
             f"{self.prefix}[{finished}/{self.total}] done {done}  failed {failed}  pruned {pruned}"
@@ -796,7 +806,7 @@ class SearchLoop:
         notes: list[str] = []
         recovered, requeued = recover(self.study, self.rd, self.space, notes)
         self.portfolio = enqueue_portfolio(self.study, self.space)  # known-good ones first
-        self.prog = _Progress(self.total, **self._progress_args)
+        self.prog = _Progress(self.total, timeout_s=spec.budget.timeout_s, **self._progress_args)
         for line in notes:
             self.prog.note(line)
         if recovered or requeued:
