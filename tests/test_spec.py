@@ -599,3 +599,16 @@ def test_unknown_trainer_name_is_refused(tmp_path):
         "use one of: auto, keras, trees, or one of your own as `trial_fn: "
         "mypackage.trials:train`, or leave it out"
     )
+
+
+def test_a_null_space_is_as_if_left_out(tmp_path):
+    from hpsearch.core.spec import require_one_space
+
+    d = make_spec_dict(tmp_path)
+    d["space"] = None  # `space:` with nothing after it
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(d))
+    spec = load_spec(path)
+    assert spec.space is None and spec.spaces is None  # the pipeline's default mix
+    with pytest.raises(SpecError, match="space"):
+        require_one_space(spec)  # `hpsearch run` needs one space: a one-line refusal

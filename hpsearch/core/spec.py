@@ -999,8 +999,10 @@ class Spec(_SpecModel):
 
     @field_validator("space")
     @classmethod
-    def _space_file(cls, space: str, info: ValidationInfo) -> str:
-        return _resolve_path(space, _base(info)) if space.endswith((".yaml", ".yml")) else space
+    def _space_file(cls, space: str | None, info: ValidationInfo) -> str | None:
+        if space is None:  # `space: null`: as if left out (`hpsearch pipeline`'s default mix)
+            return None
+        return _resolve_path(space, _base(info)) if is_space_file(space) else space
 
     @field_validator("output")
     @classmethod
