@@ -313,6 +313,33 @@ def test_trainer_auto_is_the_familys_and_a_tree_family_is_no_keras_model():
         build_model("lightgbm", {}, InputSpec(numeric=3), OutputSpec.single("binary"))
 
 
+def test_a_trainer_that_cannot_train_the_space_is_refused_before_any_work(tmp_path):
+    from hpsearch.pipeline.run import run_mix
+
+    d = _spec(tmp_path, "lightgbm", "binary", training={"trial_fn": "keras"})
+    with pytest.raises(UserError) as e:  # before Ray starts: no address is reached for
+        run_search(load_spec(d), address="ray://hpsearch-test-unreachable:1", progress=False)
+    assert str(e.value).startswith(
+        "spec field 'training.trial_fn': 'keras' cannot train space 'lightgbm' (family "
+        "'lightgbm' is a tree family"
+    )
+    assert "Fix: leave training.trial_fn out (auto: the family's own trainer, 'trees')" in str(
+        e.value
+    )
+    assert not Path(d["output"]).exists()
+    # a pipeline's mix: every family is checked before the first one runs
+    mix = {"tabular_mlp": 0.5, "lightgbm": 0.5}
+    spec = load_spec({**_spec(tmp_path, "lightgbm", "binary"), "space": None})
+    with pytest.raises(UserError, match="'trees' cannot train space 'tabular_mlp'"):
+        run_mix(spec, mix, trial_fn="trees", address="ray://hpsearch-test-unreachable:1")
+    assert not Path(d["output"]).exists()
+    # the user's own trainer is not judged; auto and the family's own trainer pass
+    from hpsearch.search.trial import check_trainer_fits
+
+    for trial_fn in ("tests.trial_fns:lockstep", "auto", "trees"):
+        check_trainer_fits(trial_fn, "lightgbm", "lightgbm")
+
+
 # --------------------------------------------------------------------------- stored models
 
 

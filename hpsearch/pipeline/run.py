@@ -472,6 +472,31 @@ def _left(fam: Family, rec: dict[str, Any]) -> tuple[float | None, bool]:
     return left, spent
 
 
+def _check_mix(spec: Any, mix: dict[str, float], trial_fn: Any) -> None:
+    """Before anything runs: the output is a directory, every space of ``mix`` loads and
+    its trainer (``trial_fn``, else ``training.trial_fn``) can train it; UserError else."""
+    from hpsearch.core.remote import is_uri
+    from hpsearch.search.trial import check_trainer_fits
+    from search_spaces import SpaceError, load_space
+
+    if is_uri(str(spec.output)):
+        raise UserError(
+            f"spec field 'output': a pipeline of several spaces writes its sibling runs into "
+            f"a directory, got the URI {spec.output!r}. Fix: give a local or shared path."
+        )
+    for space in mix:
+        try:
+            family = load_space(space).family
+        except SpaceError as exc:
+            where = (
+                "spec field 'spaces'"
+                if spec.spaces is not None
+                else "the pipeline's default mix (the spec names neither `space` nor `spaces`)"
+            )
+            raise UserError(f"{where}: {exc}") from None
+        check_trainer_fits(trial_fn or spec.training.trial_fn, space, family)
+
+
 def run_mix(
     spec: Any,
     mix: dict[str, float],
@@ -492,27 +517,11 @@ def run_mix(
     stopped early) continues with the time it has left, the others start. A family that
     stops early (``StudyStopped``) is recorded and the next one starts; ``Interrupted``
     (Ctrl-C) is recorded and raised."""
-    from hpsearch.core.remote import is_uri
     from hpsearch.search.driver import Interrupted, run_search
-    from search_spaces import SpaceError, load_space
 
     out_stream = sys.stderr if stream is None else stream
     say = (lambda text: print(text, file=out_stream, flush=True)) if progress else (lambda _: None)
-    if is_uri(str(spec.output)):
-        raise UserError(
-            f"spec field 'output': a pipeline of several spaces writes its sibling runs into "
-            f"a directory, got the URI {spec.output!r}. Fix: give a local or shared path."
-        )
-    for space in mix:  # every space loads before anything runs
-        try:
-            load_space(space)
-        except SpaceError as exc:
-            where = (
-                "spec field 'spaces'"
-                if spec.spaces is not None
-                else "the pipeline's default mix (the spec names neither `space` nor `spaces`)"
-            )
-            raise UserError(f"{where}: {exc}") from None
+    _check_mix(spec, mix, trial_fn)
     families = plan_families(spec, mix, n_trials)
     out = Path(spec.output)
     state = _check_output(out, mix, resume) or _new_state(spec, mix, families)

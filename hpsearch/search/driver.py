@@ -48,6 +48,7 @@ from hpsearch.search.trial import (
     PRUNED,
     TrialPayload,
     TrialResult,
+    check_trainer_fits,
     strip_ansi,
     trainer_for,
 )
@@ -684,6 +685,8 @@ def run_search(
     require_one_space(spec)  # `spaces` (several) or none: `hpsearch pipeline`'s
     with driver_output(spec, resume) as (path, sync):
         rd, space, prepared, meta = open_run(spec, resume, path)
+        # a trainer that can train no trial of the space: bad input, found before Ray starts
+        check_trainer_fits(trial_fn or spec.training.trial_fn, spec.space, space.family)
         ensure_ray(address)  # a cluster that cannot be reached is bad input: nothing written yet
         # resources no node can give would leave every trial waiting forever: bad input too
         check_resources(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial)

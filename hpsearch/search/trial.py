@@ -109,16 +109,47 @@ def trainer_for(trial_fn: Any, family: str) -> Any:
     return trial_fn
 
 
+def _is_trainer(trial_fn: Any, name: str) -> bool:
+    """Whether ``trial_fn`` is the registered trainer ``name``: by name, by its
+    ``module:function`` path or given as the function itself."""
+    from hpsearch.core.registry import TRAINERS
+
+    target = TRAINERS.target(name)
+    if isinstance(trial_fn, str):
+        return trial_fn in (name, target)
+    where = f"{getattr(trial_fn, '__module__', '')}:{getattr(trial_fn, '__qualname__', '')}"
+    return where == target
+
+
 def is_keras_trainer(trial_fn: str | Callable[..., TrialResult]) -> bool:
     """Whether ``trial_fn`` is the Keras trainer (its workers import Keras up front), named
     ``keras``, by its ``module:function`` path or given as the function itself."""
-    from hpsearch.core.registry import TRAINERS
+    return _is_trainer(trial_fn, DEFAULT_TRIAL_FN)
 
-    keras_target = TRAINERS.target("keras")
-    if isinstance(trial_fn, str):
-        return trial_fn in ("keras", keras_target)
-    where = f"{getattr(trial_fn, '__module__', '')}:{getattr(trial_fn, '__qualname__', '')}"
-    return where == keras_target
+
+def check_trainer_fits(trial_fn: Any, space: str, family: str) -> None:
+    """UserError when the trainer ``trial_fn`` (``training.trial_fn`` or the ``trial_fn``
+    argument) can train no trial of ``space`` (of ``family``): the Keras trainer on a tree
+    family (never a Keras model) or the trees trainer on a network family. Checked before
+    the run starts, where every trial would otherwise fail. A user's ``module:function``
+    is not judged."""
+    from hpsearch.core.errors import UserError
+    from hpsearch.core.spec import _quote
+    from search_spaces.families import is_tree_family
+
+    tree = is_tree_family(family)
+    wrong = DEFAULT_TRIAL_FN if tree else TREE_TRIAL_FN
+    if trial_fn is None or trial_fn == AUTO_TRIAL_FN or not _is_trainer(trial_fn, wrong):
+        return
+    if tree:
+        kind = "a tree family, which the keras trainer cannot build"
+    else:
+        kind = "a network family, which the trees trainer cannot fit"
+    raise UserError(
+        f"spec field 'training.trial_fn': {wrong!r} cannot train space {_quote(space)} (family "
+        f"{family!r} is {kind}). Fix: leave training.trial_fn out (auto: the family's own "
+        f"trainer, {family_trainer(family)!r}), or choose a space the trainer can train."
+    )
 
 
 def where_am_i() -> dict[str, Any]:
