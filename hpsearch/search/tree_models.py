@@ -183,6 +183,27 @@ def _max_features(value: Any, task: str) -> Any:
     return value
 
 
+def _forest_params(
+    p: dict[str, Any], task: str, seed: int, n_rows: int | None, threads: int | None
+) -> dict[str, Any]:
+    """A forest's constructor arguments (:func:`estimator_params`), scaled with the rows."""
+    scale = _forest_scale(n_rows)
+    out = {
+        "n_estimators": scale["n_estimators"],
+        "max_features": _max_features(p.get("max_features", "auto"), task),
+        "min_samples_leaf": max(int(p.get("min_samples_leaf", 1)), scale["min_leaf"]),
+        "random_state": seed,
+    }
+    if p.get("max_leaf_nodes") is not None:
+        out["max_leaf_nodes"] = int(p["max_leaf_nodes"])
+    if "max_samples" in scale:
+        out["bootstrap"] = True  # extra trees too: max_samples needs it
+        out["max_samples"] = scale["max_samples"]
+    if threads:
+        out["n_jobs"] = int(threads)
+    return out
+
+
 def estimator_params(
     family: str,
     params: dict[str, Any],
@@ -209,21 +230,7 @@ def estimator_params(
     absolute = tree_loss(name, task, metric) == "absolute_error"
     out: dict[str, Any]
     if name in FORESTS:
-        scale = _forest_scale(n_rows)
-        out = {
-            "n_estimators": scale["n_estimators"],
-            "max_features": _max_features(p.get("max_features", "auto"), task),
-            "min_samples_leaf": max(int(p.get("min_samples_leaf", 1)), scale["min_leaf"]),
-            "random_state": seed,
-        }
-        if p.get("max_leaf_nodes") is not None:
-            out["max_leaf_nodes"] = int(p["max_leaf_nodes"])
-        if "max_samples" in scale:
-            out["bootstrap"] = True  # extra trees too: max_samples needs it
-            out["max_samples"] = scale["max_samples"]
-        if threads:
-            out["n_jobs"] = int(threads)
-        return out
+        return _forest_params(p, task, seed, n_rows, threads)
     if name == "hgb":
         out = {
             "max_iter": MAX_ROUNDS,
