@@ -422,3 +422,25 @@ def test_spec_trial_fn_auto_and_yaml(tmp_path):
     assert doc["training"]["trial_fn"] == "auto"
     with pytest.raises(UserError):
         load_spec({**d, "training": {"trial_fn": "tres"}})
+
+
+def test_xgboost_learns_a_fold_that_lacks_a_class():
+    """XGBoost refuses labels that are not 0..K-1: a fold whose training rows lack a rare
+    class still fits, and its probabilities land in the right class columns."""
+    pytest.importorskip("xgboost")
+    from hpsearch.search.tree_models import fit_estimator, predict_tree, tree_params
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = np.where(X[:, 0] > 0, 2, 0)  # class 1 of three is missing from the training rows
+    X_val, y_val = X[:40], np.r_[np.ones(5, dtype=int), y[5:40]]  # ... and early-stops on it
+    params = {**tree_params("xgb", "multiclass", 0), "n_estimators": 30}
+    model = fit_estimator("xgb", "multiclass", params, X, y, X_val=X_val, y_val=y_val)
+    proba = predict_tree(model, X[:50], "multiclass", 3)
+    assert proba.shape == (50, 3) and np.allclose(proba[:, 1], 0.0)
+    assert np.mean(proba[:, 2][y[:50] == 2] > 0.5) > 0.9
+    assert np.mean(proba[:, 0][y[:50] == 0] > 0.5) > 0.9
+    # labels 0..K-1 already: the plain estimator, as before
+    y3 = rng.integers(0, 3, 300)
+    plain = fit_estimator("xgb", "multiclass", params, X, y3, X_val=X[:40], y_val=y3[:40])
+    assert type(plain).__name__ == "XGBClassifier"

@@ -559,8 +559,57 @@ def fit_estimator(
                 model.fit(X, y, eval_set=[(X_val, y_val)], callbacks=stop, **cat)
         else:  # xgb
             model.set_params(early_stopping_rounds=rounds)
+            if task != "regression":
+                return LabelMapped.fit_xgb(model, X, y, X_val, y_val)
             model.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
     return model
+
+
+class LabelMapped:
+    """An XGBoost classifier fitted on the classes its training rows hold, renumbered
+    ``0..m-1`` (XGBoost refuses labels that are not exactly ``0..K-1``, as when a rare class
+    is missing from a fold's training rows); ``classes_`` are the original class indices,
+    so :func:`predict_tree` places each probability column at its class. Early-stopping
+    rows of a class the training rows lack are left out of the early stopping."""
+
+    def __init__(self, estimator: Any, classes: np.ndarray) -> None:
+        self.estimator = estimator
+        self.classes_ = np.asarray(classes)
+
+    @classmethod
+    def fit_xgb(
+        cls, model: Any, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray
+    ):
+        """``model`` fitted on ``(X, y)`` early-stopping on ``(X_val, y_val)``: itself when
+        the labels are ``0..K-1`` already, else wrapped with the renumbering."""
+        classes = np.unique(y)
+        if np.array_equal(classes, np.arange(len(classes))):
+            model.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
+            return model
+        index = {c: i for i, c in enumerate(classes.tolist())}
+        keep = np.array([v in index for v in np.asarray(y_val).tolist()], dtype=bool)
+        renumber = np.vectorize(index.__getitem__, otypes=[np.int64])
+        if not keep.any():  # no early-stopping row of a class it learns
+            model.set_params(early_stopping_rounds=None)
+            model.fit(X, renumber(y), verbose=False)
+            return cls(model, classes)
+        model.fit(
+            X,
+            renumber(y),
+            eval_set=[(np.asarray(X_val)[keep], renumber(np.asarray(y_val)[keep]))],
+            verbose=False,
+        )
+        return cls(model, classes)
+
+    @property
+    def n_features_in_(self) -> int:
+        return int(self.estimator.n_features_in_)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
 def best_rounds(model: Any) -> int | None:
