@@ -517,9 +517,12 @@ def keep_inputs(spec_path: str | os.PathLike) -> list[str]:
 
     from hpsearch.core import atomic
     from hpsearch.core.remote import RemoteRun, is_uri
+    from search_spaces import safe_yaml
 
     staged_spec = Path(spec_path).resolve()
-    staged = yaml.safe_load(staged_spec.read_text())
+    # the project's YAML loader (aliases that expand, duplicate keys refused), as every
+    # other reader of a spec file
+    staged = safe_yaml.load(staged_spec.read_text(encoding="utf-8"))
     # a run at a URI: the driver's staging copy on this node, pushed again below
     remote = RemoteRun(staged["output"]) if is_uri(staged["output"]) else None
     run_dir = remote.local if remote else Path(staged["output"])
@@ -527,7 +530,7 @@ def keep_inputs(spec_path: str | os.PathLike) -> list[str]:
     if not frozen.is_file():
         return []
     base = staged_spec.parent
-    current = yaml.safe_load(frozen.read_text())
+    current = safe_yaml.load(frozen.read_text(encoding="utf-8"))
     moved = []
     fields = [("data", f) for f in DATA_FIELDS] + [(None, "space")]
     for section, fld in fields:
