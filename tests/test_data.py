@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from hpsearch.core.data import (
+    DATETIME_PARTS,
+    LEGACY_DATETIME_PARTS,
     DataError,
     Preprocessor,
     Target,
@@ -145,11 +147,12 @@ def test_arrays_and_input_spec(tmp_path):
     spec = p.input_spec
     assert set(p.x["train"]) == set(spec.input_names())
     assert spec.categorical == {"city": 4, "level": 4}
-    # numeric: x1, x2, 5 datetime parts, then x2's missing indicator
+    # numeric: x1, x2, 7 datetime parts, then x2's missing indicator
     assert p.preprocessor.numeric_names == [
-        "x1", "x2", "when_year", "when_month", "when_day", "when_dayofweek", "when_hour", "x2_missing",
+        "x1", "x2", "when_year", "when_month", "when_day", "when_dayofweek", "when_hour",
+        "when_dayofyear", "when_days", "x2_missing",
     ]  # fmt: skip
-    assert spec.numeric == 8
+    assert spec.numeric == 10
     x = p.x["valid"]
     assert x["numeric"].dtype == np.float32 and not np.isnan(x["numeric"]).any()
     miss = df["x2"].isna().to_numpy()[p.ids["valid"]]
@@ -160,7 +163,7 @@ def test_arrays_and_input_spec(tmp_path):
     assert spec.text.vocab_size == 8 + 2
     assert p.output_spec.heads[0].task == "binary" and p.classes == ["no", "yes"]
     # numerics + datetime parts, categorical codes, per text column 2 lengths + token counts
-    assert p.tree_x["train"].shape == (len(p.ids["train"]), 2 + 5 + 2 + 2 + 8)
+    assert p.tree_x["train"].shape == (len(p.ids["train"]), 2 + 7 + 2 + 2 + 8)
     assert np.isnan(p.tree_x["train"][:, 1]).any()  # raw NaN kept for trees
 
 
@@ -207,9 +210,27 @@ def test_datetime_expansion():
     df = pd.DataFrame({"d": ["2021-03-04 05:06", "2022-12-25 23:00", None]})
     pre = Preprocessor().fit(df, {"d": "datetime"})
     tree = pre.tree_matrix(df)
-    assert tree[0].tolist() == [2021, 3, 4, 3, 5]
+    days = (pd.Timestamp("2021-03-04 05:06") - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    assert tree[0].tolist() == pytest.approx([2021, 3, 4, 3, 5, 63, days])
+    assert tree[1, 5] == 359 and tree[1, 6] - tree[0, 6] == pytest.approx(661 + 17.9 / 24)
     assert np.isnan(tree[2]).all()
-    assert pre.numeric_names[-1] == "d_hour_missing"
+    assert pre.numeric_names[-1] == "d_days_missing"
+
+
+def test_a_run_prepared_before_the_day_features_keeps_its_datetime_parts():
+    """A saved preprocessor without ``datetime_parts`` (a run prepared before dayofyear and
+    days) makes the features it was fitted with, and its dict (the data fingerprint's
+    part) is unchanged."""
+    df = pd.DataFrame({"d": ["2021-03-04 05:06", "2022-12-25 23:00", None]})
+    saved = Preprocessor().fit(df, {"d": "datetime"}).to_dict()
+    assert saved["datetime_parts"] == list(DATETIME_PARTS)
+    old = {k: v for k, v in saved.items() if k != "datetime_parts"}
+    old["numeric"] = [
+        f for f in saved["numeric"] if not f["name"].startswith(("d_dayofyear", "d_days"))
+    ]
+    pre = Preprocessor.from_dict(old)
+    assert pre.datetime_parts == LEGACY_DATETIME_PARTS and pre.to_dict() == old
+    assert pre.tree_matrix(df)[0].tolist() == [2021, 3, 4, 3, 5]
 
 
 def test_class_order_sorted_and_stable():
@@ -251,7 +272,7 @@ def test_test_table_and_ids(tmp_path):
     df = make_frame(150)
     test = make_frame(30, seed=1).drop(columns=["label"])
     p = prepare(csv_spec(tmp_path, df, test=test, id="row_id"))
-    assert p.x["test"]["numeric"].shape == (30, 8) and p.y["test"] is None
+    assert p.x["test"]["numeric"].shape == (30, 10) and p.y["test"] is None
     assert p.ids["test"].tolist() == list(range(30))
 
 

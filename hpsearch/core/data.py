@@ -34,7 +34,14 @@ from hpsearch.core.errors import UserError
 from search_spaces.specs import InputSpec, OutputSpec, TextInput
 
 KINDS = ("numeric", "categorical", "text", "datetime", "drop")
-DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour")
+# the numeric features of a datetime column: its calendar parts, the day of the year
+# (seasons) and the days since 1970-01-01 (trends; the date as one number, as AutoGluon's
+# datetime features keep it)
+DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour", "dayofyear", "days")
+# the parts of runs prepared before dayofyear and days: their saved preprocessor has no
+# `datetime_parts` and keeps these
+LEGACY_DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour")
+_EPOCH = pd.Timestamp("1970-01-01")
 SPLITS = ("train", "valid", "holdout")
 MAX_CLASSES = 100
 CAT_MIN_COUNT = 2
@@ -628,6 +635,14 @@ def _as_numeric(s: pd.Series, col: str, where: str) -> np.ndarray:
     return conv.to_numpy(dtype=float, na_value=np.nan)
 
 
+def _datetime_part(dt: pd.Series, part: str) -> np.ndarray:
+    """One numeric feature of parsed datetimes (NaN where missing): a calendar part
+    (``year`` .. ``dayofyear``) or ``days``, the days since 1970-01-01 (fractional)."""
+    if part == "days":
+        return ((dt - _EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float, na_value=np.nan)
+    return getattr(dt.dt, part).to_numpy(dtype=float, na_value=np.nan)
+
+
 def _robust_stats(z: np.ndarray) -> dict[str, float]:
     """The median and robust spread of a standardized column: the interquartile range,
     else half the range where most values are equal, else 1 (the robust scaling of
@@ -650,6 +665,7 @@ class Preprocessor:
         # {name, median, mean, std, missing, robust_center, robust_scale} (no robust_* in older runs)
         self.numeric: list[dict[str, Any]] = []
         self.categorical: dict[str, list[str]] = {}  # column -> keys in id order (id = index + 1)
+        self.datetime_parts: tuple[str, ...] = DATETIME_PARTS  # the features of a datetime column
         self.text_columns: list[str] = []
         self.vocab: list[str] = []
         self.seq_len: int = 0
@@ -680,9 +696,9 @@ class Preprocessor:
         for col, kind in self.columns.items():
             if kind == "datetime":
                 dt = _parse_datetime(df[col])
-                for part in DATETIME_PARTS:
+                for part in self.datetime_parts:
                     names.append(f"{col}_{part}")
-                    cols.append(getattr(dt.dt, part).to_numpy(dtype=float, na_value=np.nan))
+                    cols.append(_datetime_part(dt, part))
         mat = np.column_stack(cols) if cols else np.zeros((len(df), 0))
         return names, mat.astype(np.float64)
 
@@ -892,6 +908,13 @@ class Preprocessor:
             "text_columns": list(self.text_columns),
             "vocab": list(self.vocab),
             "seq_len": self.seq_len,
+            # written only for the current parts: a run prepared before them keeps its
+            # preprocessor's dict (and so its data fingerprint)
+            **(
+                {"datetime_parts": list(self.datetime_parts)}
+                if tuple(self.datetime_parts) != LEGACY_DATETIME_PARTS
+                else {}
+            ),
         }
 
     @classmethod
@@ -905,6 +928,7 @@ class Preprocessor:
         p.text_columns = list(d["text_columns"])
         p.vocab = list(d["vocab"])
         p.seq_len = int(d["seq_len"])
+        p.datetime_parts = tuple(d.get("datetime_parts") or LEGACY_DATETIME_PARTS)
         p._build_index()
         return p
 
