@@ -387,3 +387,26 @@ def test_the_portfolio_starts_with_the_tuned_default_and_every_entry_builds(fam)
         model = fam.build_model("realmlp", config, SPECS["both"], outputs)
         fam.compile_model(model, config, outputs)
         assert fam.count_params(model) < 2_000_000
+
+
+def test_a_network_stops_training_at_the_deadline():
+    """Past the deadline (the end of the search's time budget and its grace) a network
+    stops at the next batch instead of training its remaining epochs."""
+    import time
+
+    import keras
+
+    from hpsearch.search.training import deadline_callback
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(256, 3)).astype("float32"), rng.normal(size=256).astype("float32")
+
+    def fit(callbacks):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile("adam", "mse")
+        return model.fit(X, y, batch_size=32, epochs=5, verbose=0, callbacks=callbacks)
+
+    assert len(fit([]).history["loss"]) == 5
+    stopped = fit([deadline_callback(time.time() - 1)])
+    assert len(stopped.history["loss"]) == 1  # one batch, then the epoch ends
+    assert len(fit([deadline_callback(time.time() + 3600)]).history["loss"]) == 5

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -444,3 +445,60 @@ def test_xgboost_learns_a_fold_that_lacks_a_class():
     y3 = rng.integers(0, 3, 300)
     plain = fit_estimator("xgb", "multiclass", params, X, y3, X_val=X[:40], y_val=y3[:40])
     assert type(plain).__name__ == "XGBClassifier"
+
+
+@pytest.mark.parametrize("name", ["lgbm", "catboost", "xgb"])
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_a_booster_stops_adding_rounds_at_the_deadline(name, task):
+    """Past the deadline (the end of the search's time budget and its grace) a booster
+    keeps the rounds it has instead of running on: a few rounds, not hundreds, and a model
+    that predicts and pickles."""
+    if name == "xgb":
+        pytest.importorskip("xgboost")
+    from hpsearch.search.tree_models import fit_estimator, predict_tree, tree_params
+    from hpsearch.search.tree_trainer import model_bytes
+
+    def late_rounds(model):  # the rounds the model predicts with
+        est = getattr(model, "estimator", model)
+        if hasattr(est, "get_booster"):
+            return est.get_booster().num_boosted_rounds()
+        if hasattr(est, "booster_"):
+            return est.booster_.current_iteration()
+        return est.tree_count_
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 4))
+    y = (X[:, 0] + 0.1 * rng.normal(size=400) > 0).astype(int) if task == "binary" else X[:, 0]
+    params = {
+        **tree_params(name, task, 0),
+        ("iterations" if name == "catboost" else "n_estimators"): 300,
+    }
+    kw = {"X_val": X[:80], "y_val": y[:80]}
+    free = fit_estimator(name, task, params, X, y, **kw)
+    late = fit_estimator(name, task, params, X, y, deadline=time.time() - 1, **kw)
+    assert late_rounds(late) <= 3 < late_rounds(free)
+    assert predict_tree(late, X[:5], task, 2).shape == (5,)
+    import io
+
+    import joblib
+
+    again = joblib.load(io.BytesIO(model_bytes(late)))  # saved like any trial model
+    assert np.allclose(predict_tree(again, X[:5], task, 2), predict_tree(late, X[:5], task, 2))
+    # without the early-stopping rows too
+    bare = fit_estimator(name, task, params, X, y, deadline=time.time() - 1)
+    assert predict_tree(bare, X[:5], task, 2).shape == (5,)
+
+
+def test_the_search_gives_trials_a_deadline_after_its_time_budget():
+    from types import SimpleNamespace
+
+    from hpsearch.search import driver
+
+    loop = object.__new__(driver.SearchLoop)
+    loop.t0 = 1000.0
+    loop.spec = SimpleNamespace(budget=SimpleNamespace(timeout_s=300.0))
+    assert loop.deadline() == 1000.0 + 300.0 + 30.0  # 10% grace
+    loop.spec.budget.timeout_s = 20.0
+    assert loop.deadline() == 1000.0 + 20.0 + driver.MIN_DEADLINE_GRACE_S
+    loop.spec.budget.timeout_s = None  # a budget in trials only: no deadline
+    assert loop.deadline() is None

@@ -200,6 +200,12 @@ def enqueue_portfolio(study: optuna.Study, space: Space) -> list[int]:
     return queued
 
 
+# trials in flight at the end of a time budget train on for this share of it (at least
+# MIN_DEADLINE_GRACE_S), then stop with what they have (the payload's training["deadline"])
+DEADLINE_GRACE = 0.1
+MIN_DEADLINE_GRACE_S = 10.0
+
+
 def _trial_splits(prepared: PreparedData) -> tuple[str, ...]:
     """The splits a trial predicts: valid, holdout and test; cross-validated, oof and test."""
     names = ("oof", "test") if prepared.folds else ("valid", "holdout", "test")
@@ -959,6 +965,18 @@ class SearchLoop:
         line = self.prog.line(done, failed, pruned, len(self.live), best, self.finished_now)
         self.prog.show(line, force=force)
 
+    def deadline(self) -> float | None:
+        """When a trial in flight stops training (wall-clock seconds since the epoch; None
+        without a time budget): the end of ``budget.timeout_s`` plus a grace of
+        :data:`DEADLINE_GRACE` of it (at least :data:`MIN_DEADLINE_GRACE_S`). A trainer that
+        reaches it keeps the model it has so far (boosters their rounds, networks their best
+        epoch), so a slow trial cannot hold a search long past its budget."""
+        timeout_s = self.spec.budget.timeout_s
+        if timeout_s is None:
+            return None
+        grace = max(MIN_DEADLINE_GRACE_S, DEADLINE_GRACE * float(timeout_s))
+        return self.t0 + float(timeout_s) + grace
+
     def launch(self) -> None:
         """Ask the study for a trial and hand it to a free worker."""
         trial = self.study.ask()
@@ -971,7 +989,7 @@ class SearchLoop:
             metric=self.spec.metric,
             task=self.prepared.task,
             seed=int(self.spec.sampler.seed or 0) * 100_003 + trial.number,
-            training=self.training,
+            training={**self.training, "deadline": self.deadline()},
             inputs=self.prepared.input_spec.to_dict(),
             outputs=self.prepared.output_spec.to_dict(),
             splits=self.splits,

@@ -349,7 +349,9 @@ def _callbacks(
 
     Schedule: ``lr_schedule: cosine`` (``schedule``) decays the rate from ``learning_rate`` to
     0 along a half cosine over ``schedule["epochs"]``, step by step; otherwise the rate
-    halves when the validation loss stops improving (ReduceLROnPlateau)."""
+    halves when the validation loss stops improving (ReduceLROnPlateau). With
+    ``training["deadline"]`` (the end of the search's time budget and its grace) training
+    stops at the first batch past it, keeping the best epoch's weights."""
     import keras
 
     patience = int(training.get("patience", 5))
@@ -367,11 +369,29 @@ def _callbacks(
                 monitor="val_loss", factor=0.5, patience=max(1, patience // 2), min_lr=1e-6
             )
         )
+    if training.get("deadline") is not None:
+        callbacks.append(deadline_callback(float(training["deadline"])))
     if tb_dir is not None:
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=tb_dir, write_graph=False, profile_batch=0)
         )
     return callbacks
+
+
+def deadline_callback(deadline: float) -> Any:
+    """A Keras callback that stops training at the first batch that ends after
+    ``deadline`` (``time.time()`` seconds); early stopping then restores the best epoch's
+    weights, as at any end of training."""
+    import time
+
+    import keras
+
+    class StopAtDeadline(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if time.time() >= deadline:
+                self.model.stop_training = True
+
+    return StopAtDeadline()
 
 
 def cosine_rate(base: float, progress: float) -> float:

@@ -45,7 +45,8 @@ import contextlib
 import inspect
 import math
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -421,6 +422,7 @@ class CatBoostModel:
         cat_features: Sequence[int] = (),
         eval_set: tuple[np.ndarray, np.ndarray] | None = None,
         early_stopping_rounds: int | None = None,
+        deadline: float | None = None,
     ) -> CatBoostModel:
         from catboost import CatBoostClassifier, CatBoostRegressor
 
@@ -434,6 +436,8 @@ class CatBoostModel:
             kwargs["eval_set"] = (self._frame(eval_set[0]), eval_set[1])
             kwargs["early_stopping_rounds"] = early_stopping_rounds
             kwargs["use_best_model"] = True
+        if deadline is not None:
+            kwargs["callbacks"] = [_CatBoostDeadline(deadline)]
         self.estimator.fit(self._frame(X), y, **kwargs)
         return self
 
@@ -494,6 +498,7 @@ def fit_estimator(
     y_val: np.ndarray | None = None,
     categorical: Sequence[int] | None = None,
     threads: int | None = None,
+    deadline: float | None = None,
 ) -> Any:
     """A fitted tree model ``name`` on ``(X, y)``; the target is transformed first
     (:func:`target_transform`). With ``X_val``/``y_val`` (the valid split of a holdout
@@ -502,7 +507,10 @@ def fit_estimator(
     gain, and a forest's class probabilities are calibrated on them
     (:class:`SmoothedClassifier`). ``categorical``: column indices of category ids, handled
     natively where the library can; ``threads``: the thread count (HistGradientBoosting's
-    OpenMP threads are limited for the fit)."""
+    OpenMP threads are limited for the fit); ``deadline`` (``time.time()`` seconds): LightGBM,
+    CatBoost and XGBoost stop adding rounds when it has passed, keeping what they have
+    (CatBoost and XGBoost their best round on the early-stopping rows, LightGBM the rounds
+    so far)."""
     params = dict(params)
     categorical = [int(c) for c in (categorical or ())]
     n_features = int(np.asarray(X).shape[1]) if np.ndim(X) == 2 else 0
@@ -523,8 +531,11 @@ def fit_estimator(
     key = rounds_param(name)
     if not has_val and key and name != "hgb" and int(params.get(key, 0)) >= MAX_ROUNDS:
         params[key] = NO_VALID_ROUNDS  # nothing to stop on: a fixed number of rounds
+    if name == "xgb" and deadline is not None:
+        params["callbacks"] = [_xgb_deadline(deadline)]
     model = make_tree(name, task, params)
     y = forward_target(y, transform)
+    late = [_lgbm_deadline(deadline)] if name == "lgbm" and deadline is not None else []
     with _threads_limited(threads if name == "hgb" else None):
         if name in FORESTS:
             model.fit(X, y)
@@ -534,13 +545,21 @@ def fit_estimator(
         if name == "catboost":
             val = (X_val, forward_target(y_val, transform)) if has_val else None
             return model.fit(
-                X, y, cat_features=categorical, eval_set=val, early_stopping_rounds=rounds
+                X,
+                y,
+                cat_features=categorical,
+                eval_set=val,
+                early_stopping_rounds=rounds,
+                deadline=deadline,
             )
         if not has_val:
-            if name == "lgbm" and categorical:
-                model.fit(X, y, categorical_feature=categorical)
+            if name == "lgbm":
+                cat = {"categorical_feature": categorical} if categorical else {}
+                model.fit(X, y, callbacks=late, **cat)
             else:
                 model.fit(X, y)
+            if name == "xgb":
+                model.set_params(callbacks=None)  # the deadline's callback is not saved
             return model
         y_val = forward_target(y_val, transform)
         if name == "hgb":
@@ -551,7 +570,7 @@ def fit_estimator(
         elif name == "lgbm":
             import lightgbm as lgb
 
-            stop = [lgb.early_stopping(rounds, verbose=False)]
+            stop = [lgb.early_stopping(rounds, verbose=False), *late]
             cat = {"categorical_feature": categorical} if categorical else {}
             if "eval_X" in inspect.signature(model.fit).parameters:  # LightGBM 4.7+
                 model.fit(X, y, eval_X=X_val, eval_y=y_val, callbacks=stop, **cat)
@@ -560,9 +579,45 @@ def fit_estimator(
         else:  # xgb
             model.set_params(early_stopping_rounds=rounds)
             if task != "regression":
-                return LabelMapped.fit_xgb(model, X, y, X_val, y_val)
-            model.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
+                fitted = LabelMapped.fit_xgb(model, X, y, X_val, y_val)
+            else:
+                fitted = model.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
+            model.set_params(callbacks=None)  # the deadline's callback is not saved
+            return fitted
     return model
+
+
+class _CatBoostDeadline:
+    """CatBoost's ``after_iteration`` callback: go on until ``deadline`` has passed."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = float(deadline)
+
+    def after_iteration(self, info: Any) -> bool:
+        return time.time() < self.deadline
+
+
+def _lgbm_deadline(deadline: float) -> Callable[[Any], None]:
+    """A LightGBM callback that stops the boosting once ``deadline`` has passed."""
+    import lightgbm as lgb
+
+    def stop_at_deadline(env: Any) -> None:
+        if time.time() >= deadline:
+            raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
+
+    stop_at_deadline.order = 40  # after the early-stopping callback (order 30)
+    return stop_at_deadline
+
+
+def _xgb_deadline(deadline: float) -> Any:
+    """An XGBoost training callback that stops the boosting once ``deadline`` has passed."""
+    import xgboost as xgb
+
+    class StopAtDeadline(xgb.callback.TrainingCallback):
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            return time.time() >= deadline
+
+    return StopAtDeadline()
 
 
 class LabelMapped:
@@ -620,7 +675,12 @@ def best_rounds(model: Any) -> int | None:
         return model.best_iteration_
     module = type(estimator).__module__
     if module.startswith("xgboost"):
-        best = getattr(estimator, "best_iteration", None)
+        try:
+            best = getattr(estimator, "best_iteration", None)
+        except AttributeError:  # stopped by the deadline before early stopping's first round
+            best = None
+        if best is None and getattr(estimator, "early_stopping_rounds", None):
+            return int(estimator.get_booster().num_boosted_rounds()) or None
         return None if best is None else int(best) + 1
     for attr in ("best_iteration_", "n_iter_"):
         value = getattr(estimator, attr, None)

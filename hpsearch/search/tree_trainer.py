@@ -18,6 +18,9 @@ whose space is a tree family; ``hpsearch.core.data.Preprocessor.tree_meta``).
   oof, test) in the run's conventions: binary P(class 1), class-index-ordered probabilities,
   regression in natural units (``log1p`` learnt and undone under RMSLE; an absolute loss
   for the boosters under MAE).
+- **Deadline**: a booster stops adding rounds at ``payload.training["deadline"]`` (the
+  end of the search's time budget and its grace: ``hpsearch.search.driver``), keeping the
+  rounds it has.
 - **Value**: the metric on the valid rows. ``epochs`` and ``best_epoch`` are the boosting
   rounds kept (0 and None for a forest); ``trial.json`` also records the estimator's
   arguments (``estimator_params``, without threads), ``tree_model``, ``threads``,
@@ -130,6 +133,7 @@ def train_tree_trial(payload: TrialPayload, data: dict[str, Any], reporter: Any)
         y_val=y_valid,
         categorical=categorical,
         threads=threads,
+        deadline=payload.training.get("deadline"),
     )
     fit_s = time.perf_counter() - t0
     k = _n_classes(payload)
