@@ -87,10 +87,12 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     """Table x (HGB, LightGBM, pipeline holdout, pipeline CV, AutoGluon): the test score,
     the best of the row in bold."""
     tables = list(dict.fromkeys(r["table"] for r in rows))
-    head = "| table | metric | " + " | ".join(t for t, _ in SUMMARY_COLUMNS) + " |"
-    lines = [head, "|---|---|" + "---:|" * len(SUMMARY_COLUMNS)]
+    # a method no table has a row for (a mode not run) gets no column
+    columns = [(t, p) for t, p in SUMMARY_COLUMNS if any(_find(rows, x, p) for x in tables)]
+    head = "| table | metric | " + " | ".join(t for t, _ in columns) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(columns)]
     for table in tables:
-        found = [_find(rows, table, prefix) for _, prefix in SUMMARY_COLUMNS]
+        found = [_find(rows, table, prefix) for _, prefix in columns]
         metric = next(r["metric"] for r in rows if r["table"] == table)
         scores = [r.get("score") if r else None for r in found]
         present = [s for s in scores if s is not None]
