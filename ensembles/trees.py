@@ -138,8 +138,10 @@ OOF = "oof"  # the prediction file of a cross-validated tree: every labelled row
 # slice (CV mode), forests' probabilities are calibrated on those rows; 3 = the parameters
 # are the tree family's first portfolio configuration (hpsearch.search.tree_models:
 # estimator_params, scaled with the rows), categorical columns handled natively, threads
-# limited, boosters early-stop after a number of rounds that falls with the rows
-FIT_VERSION = 3
+# limited, boosters early-stop after a number of rounds that falls with the rows; 4 =
+# CatBoost's first configuration one-hot encodes small categories and combines none, and
+# small integer categories reach the trees as numbers (runs prepared since)
+FIT_VERSION = 4
 
 
 def fold_model_file(fold: int) -> str:

@@ -372,7 +372,7 @@ def test_a_trials_folds_take_the_free_slots_before_a_new_trial():
     runner = TrialRunner(max_concurrent=2, warm_workers=False)
     runner.cv_targets = (np.zeros(9), np.arange(9) % 3)
     submitted: list[tuple[int, int | None]] = []
-    runner._submit = lambda payload, fold=None: (  # no Ray: record, hold a slot
+    runner._submit = lambda payload, fold=None, call=None: (  # no Ray: record, a slot
         submitted.append((payload.number, fold)),
         runner.in_flight.__setitem__(object(), _Held(payload, fold)),
     )
@@ -384,6 +384,69 @@ def test_a_trials_folds_take_the_free_slots_before_a_new_trial():
     runner.folded[0].running.discard(0)
     runner._dispatch_folds()
     assert submitted[-1] == (0, 2) and runner.free_slots() == 0
+
+
+def test_the_time_left_to_the_deadline_is_split_over_the_rounds_of_folds():
+    """A fold that starts gets the time left to its trial's deadline divided by the rounds
+    of folds still to run (the folds left, slots at a time): a trial that cannot finish
+    before the deadline has its folds cut alike, not its last ones cut to one round."""
+    from hpsearch.search.folds import fold_deadline
+
+    assert fold_deadline(100.0, 5, 2, now=10.0) == pytest.approx(40.0)  # 3 rounds: 30 s
+    assert fold_deadline(100.0, 4, 2, now=10.0) == pytest.approx(55.0)  # 2 rounds
+    assert fold_deadline(100.0, 5, 1, now=10.0) == pytest.approx(28.0)  # one at a time
+    assert fold_deadline(100.0, 1, 2, now=10.0) == 100.0  # the last round: all of it
+    assert fold_deadline(100.0, 5, 2, now=120.0) == 120.0  # past it: stop at once
+    assert fold_deadline(None, 5, 2, now=10.0) is None  # no time budget: no deadline
+
+
+def test_folds_one_after_another_each_get_their_part_of_the_time_left(tmp_path):
+    """Sequential folds (``parallel_folds: false``): fold k's trainer sees the deadline
+    ``now + (deadline - now) / (K - k)``; the trial's payload keeps its own."""
+    from hpsearch.search.testing import oracle
+
+    spec, prepared, data = _prepared(tmp_path)
+    seen: list[tuple[float, float]] = []
+
+    def timed(payload, fdata, reporter):
+        seen.append((time.time(), payload.training["deadline"]))
+        return oracle(payload, fdata, reporter)
+
+    deadline = time.time() + 90.0
+    payload = _payload(prepared, spec.metric, 3, training={"deadline": deadline})
+    result = run_folds(timed, payload, data, _Reporter())
+    assert result.state == COMPLETE and payload.training["deadline"] == deadline
+    for k, (now, got) in enumerate(seen):
+        assert got == pytest.approx(now + (deadline - now) / (3 - k), abs=0.5)
+    assert seen[-1][1] == pytest.approx(deadline)
+
+
+def test_parallel_folds_get_the_deadline_of_their_round():
+    """Folds as separate calls: 3 folds on 2 slots are 2 rounds, so the first two calls
+    may run to half the time left; the last fold, alone in its round, to the deadline."""
+    from hpsearch.search.runner import TrialRunner
+
+    runner = TrialRunner(max_concurrent=2, warm_workers=False)
+    runner.cv_targets = (np.zeros(9), np.arange(9) % 3)
+    calls: dict[int, float] = {}
+    runner._submit = lambda payload, fold=None, call=None: (
+        calls.__setitem__(fold, call.training["deadline"]),
+        runner.in_flight.__setitem__(object(), _Held(payload, fold)),
+    )
+    deadline = time.time() + 100.0
+    payload = TrialPayload(
+        0, {}, "dense", "rmse", "regression", 0, {"deadline": deadline}, {}, {}, folds=3
+    )
+    start = time.time()
+    runner.submit(payload)
+    assert sorted(calls) == [0, 1]
+    for fold in (0, 1):
+        assert calls[fold] == pytest.approx(start + (deadline - start) / 2, abs=0.5)
+    runner.in_flight.pop(next(iter(runner.in_flight)))  # fold 0 ends
+    runner.folded[0].running.discard(0)
+    runner._dispatch_folds()
+    assert calls[2] == pytest.approx(deadline)
+    assert runner.folded[0].payload.training["deadline"] == deadline  # the trial's own
 
 
 @pytest.mark.slow
@@ -417,7 +480,7 @@ def test_cancel_returns_each_trial_whose_folds_run_once():
 
     runner = TrialRunner(max_concurrent=2, warm_workers=False)
     runner.cv_targets = (np.zeros(9), np.arange(9) % 3)
-    runner._submit = lambda payload, fold=None: runner.in_flight.__setitem__(
+    runner._submit = lambda payload, fold=None, call=None: runner.in_flight.__setitem__(
         object(), _Held(payload, fold)
     )
     payload = TrialPayload(4, {}, "dense", "rmse", "regression", 0, {}, {}, {}, folds=3)

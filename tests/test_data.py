@@ -372,3 +372,45 @@ def test_digits_image(tmp_path):
     assert p.input_spec.image_shape == (8, 8, 1) and p.input_spec.numeric == 0
     assert p.output_spec.heads[0].n_classes == 10 and p.classes == list(range(10))
     assert load_prepared(tmp_path, spec).fingerprint == p.fingerprint
+
+
+def test_trees_see_small_integer_categories_as_numbers_and_strings_as_categories():
+    """An integer column the kinds' inference makes categorical (a count with a few values)
+    reaches the trees as its number, order kept and NaN when missing, not as a category id;
+    a string column stays a category for them; the networks embed both."""
+    df = pd.DataFrame(
+        {
+            "x": [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] * 2,
+            "adults": [2, 1, 2, 3, None, 2] * 2,
+            "meal": ["bb", "hb", "bb", "fb", "bb", None] * 2,
+        }
+    )
+    kinds = {"x": "numeric", "adults": "categorical", "meal": "categorical"}
+    pre = Preprocessor().fit(df, kinds)
+    assert pre.tree_ordinal == ["adults"]
+    tree = pre.tree_matrix(df)
+    at = {name: j for j, name in enumerate(pre.tree_names)}
+    adults = tree[:, at["adults"]]
+    assert adults[:4].tolist() == [2, 1, 2, 3] and np.isnan(adults[4])
+    assert tree[:6, at["meal"]].tolist() == [1, 3, 1, 2, 1, 0]  # ids by count, then key
+    assert pre.tree_meta() == {"categorical": [at["meal"]], "cardinality": [4]}
+    assert "cat_adults" in pre.transform(df)  # an embedded input for the networks
+    again = Preprocessor.from_dict(pre.to_dict())
+    assert again.tree_ordinal == ["adults"] and np.array_equal(
+        again.tree_matrix(df), tree, equal_nan=True
+    )
+
+
+def test_a_run_prepared_before_ordinal_trees_keeps_its_category_ids():
+    """A saved preprocessor without ``tree_ordinal`` (a run prepared before it) gives the
+    trees category ids for every categorical column, and its dict is unchanged."""
+    df = pd.DataFrame({"adults": [2, 1, 2, 3] * 2, "meal": ["bb", "hb", "bb", "fb"] * 2})
+    saved = Preprocessor().fit(df, {"adults": "categorical", "meal": "categorical"}).to_dict()
+    old = {k: v for k, v in saved.items() if k != "tree_ordinal"}
+    pre = Preprocessor.from_dict(old)
+    assert pre.tree_ordinal == [] and pre.to_dict() == old
+    assert pre.tree_matrix(df)[:4, 0].tolist() == [1, 2, 1, 3]  # ids by count, then key
+    assert pre.tree_meta()["categorical"] == [0, 1]
+    # a column with more than TREE_ORDINAL_MAX integers, or floats, stays a category
+    wide = pd.DataFrame({"c": list(range(12)) * 2, "f": [0.5, 1.5] * 12})
+    assert Preprocessor().fit(wide, {"c": "categorical", "f": "categorical"}).tree_ordinal == []

@@ -41,6 +41,10 @@ DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour", "dayofyear", "day
 # the parts of runs prepared before dayofyear and days: their saved preprocessor has no
 # `datetime_parts` and keeps these
 LEGACY_DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour")
+# a categorical column of integers with at most this many values (a count, a level, a flag:
+# what the kinds' inference makes categorical) reaches the tree models as its number, its
+# order kept, as a user would give it to them; the networks still embed it
+TREE_ORDINAL_MAX = 10
 _EPOCH = pd.Timestamp("1970-01-01")
 SPLITS = ("train", "valid", "holdout")
 MAX_CLASSES = 100
@@ -616,6 +620,17 @@ def _cat_keys(s: pd.Series) -> list[str | None]:
     return out
 
 
+def _small_integers(s: pd.Series) -> bool:
+    """Whether a column holds numbers (not booleans), all integers, with at most
+    :data:`TREE_ORDINAL_MAX` distinct values."""
+    if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+        return False
+    values = s.dropna()
+    if values.empty or values.nunique() > TREE_ORDINAL_MAX:
+        return False
+    return _is_integral(values.to_numpy(dtype=float))
+
+
 def _as_numeric(s: pd.Series, col: str, where: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(s):
         return s.astype(float).to_numpy(dtype=float)
@@ -666,6 +681,8 @@ class Preprocessor:
         self.numeric: list[dict[str, Any]] = []
         self.categorical: dict[str, list[str]] = {}  # column -> keys in id order (id = index + 1)
         self.datetime_parts: tuple[str, ...] = DATETIME_PARTS  # the features of a datetime column
+        # categorical columns of integers the trees see as numbers (none in older runs)
+        self.tree_ordinal: list[str] = []
         self.text_columns: list[str] = []
         self.vocab: list[str] = []
         self.seq_len: int = 0
@@ -763,6 +780,7 @@ class Preprocessor:
             kept = [k for k, c in counts.items() if c >= CAT_MIN_COUNT]
             kept.sort(key=lambda k: (-counts[k], k))
             self.categorical[col] = kept[:CAT_MAX_CARD]
+        self.tree_ordinal = [c for c in self.categorical if _small_integers(df[c])]
         self.text_columns = [c for c, k in self.columns.items() if k == "text"]
         if self.text_columns:
             docs = [_tokens(t) for t in self._text(df)]
@@ -857,9 +875,10 @@ class Preprocessor:
         indices; ids ``1..n`` for the training categories, 0 for an unseen one) and
         ``cardinality`` (``n + 1`` per column), for the trees' native categorical handling."""
         start = len(self.numeric)
-        names = list(self.categorical)
+        at = {c: start + i for i, c in enumerate(self.categorical)}
+        names = [c for c in self.categorical if c not in self.tree_ordinal]
         return {
-            "categorical": [start + i for i in range(len(names))],
+            "categorical": [at[c] for c in names],
             "cardinality": [len(self.categorical[c]) + 1 for c in names],
         }
 
@@ -869,12 +888,17 @@ class Preprocessor:
 
     def tree_matrix(self, df: pd.DataFrame, where: str = "the data") -> np.ndarray:
         """Float features for tree models: raw numerics (NaN kept), datetime parts,
-        categorical ids, and per text column its length in characters and words and the
+        categorical ids (the number itself, NaN when missing, for the integer columns of
+        ``tree_ordinal``), and per text column its length in characters and words and the
         counts of the most frequent training tokens (a bag of words)."""
         self.check_columns(df, where)
         _, raw = self._raw_numeric(df, where)
         cols = [raw]
         for col in self.categorical:
+            if col in self.tree_ordinal:
+                values = pd.to_numeric(df[col], errors="coerce")
+                cols.append(values.to_numpy(dtype=float, na_value=np.nan).reshape(-1, 1))
+                continue
             index = self._cat_index[col]
             cols.append(
                 np.array([[index.get(k, 0)] for k in _cat_keys(df[col])], dtype=float).reshape(
@@ -915,6 +939,7 @@ class Preprocessor:
                 if tuple(self.datetime_parts) != LEGACY_DATETIME_PARTS
                 else {}
             ),
+            **({"tree_ordinal": list(self.tree_ordinal)} if self.tree_ordinal else {}),
         }
 
     @classmethod
@@ -929,6 +954,7 @@ class Preprocessor:
         p.vocab = list(d["vocab"])
         p.seq_len = int(d["seq_len"])
         p.datetime_parts = tuple(d.get("datetime_parts") or LEGACY_DATETIME_PARTS)
+        p.tree_ordinal = [str(c) for c in d.get("tree_ordinal") or [] if c in p.categorical]
         p._build_index()
         return p
 

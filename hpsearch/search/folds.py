@@ -135,8 +135,36 @@ def _clear_keras() -> None:
         keras.backend.clear_session()
 
 
+def fold_deadline(deadline: float | None, unfinished: int, slots: int, now: float) -> float | None:
+    """When a fold that starts ``now`` must stop: the time left to the trial's ``deadline``
+    (``time.time()`` seconds) split evenly over the rounds of folds still to run
+    (``unfinished`` folds, this one included, ``slots`` at a time). A trial that cannot
+    finish its folds before the deadline then has every fold cut alike (each a model of
+    about the same rounds or epochs) instead of its first folds whole and its last ones cut
+    to their first round; a trial whose folds each fit their part is not affected."""
+    if deadline is None:
+        return None
+    waves = max(1, math.ceil(max(1, int(unfinished)) / max(1, int(slots))))
+    return now + max(0.0, float(deadline) - now) / waves
+
+
+def with_fold_deadline(payload: TrialPayload, unfinished: int, slots: int) -> TrialPayload:
+    """``payload`` with its deadline replaced by the fold's part (:func:`fold_deadline`)."""
+    deadline = payload.training.get("deadline")
+    if deadline is None:
+        return payload
+    training = {**payload.training}
+    training["deadline"] = fold_deadline(deadline, unfinished, slots, time.time())
+    return dataclasses.replace(payload, training=training)
+
+
 def run_fold(
-    fn: Callable[..., TrialResult], payload: TrialPayload, data: dict[str, Any], fold: int
+    fn: Callable[..., TrialResult],
+    payload: TrialPayload,
+    data: dict[str, Any],
+    fold: int,
+    *,
+    share_deadline: bool = False,
 ) -> TrialResult:
     """Fold ``fold`` of the cross-validated trial ``payload``: the trainer's result, its
     predictions checked and reduced to ``oof`` and ``test``, its entry of ``trial.json``'s
@@ -146,6 +174,8 @@ def run_fold(
     where = f"fold {fold} of {k_folds}"
     start = time.perf_counter()
     fdata, (train, valid, held) = fold_data(data, payload.task, fold)
+    if share_deadline:  # folds one after another: the time left split over those to run
+        payload = with_fold_deadline(payload, k_folds - fold, 1)
     fpayload = fold_payload(payload, fold, "test" in fdata["x"])
     result = run_guarded(fn, fpayload, fdata, _Quiet())
     result.number = payload.number
@@ -329,7 +359,7 @@ def run_folds(
     for fold in range(k_folds):
         if fold:
             _clear_keras()
-        result = run_fold(fn, payload, data, fold)
+        result = run_fold(fn, payload, data, fold, share_deadline=True)
         if result.state != COMPLETE:
             return acc.failed(fold, result)
         acc.add(fold, result)

@@ -566,14 +566,18 @@ class TrialRunner:
             return
         self._submit(payload)
 
-    def _submit(self, payload: TrialPayload, fold: int | None = None) -> None:
-        """One call on a worker slot: a whole trial, or fold ``fold`` of one."""
+    def _submit(
+        self, payload: TrialPayload, fold: int | None = None, call: TrialPayload | None = None
+    ) -> None:
+        """One call on a worker slot: a whole trial, or fold ``fold`` of one (``call``: the
+        payload the fold's worker gets, with the fold's deadline)."""
+        call = payload if call is None else call
         if self.warm:
             actor = self.idle.pop(0)
             if fold is None:
                 ref = actor.run.remote(payload, self.data_ref, self.mailbox)
             else:
-                ref = actor.run_fold.remote(payload, self.data_ref, self.mailbox, fold)
+                ref = actor.run_fold.remote(call, self.data_ref, self.mailbox, fold)
         else:
             actor = None
             ref = self._task.remote(
@@ -581,7 +585,7 @@ class TrialRunner:
                 self.cpus,
                 self.gpus,
                 self.import_keras,
-                payload,
+                call,
                 self.data_ref,
                 self.mailbox,
                 fold,
@@ -590,11 +594,17 @@ class TrialRunner:
 
     def _dispatch_folds(self) -> None:
         """Give the folds that wait the free slots, the oldest trial's first."""
+        from hpsearch.search.folds import with_fold_deadline
+
         for trial in self.folded.values():
             while trial.pending and self.slots - len(self.in_flight) > 0:
                 fold = trial.pending.pop(0)
                 trial.running.add(fold)
-                self._submit(trial.payload, fold)
+                # the time left to the deadline split over the trial's rounds of folds
+                unfinished = len(trial.pending) + len(trial.running)
+                self._submit(
+                    trial.payload, fold, with_fold_deadline(trial.payload, unfinished, self.slots)
+                )
 
     def wait(self, timeout: float = 0.5) -> list[tuple[TrialPayload, TrialResult]]:
         """Results of trials that finished within ``timeout`` seconds."""
