@@ -649,8 +649,9 @@ def _context(args, budget: dict, versions: dict[str, str], elapsed: float) -> di
         f"{elapsed / 60:.0f} min in all, {time.strftime('%Y-%m-%d')}. Modes: "
         f"{', '.join(args.modes)}. CV mode's pipeline: the default mix ({mix}), "
         f"`budget.timeout_s` {setting('timeout_s', f'{DEFAULT_TIMEOUT_S:g} (the default)')} s "
-        f"split by the shares (no new trial after a family's share; trials in flight "
-        f"finish), `n_trials` {setting('n_trials', 'unset')}, `training.max_epochs` "
+        f"split by the shares (no new trial after a family's share; trials in flight stop "
+        f"at its end plus a 10% grace, their folds sharing the time left), `n_trials` "
+        f"{setting('n_trials', 'unset')}, `training.max_epochs` "
         f"{setting('max_epochs', 'the default')}."
     )
     return {
